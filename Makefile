@@ -1,0 +1,33 @@
+# Two commands for a new user: `make serve` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CONFIG ?= assets/configs/Config.toml
+
+.PHONY: serve test setup vulkan clean
+
+setup: $(VENV)/.installed vulkan
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+# wgpu needs a Vulkan (or Metal/DX12/GL) driver; without a GPU driver we install Mesa's
+# software Vulkan (lavapipe) so everything still runs, slowly.
+vulkan: $(VENV)/.installed
+	@$(PY) -m ai00_trio adapters >/dev/null 2>&1 || { \
+		echo "no GPU adapter found: installing Mesa's software Vulkan driver (mesa-vulkan-drivers)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers; \
+		$(PY) -m ai00_trio adapters; }
+
+serve: setup
+	$(PY) -m ai00_trio serve --config $(CONFIG)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,95 @@
+"""Command line: `python -m ai00_trio {generate,adapters,serve}`."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_MODEL = "assets/models/tiny-rwkv-7v0-834K.st"
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    from .gpu.context import list_adapters
+
+    adapters = list_adapters()
+    if not adapters:
+        print("no WebGPU adapter found (install a GPU driver or mesa-vulkan-drivers)", file=sys.stderr)
+        return 1
+    for a in adapters:
+        print(f"{a.index}: {a.name} ({a.backend}, {a.adapter_type})")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .engine import load_model
+    from .sampling import sample_logits
+    from .tokenizer import load_tokenizer
+
+    started = time.perf_counter()
+    model = load_model(args.model, precision=args.precision, adapter=args.adapter)
+    kind = args.tokenizer or ("bytes" if model.info.n_vocab == 256 else "world")
+    tokenizer = load_tokenizer(kind, args.vocab)
+    info = model.info
+    print(f"# {info.version} model: {info.n_layer} layers, {info.n_embd} channels, vocab {info.n_vocab}; "
+          f"{model.precision} on {model.ctx.info.name} ({model.ctx.info.backend}); "
+          f"loaded in {time.perf_counter() - started:.2f}s", file=sys.stderr)
+    rng = np.random.default_rng(args.seed)
+    decoder = tokenizer.incremental_decoder()
+    state = model.new_state()
+    prompt = tokenizer.encode(args.prompt)
+    if not prompt:
+        print("error: the prompt encodes to no tokens", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    logits = model.forward(prompt, state)
+    sys.stdout.write(args.prompt)
+    for _ in range(args.tokens):
+        token = sample_logits(logits, rng, args.temperature, args.top_p)
+        if token == 0 and kind == "world":
+            break
+        sys.stdout.write(decoder.feed([token]))
+        sys.stdout.flush()
+        logits = model.forward([token], state)
+    sys.stdout.write(decoder.flush() + "\n")
+    elapsed = time.perf_counter() - started
+    print(f"# {len(prompt)} prompt + {args.tokens} generated tokens in {elapsed:.2f}s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ai00_trio", description="RWKV inference on WebGPU")
+    sub = parser.add_subparsers(dest="command")
+    gen = sub.add_parser("generate", help="continue a prompt from the command line")
+    gen.add_argument("--model", default=DEFAULT_MODEL)
+    gen.add_argument("--prompt", default="The")
+    gen.add_argument("--tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=0.2)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
+    gen.add_argument("--adapter", default=None, help="adapter index or name (see `adapters`)")
+    gen.add_argument("--tokenizer", choices=("world", "bytes"), default=None,
+                     help="default: bytes for a 256-token vocab, else world")
+    gen.add_argument("--vocab", default=None, help="World vocab file")
+    gen.set_defaults(func=cmd_generate)
+    ada = sub.add_parser("adapters", help="list the GPU adapters wgpu can use")
+    ada.set_defaults(func=cmd_adapters)
+    serve = sub.add_parser("serve", help="serve the model (until the server lands: a demo generation)")
+    serve.add_argument("--config", default=None)
+    serve.set_defaults(func=lambda a: cmd_generate(gen.parse_args(["--prompt", "The"])))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

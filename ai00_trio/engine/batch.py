@@ -1,0 +1,137 @@
+"""Batched runtime: many sequences in `max_batch` GPU slots, advanced together step by step.
+
+Free of HTTP and trio: the GPU-executor actor drives it with `submit`, `step` and the state
+moves (`load`, `save`, `reset`).
+
+Each step is fair: every slot with work gets at least one token (so decoding slots advance
+every step, however long another slot's prompt), and what is left of `token_chunk_size` is
+shared evenly among slots that still have prompt tokens (water-filling).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import Model
+from .runtime import Run
+from .state import State
+
+WANTS = ("last", "all")
+
+
+@dataclass
+class _SlotWork:
+    tokens: deque[int] = field(default_factory=deque)
+    want: str = "last"
+
+
+class BatchRuntime:
+    def __init__(self, model: Model, max_batch: int = 8, token_chunk_size: int = 256) -> None:
+        if max_batch < 1 or token_chunk_size < 1:
+            raise ValueError("max_batch and token_chunk_size must be positive")
+        self.model = model
+        self.max_batch = max_batch
+        self.token_chunk_size = token_chunk_size
+        # A step holds at most the chunk budget, or one token per slot if that is more.
+        self.runtime = model.runtime(max_batch, max(token_chunk_size, max_batch))
+        self._initial = model.new_state()
+        self._work: dict[int, _SlotWork] = {}
+        for slot in range(max_batch):
+            self.reset(slot)
+
+    # --- state moves -------------------------------------------------------------------------
+    def _check_slot(self, slot: int) -> None:
+        if not 0 <= slot < self.max_batch:
+            raise ValueError(f"slot {slot} out of range 0..{self.max_batch - 1}")
+
+    def load(self, slot: int, state: State | None = None) -> None:
+        """Set a slot's state: a copy of `state` (initial, cached or saved), or the zero state.
+        Pending tokens of the slot are dropped."""
+        self._check_slot(slot)
+        source = self._initial if state is None else state
+        if source.model is not self.model:
+            raise ValueError("state belongs to another model")
+        size = self.runtime.slot_floats * 4
+        encoder = self.model.ctx.device.create_command_encoder()
+        encoder.copy_buffer_to_buffer(source.buffer, 0, self.runtime.state, self.runtime.slot_offset(slot), size)
+        self.model.ctx.device.queue.submit([encoder.finish()])
+        self._work.pop(slot, None)
+
+    def reset(self, slot: int) -> None:
+        self.load(slot, None)
+
+    def save(self, slot: int) -> State:
+        """A copy of the slot's current state (stays on the GPU)."""
+        self._check_slot(slot)
+        ctx, size = self.model.ctx, self.runtime.slot_floats * 4
+        copy = ctx.storage(size)
+        encoder = ctx.device.create_command_encoder()
+        encoder.copy_buffer_to_buffer(self.runtime.state, self.runtime.slot_offset(slot), copy, 0, size)
+        ctx.device.queue.submit([encoder.finish()])
+        return State(self.model, copy)
+
+    # --- work --------------------------------------------------------------------------------
+    def submit(self, slot: int, tokens: list[int], want: str = "last") -> None:
+        """Queue tokens for a slot. want="last": logits once all queued tokens are in;
+        want="all": logits for every token (perplexity)."""
+        self._check_slot(slot)
+        if want not in WANTS:
+            raise ValueError(f"want must be one of {WANTS}")
+        bad = [t for t in tokens if not 0 <= int(t) < self.model.info.n_vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} out of range 0..{self.model.info.n_vocab - 1}")
+        work = self._work.setdefault(slot, _SlotWork())
+        work.tokens.extend(int(t) for t in tokens)
+        work.want = want
+
+    def cancel(self, slot: int) -> None:
+        """Drop a slot's queued tokens (its state keeps what was already fed)."""
+        self._work.pop(slot, None)
+
+    @property
+    def busy_slots(self) -> list[int]:
+        return sorted(s for s, w in self._work.items() if w.tokens)
+
+    def plan(self) -> dict[int, int]:
+        """How many tokens each slot feeds in the next step."""
+        pending = {s: len(self._work[s].tokens) for s in self.busy_slots}
+        counts = {s: 1 for s in pending}
+        budget = self.token_chunk_size - len(counts)
+        hungry = [s for s in pending if pending[s] > counts[s]]
+        while budget > 0 and hungry:
+            share = max(1, budget // len(hungry))
+            for s in hungry:
+                extra = min(share, pending[s] - counts[s], budget)
+                counts[s] += extra
+                budget -= extra
+            hungry = [s for s in hungry if pending[s] > counts[s]]
+        return counts
+
+    def step(self) -> dict[int, np.ndarray]:
+        """Run one GPU pass over every slot with work. Returns, per slot that produced output,
+        logits [n_vocab] ("last", once its queue is empty) or [n, n_vocab] ("all")."""
+        counts = self.plan()
+        if not counts:
+            return {}
+        runs, rows, owners = [], [], []
+        start = 0
+        for slot, n in counts.items():
+            work = self._work[slot]
+            chunk = [work.tokens.popleft() for _ in range(n)]
+            runs.append(Run(slot, chunk))
+            if work.want == "all":
+                rows.extend(range(start, start + n))
+                owners.append((slot, n, "all"))
+            elif not work.tokens:
+                rows.append(start + n - 1)
+                owners.append((slot, 1, "last"))
+            start += n
+        logits = self.runtime.step(runs, rows)
+        out: dict[int, np.ndarray] = {}
+        row = 0
+        for slot, n, want in owners:
+            out[slot] = logits[row] if want == "last" else logits[row:row + n]
+            row += n
+        return out

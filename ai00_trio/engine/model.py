@@ -1,0 +1,102 @@
+"""`load_model`: a checkpoint on the GPU, with a simple one-sequence `forward`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..gpu.context import GpuContext, create_context
+from ..gpu.kernels import KernelCache
+from .formats import read_checkpoint
+from .info import ModelInfo, detect_model
+from .runtime import Run, Runtime
+from .state import State
+from .upload import Uploader
+from .versions import ARCHITECTURES
+
+DEFAULT_CHUNK = 256
+
+
+class Model:
+    """An RWKV model on the GPU. `forward` runs one sequence; batched serving uses `runtime()`."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], info: ModelInfo, ctx: GpuContext,
+                 precision: str = "fp16", chunk_size: int = DEFAULT_CHUNK) -> None:
+        self.info = info
+        self.ctx = ctx
+        self.precision = precision
+        self.chunk_size = chunk_size
+        self.kernels = KernelCache(ctx.device)
+        up = Uploader(ctx, precision)
+        self.arch = ARCHITECTURES[info.version](tensors, info, up)
+        self.vecs = ctx.upload(up.vectors.pack())
+        self.weight_bytes = up.bytes_uploaded
+        self._single = Runtime(self.arch, ctx, self.kernels, self.vecs, 1, chunk_size)
+
+    def runtime(self, max_batch: int, max_tokens: int) -> Runtime:
+        return Runtime(self.arch, self.ctx, self.kernels, self.vecs, max_batch, max_tokens)
+
+    # --- states ------------------------------------------------------------------------------
+    def initial_state_array(self) -> np.ndarray:
+        return np.tile(self.arch.initial_layer_state(), self.info.n_layer)
+
+    def new_state(self) -> State:
+        return State(self, self.ctx.upload(self.initial_state_array()))
+
+    def split_state(self, flat: np.ndarray) -> list[np.ndarray]:
+        info = self.info
+        C, out = info.n_embd, []
+        for layer in flat.reshape(info.n_layer, -1):
+            if info.version == "v4":
+                out.extend(layer[i * C:(i + 1) * C].copy() for i in range(5))
+            else:
+                H, N = info.n_head, info.head_size
+                out += [layer[:C].copy(), layer[C:-C].reshape(H, N, N).copy(), layer[-C:].copy()]
+        return out
+
+    def state_from_numpy(self, arrays: Sequence[np.ndarray]) -> State:
+        """The inverse of `State.to_numpy()` (same list layout)."""
+        per_layer = 5 if self.info.version == "v4" else 3
+        expected = self.info.n_layer * per_layer
+        if len(arrays) != expected:
+            raise ValueError(f"a {self.info.version} state has {expected} arrays, got {len(arrays)}")
+        flat = np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrays])
+        if flat.size != self.arch.slot_stride():
+            raise ValueError(f"state has {flat.size} floats, expected {self.arch.slot_stride()}")
+        return State(self, self.ctx.upload(flat))
+
+    # --- inference ---------------------------------------------------------------------------
+    def forward(self, tokens: Sequence[int], state: State, full: bool = False) -> np.ndarray:
+        """Feed `tokens` into `state` (advanced in place); logits of the last token, or of every
+        token with `full=True` ([len(tokens), n_vocab], float32)."""
+        tokens = [int(t) for t in tokens]
+        if not tokens:
+            raise ValueError("forward needs at least one token")
+        bad = [t for t in tokens if not 0 <= t < self.info.n_vocab]
+        if bad:
+            raise ValueError(f"token id {bad[0]} out of range 0..{self.info.n_vocab - 1}")
+        if state.model is not self:
+            raise ValueError("state belongs to another model")
+        runtime = self._single
+        slot_bytes = runtime.slot_floats * 4
+        outputs = []
+        chunks = [tokens[i:i + self.chunk_size] for i in range(0, len(tokens), self.chunk_size)]
+        for index, chunk in enumerate(chunks):
+            first, last = index == 0, index == len(chunks) - 1
+            rows = list(range(len(chunk))) if full else ([len(chunk) - 1] if last else [])
+            before = (lambda enc: enc.copy_buffer_to_buffer(state.buffer, 0, runtime.state, 0, slot_bytes)) if first else None
+            after = (lambda enc: enc.copy_buffer_to_buffer(runtime.state, 0, state.buffer, 0, slot_bytes)) if last else None
+            logits = runtime.step([Run(0, chunk)], rows, before=before, after=after)
+            if logits is not None:
+                outputs.append(logits)
+        return np.concatenate(outputs) if full else outputs[-1][0]
+
+
+def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | None = None,
+               chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None) -> Model:
+    """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), detect its
+    version and put it on the GPU."""
+    tensors = read_checkpoint(path)
+    info = detect_model(tensors)
+    return Model(tensors, info, context or create_context(adapter), precision, chunk_size)

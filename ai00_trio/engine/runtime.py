@@ -1,0 +1,98 @@
+"""GPU slots and steps: each step runs token runs of several slots through the model at once.
+
+A *run* is a contiguous chunk of one sequence's tokens, fed into the recurrent state held in
+its slot. All runs of a step are stacked along the token axis; kernels find each token's slot
+through the `tokens` buffer and each run's extent through the `runs` buffer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import wgpu
+
+from ..gpu.graph import StepGraph, StepIO
+from .versions.common import Architecture, Workspace
+
+
+@dataclass(frozen=True)
+class Run:
+    slot: int
+    tokens: list[int]
+
+
+class Runtime:
+    """`max_batch` state slots on the GPU and the cached step graphs that advance them."""
+
+    def __init__(self, arch: Architecture, ctx, kernels, vecs: wgpu.GPUBuffer, max_batch: int,
+                 max_tokens: int) -> None:
+        self.arch = arch
+        self.ctx = ctx
+        self.kernels = kernels
+        self.vecs = vecs
+        self.max_batch = max_batch
+        self.max_tokens = max_tokens
+        self.slot_floats = arch.slot_stride()
+        self.state = ctx.storage(max_batch * self.slot_floats * 4)
+        n_vocab = arch.info.n_vocab
+        self.io = StepIO(
+            ids=ctx.storage(max_tokens * 4),
+            tokens=ctx.storage(max_tokens * 8),
+            runs=ctx.storage(max_batch * 16),
+            out_rows=ctx.storage(max_tokens * 4),
+            logits=ctx.storage(max_tokens * n_vocab * 4),
+        )
+        self.workspace = Workspace(ctx, max_tokens)
+        self._graphs: dict[tuple[int, int, int], StepGraph] = {}
+        self._shared: dict = {}
+
+    def _graph(self, t: int, n_runs: int, n_out: int) -> StepGraph:
+        key = (t, n_runs, n_out)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = StepGraph(self.ctx, self.kernels, t, n_runs, self.io, self.state, self.vecs, self._shared)
+            self.arch.record(graph, self.workspace, n_out)
+            self._graphs[key] = graph
+        return graph
+
+    def slot_offset(self, slot: int) -> int:
+        return slot * self.slot_floats * 4
+
+    def step(self, runs: list[Run], out_rows: list[int], before=None, after=None) -> np.ndarray | None:
+        """Feed every run into its slot; return logits [len(out_rows), vocab] for those tokens.
+
+        `before`/`after` may add copy commands (state loads/saves) around the step."""
+        t = sum(len(r.tokens) for r in runs)
+        if not 0 < t <= self.max_tokens:
+            raise ValueError(f"a step holds 1..{self.max_tokens} tokens, got {t}")
+        ids = np.empty(t, np.uint32)
+        tokens = np.empty((t, 2), np.uint32)
+        spans = np.zeros((len(runs), 4), np.uint32)
+        start = 0
+        for i, run in enumerate(runs):
+            n = len(run.tokens)
+            ids[start:start + n] = run.tokens
+            tokens[start:start + n, 0] = run.slot
+            tokens[start:start + n, 1] = 0
+            tokens[start, 1] = 1
+            spans[i] = (run.slot, start, n, 0)
+            start += n
+        queue = self.ctx.device.queue
+        queue.write_buffer(self.io.ids, 0, ids)
+        queue.write_buffer(self.io.tokens, 0, tokens)
+        queue.write_buffer(self.io.runs, 0, spans)
+        if out_rows:
+            queue.write_buffer(self.io.out_rows, 0, np.asarray(out_rows, np.uint32))
+        graph = self._graph(t, len(runs), len(out_rows))
+        encoder = self.ctx.device.create_command_encoder()
+        if before:
+            before(encoder)
+        graph.encode(encoder)
+        if after:
+            after(encoder)
+        queue.submit([encoder.finish()])
+        if not out_rows:
+            return None
+        n_vocab = self.arch.info.n_vocab
+        raw = self.ctx.read(self.io.logits, len(out_rows) * n_vocab * 4)
+        return np.frombuffer(raw, np.float32).reshape(len(out_rows), n_vocab).copy()

@@ -1,0 +1,56 @@
+"""Moving prepared numpy weights onto the GPU in the engine's precision."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..gpu.context import GpuContext
+from ..gpu.graph import Matrix
+
+PRECISIONS = ("fp16", "fp32")
+
+
+class VectorTable:
+    """All small per-channel vectors of a model in one f32 buffer; kernels get float offsets."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._size = 0
+
+    def add(self, *vectors: np.ndarray) -> int:
+        """Append the vectors back to back; returns the offset of the first."""
+        offset = self._size
+        for v in vectors:
+            flat = np.asarray(v, dtype=np.float32).reshape(-1)
+            self._parts.append(flat)
+            self._size += flat.size
+        return offset
+
+    def pack(self) -> np.ndarray:
+        return np.concatenate(self._parts) if self._parts else np.zeros(4, np.float32)
+
+
+class Uploader:
+    """Uploads matrices as f16 (native or packed, by device) or f32, per the chosen precision."""
+
+    def __init__(self, ctx: GpuContext, precision: str) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.ctx = ctx
+        self.precision = precision
+        self.vectors = VectorTable()
+        self.bytes_uploaded = 0
+
+    def matrix(self, *mats: np.ndarray) -> Matrix:
+        """One matrix [m, k], or a stack of equally shaped ones as [z, m, k]."""
+        stack = np.stack([np.asarray(m) for m in mats]) if len(mats) > 1 else np.asarray(mats[0])[None]
+        z, m, k = stack.shape
+        if k % 4:
+            raise ValueError(f"matrix input width {k} is not a multiple of 4")
+        if self.precision == "fp16":
+            data = stack.astype(np.float16)
+            fmt = "f16" if self.ctx.has_f16 else "f16_packed"
+        else:
+            data = stack.astype(np.float32)
+            fmt = "f32"
+        self.bytes_uploaded += data.nbytes
+        return Matrix(self.ctx.upload(data), z, m, k, fmt)

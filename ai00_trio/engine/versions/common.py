@@ -1,0 +1,141 @@
+"""What every RWKV version shares: embedding, the residual block structure, LayerNorms, the
+v4-v6 channel mix, and the head. A version module supplies its time mix (and its state rows).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...gpu.graph import Act, Matrix, StepGraph
+from ..info import ModelInfo
+from ..upload import Uploader
+
+
+def layer_norm_np(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    x = x.astype(np.float64)
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * w + b
+
+
+@dataclass(frozen=True)
+class Norm:
+    w: int  # offset of the weight in the vector table
+    b: int
+
+
+class Workspace:
+    """Named activation buffers, each sized for the largest step; reused by every step shape."""
+
+    def __init__(self, graph_ctx, max_tokens: int) -> None:
+        self._ctx = graph_ctx
+        self._max_tokens = max_tokens
+        self._buffers: dict[str, tuple[object, int]] = {}
+
+    def act(self, name: str, width: int, t: int, planes: int = 1) -> Act:
+        floats = self._max_tokens * width * planes
+        entry = self._buffers.get(name)
+        if entry is None:
+            entry = (self._ctx.storage(floats * 4), floats)
+            self._buffers[name] = entry
+        elif entry[1] < t * width * planes:
+            raise ValueError(f"workspace buffer {name!r} too small")
+        return Act(entry[0], width, t, planes)
+
+
+class Architecture:
+    """Weights of one model on the GPU and the recipe that records its forward pass.
+
+    State per slot: for each layer `state_size` floats; the attention and FFN token-shift rows
+    sit at `att_row` and `ffn_row` within it.
+    """
+
+    att_row = 0
+
+    def __init__(self, tensors: dict[str, np.ndarray], info: ModelInfo, up: Uploader) -> None:
+        self.info = info
+        self.up = up
+        C = info.n_embd
+        t = tensors
+        emb = layer_norm_np(t["emb.weight"], t["blocks.0.ln0.weight"], t["blocks.0.ln0.bias"])
+        self.emb = up.matrix(emb)  # LN0 folded into the embedding: x_0 = LN0(emb[token])
+        self.head = up.matrix(t["head.weight"])
+        self.ln_out = self.norm(t, "ln_out")
+        self.ln1 = [self.norm(t, f"blocks.{i}.ln1") for i in range(info.n_layer)]
+        self.ln2 = [self.norm(t, f"blocks.{i}.ln2") for i in range(info.n_layer)]
+        self.ffn_row = self.state_size - C
+        self.load(tensors)
+
+    # --- what a version provides --------------------------------------------------------------
+    @property
+    def state_size(self) -> int:
+        raise NotImplementedError
+
+    def initial_layer_state(self) -> np.ndarray:
+        return np.zeros(self.state_size, np.float32)
+
+    def load(self, t: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+        raise NotImplementedError
+
+    def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+        raise NotImplementedError
+
+    # --- shared pieces -----------------------------------------------------------------------
+    def norm(self, t: dict[str, np.ndarray], name: str) -> Norm:
+        return Norm(self.up.vectors.add(t[f"{name}.weight"]), self.up.vectors.add(t[f"{name}.bias"]))
+
+    def slot_stride(self) -> int:
+        return self.info.n_layer * self.state_size
+
+    def layer_base(self, layer: int) -> int:
+        return layer * self.state_size
+
+    def record(self, g: StepGraph, ws: Workspace, n_out: int) -> None:
+        """The whole forward pass for one step; logits for `n_out` gathered rows."""
+        C, T = self.info.n_embd, g.t
+        x = ws.act("x", C, T)
+        g.embed(self.emb, x)
+        for layer in range(self.info.n_layer):
+            xn_att = ws.act("xn_att", C, T)
+            g.layer_norm(x, xn_att, self.ln1[layer].w, self.ln1[layer].b)
+            self.time_mix(g, ws, layer, x, xn_att)
+            xn_ffn = ws.act("xn_ffn", C, T)
+            g.layer_norm(x, xn_ffn, self.ln2[layer].w, self.ln2[layer].b)
+            self.channel_mix(g, ws, layer, x, xn_ffn)
+            base = self.layer_base(layer)
+            g.save_shift(xn_att, xn_ffn, base + self.att_row, base + self.ffn_row, self.slot_stride())
+        if n_out:
+            hidden = ws.act("head_in", C, n_out)
+            g.layer_norm(x, hidden, self.ln_out.w, self.ln_out.b, gather=True)
+            logits = Act(g.io.logits, self.info.n_vocab, n_out)
+            g.matmul(self.head, hidden, logits)
+
+    def shift(self, g: StepGraph, xn: Act, out: Act, mix_off: int, layer: int, row: int,
+              dynamic: Act | None = None) -> None:
+        g.token_shift(xn, out, mix_off, self.layer_base(layer) + row, self.slot_stride(), dynamic)
+
+
+class ReceptanceChannelMix:
+    """v4-v6 FFN:  x += σ(W_r·x_r) ⊙ W_v·relu(W_k·x_k)²."""
+
+    def load_channel_mix(self, t: dict[str, np.ndarray], mixes: list[np.ndarray]) -> None:
+        up = self.up
+        n = self.info.n_layer
+        self.ffn_mix = [up.vectors.add(*mixes[i]) for i in range(n)]
+        self.ffn_key = [up.matrix(t[f"blocks.{i}.ffn.key.weight"]) for i in range(n)]
+        self.ffn_value = [up.matrix(t[f"blocks.{i}.ffn.value.weight"]) for i in range(n)]
+        self.ffn_receptance = [up.matrix(t[f"blocks.{i}.ffn.receptance.weight"]) for i in range(n)]
+
+    def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+        C, F, T = self.info.n_embd, self.info.n_ffn, g.t
+        xkr = ws.act("ffn_mix", C, T, 2)                       # x_k, x_r
+        self.shift(g, xn, xkr, self.ffn_mix[layer], layer, self.ffn_row)
+        r = ws.act("ffn_r", C, T)
+        g.matmul(self.ffn_receptance[layer], xkr.plane(1), r, act="sigmoid")
+        k = ws.act("ffn_k", F, T)
+        g.matmul(self.ffn_key[layer], xkr.plane(0), k, act="relu_sq")
+        g.matmul(self.ffn_value[layer], k, x, gate=r, add=True)

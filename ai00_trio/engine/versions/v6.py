@@ -1,0 +1,73 @@
+"""RWKV-6 "Finch" (Peng et al. 2024): data-dependent token shift and decay.
+
+    x̃ = x̂ + (x̂_prev - x̂) ⊙ μ_x
+    m_{w,r,k,v,g} = W2_z tanh(W1 x̃)                          (one LoRA, five outputs)
+    x_z = x̂ + (x̂_prev - x̂) ⊙ (μ_z + m_z)
+    r, k, v, g = W_r x_r, W_k x_k, W_v x_v, W_g x_g
+    w = exp(-exp(time_decay + W_d2 tanh(W_d1 x_w)))           (per token)
+    x += W_o (GroupNorm(wkv5(r, k, v; w, u = time_faaaa)) ⊙ silu(g))
+    x += channel mix (x_{k,r} = x̂ + (x̂_prev - x̂) ⊙ μ_{k,r})
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...gpu.graph import Act, StepGraph
+from .common import Architecture, ReceptanceChannelMix, Workspace
+
+# The checkpoint orders the LoRA outputs w, k, v, r, g; we reorder W1's output chunks and W2's
+# slices to w, r, k, v, g so that r, k, v, g are consecutive planes fed to one stacked matmul.
+LORA_ORDER = (0, 3, 1, 2, 4)
+MIX_NAMES = ("w", "r", "k", "v", "g")
+
+
+class V6(ReceptanceChannelMix, Architecture):
+    @property
+    def state_size(self) -> int:
+        info = self.info
+        return 2 * info.n_embd + info.n_head * info.head_size**2
+
+    def load(self, t: dict[str, np.ndarray]) -> None:
+        up, info = self.up, self.info
+        self.mix_x, self.mix5, self.maa_w1, self.maa_w2 = [], [], [], []
+        self.rkvg, self.decay_w1, self.decay_w2 = [], [], []
+        self.decay, self.first, self.lnx, self.output = [], [], [], []
+        for i in range(info.n_layer):
+            a = f"blocks.{i}.att."
+            self.mix_x.append(up.vectors.add(t[a + "time_maa_x"]))
+            self.mix5.append(up.vectors.add(*(t[a + f"time_maa_{m}"] for m in MIX_NAMES)))
+            w1 = t[a + "time_maa_w1"].T.reshape(5, info.maa_dim, -1)
+            self.maa_w1.append(up.matrix(np.concatenate([w1[z] for z in LORA_ORDER])))
+            w2 = t[a + "time_maa_w2"]
+            self.maa_w2.append(up.matrix(*(w2[z].T for z in LORA_ORDER)))
+            self.rkvg.append(up.matrix(*(t[a + f"{m}.weight"] for m in ("receptance", "key", "value", "gate"))))
+            self.decay_w1.append(up.matrix(t[a + "time_decay_w1"].T))
+            self.decay_w2.append(up.matrix(t[a + "time_decay_w2"].T))
+            self.decay.append(up.vectors.add(t[a + "time_decay"]))
+            self.first.append(up.vectors.add(t[a + "time_faaaa"]))
+            self.lnx.append(up.vectors.add(t[a + "ln_x.weight"], t[a + "ln_x.bias"]))
+            self.output.append(up.matrix(t[a + "output.weight"]))
+        f = "blocks.{}.ffn."
+        self.load_channel_mix(t, [[t[f.format(i) + f"time_maa_{m}"] for m in "kr"] for i in range(info.n_layer)])
+
+    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+        info, T = self.info, g.t
+        C, D = info.n_embd, info.maa_dim
+        x_tilde = ws.act("att_x_tilde", C, T)
+        self.shift(g, xn, x_tilde, self.mix_x[layer], layer, self.att_row)
+        lora_h = ws.act("att_maa_h", 5 * D, T)
+        g.matmul(self.maa_w1[layer], x_tilde, lora_h, act="tanh")
+        lora_m = ws.act("att_maa_m", C, T, 5)                    # m_w, m_r, m_k, m_v, m_g
+        g.matmul(self.maa_w2[layer], Act(lora_h.buffer, D, T, 5), lora_m, x_strides=(5 * D, D))
+        mixed = ws.act("att_mix", C, T, 5)                       # x_w, x_r, x_k, x_v, x_g
+        self.shift(g, xn, mixed, self.mix5[layer], layer, self.att_row, dynamic=lora_m)
+        rkvg = ws.act("att_rkvg", C, T, 4)
+        g.matmul(self.rkvg[layer], mixed.plane(1, 4), rkvg)       # r, k, v, g
+        decay_h = ws.act("att_decay_h", info.decay_dim, T)
+        g.matmul(self.decay_w1[layer], mixed.plane(0), decay_h, act="tanh")
+        decay = ws.act("att_decay", C, T)
+        g.matmul(self.decay_w2[layer], decay_h, decay)
+        y = ws.act("att_y", C, T)
+        g.wkv5(rkvg, y, info.head_size, self.layer_base(layer), self.slot_stride(),
+               self.decay[layer], self.first[layer], self.lnx[layer], gated=True, decay=decay)
+        g.matmul(self.output[layer], y, x, add=True)

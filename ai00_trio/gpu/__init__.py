@@ -1,0 +1,1 @@
+"""WebGPU plumbing: the device, WGSL kernels and recorded GPU steps."""

@@ -1,0 +1,121 @@
+"""The wgpu device the engine runs on: adapter choice, limits and features."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+import numpy as np
+import wgpu
+
+
+class NoAdapterError(RuntimeError):
+    """No WebGPU adapter: no GPU driver and no software Vulkan (install mesa-vulkan-drivers)."""
+
+
+class AdapterInfo(msgspec.Struct, frozen=True):
+    index: int
+    name: str
+    backend: str
+    adapter_type: str
+    vendor: str
+
+
+def _describe(index: int, adapter: wgpu.GPUAdapter) -> AdapterInfo:
+    info = adapter.info
+    return AdapterInfo(
+        index=index,
+        name=info.get("device", "?"),
+        backend=info.get("backend_type", "?"),
+        adapter_type=info.get("adapter_type", "?"),
+        vendor=info.get("vendor", "?"),
+    )
+
+
+def _usable(adapters: list[wgpu.GPUAdapter]) -> list[wgpu.GPUAdapter]:
+    # Compute shaders with storage buffers need Vulkan, Metal or DX12; GL adapters lack them.
+    return [a for a in adapters if a.info.get("backend_type") in ("Vulkan", "Metal", "D3D12")]
+
+
+def list_adapters() -> list[AdapterInfo]:
+    """Every adapter the engine can run on, in the order `adapter=<index>` refers to."""
+    return [_describe(i, a) for i, a in enumerate(_usable(wgpu.gpu.enumerate_adapters_sync()))]
+
+
+def pick_adapter(choice: int | str | None = None) -> wgpu.GPUAdapter:
+    """By index, by (part of) the device name, or the high-performance default."""
+    adapters = _usable(wgpu.gpu.enumerate_adapters_sync())
+    if not adapters:
+        raise NoAdapterError(
+            "no WebGPU adapter found: install a GPU driver, or Mesa's software Vulkan "
+            "(Debian: apt-get install mesa-vulkan-drivers)"
+        )
+    if choice is None:
+        for kind in ("DiscreteGPU", "IntegratedGPU", "VirtualGPU"):
+            for adapter in adapters:
+                if adapter.info.get("adapter_type") == kind:
+                    return adapter
+        return adapters[0]
+    if isinstance(choice, int) or (isinstance(choice, str) and choice.isdigit()):
+        index = int(choice)
+        if not 0 <= index < len(adapters):
+            raise NoAdapterError(f"adapter index {index} out of range: {len(adapters)} adapter(s)")
+        return adapters[index]
+    matches = [a for a in adapters if choice.lower() in a.info.get("device", "").lower()]
+    if not matches:
+        names = ", ".join(a.info.get("device", "?") for a in adapters)
+        raise NoAdapterError(f"no adapter named like {choice!r}; found: {names}")
+    return matches[0]
+
+
+@dataclass
+class GpuContext:
+    """One device and its queue, plus the helpers every buffer upload and readback uses."""
+
+    adapter: wgpu.GPUAdapter
+    device: wgpu.GPUDevice
+    has_f16: bool
+
+    @property
+    def info(self) -> AdapterInfo:
+        return _describe(0, self.adapter)
+
+    def upload(self, array: np.ndarray, usage: int = 0) -> wgpu.GPUBuffer:
+        data = np.ascontiguousarray(array)
+        usage |= wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        if data.nbytes == 0:
+            data = np.zeros(4, np.uint8)
+        padded = -data.nbytes % 16
+        raw = data.tobytes() + bytes(padded)
+        return self.device.create_buffer_with_data(data=raw, usage=usage)
+
+    def storage(self, nbytes: int) -> wgpu.GPUBuffer:
+        usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
+        return self.device.create_buffer(size=max(16, (nbytes + 15) // 16 * 16), usage=usage)
+
+    def uniform(self, raw: bytes) -> wgpu.GPUBuffer:
+        raw = raw + bytes(-len(raw) % 16)
+        return self.device.create_buffer_with_data(
+            data=raw, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
+        )
+
+    def read(self, buffer: wgpu.GPUBuffer, nbytes: int, offset: int = 0) -> bytes:
+        return bytes(self.device.queue.read_buffer(buffer, offset, nbytes))
+
+    def write(self, buffer: wgpu.GPUBuffer, array: np.ndarray, offset: int = 0) -> None:
+        self.device.queue.write_buffer(buffer, offset, np.ascontiguousarray(array))
+
+
+def create_context(adapter: int | str | None = None) -> GpuContext:
+    chosen = pick_adapter(adapter)
+    features = ["shader-f16"] if "shader-f16" in chosen.features else []
+    limits = chosen.limits
+    wanted = {
+        "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
+        "max-buffer-size": limits["max-buffer-size"],
+        "max-storage-buffers-per-shader-stage": min(16, limits["max-storage-buffers-per-shader-stage"]),
+        "max-compute-workgroup-storage-size": limits["max-compute-workgroup-storage-size"],
+        "max-compute-invocations-per-workgroup": min(1024, limits["max-compute-invocations-per-workgroup"]),
+        "max-compute-workgroup-size-x": min(1024, limits["max-compute-workgroup-size-x"]),
+    }
+    device = chosen.request_device_sync(required_features=features, required_limits=wanted)
+    return GpuContext(adapter=chosen, device=device, has_f16=bool(features))

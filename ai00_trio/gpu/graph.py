@@ -1,0 +1,186 @@
+"""Recording one GPU step: ops append dispatches, `encode` replays them into one compute pass.
+
+A step graph is built once per step shape (tokens, runs, logits rows) and cached; every
+per-step input (token ids, which slot each token belongs to) goes through buffer writes, so
+the recorded commands never depend on them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import wgpu
+
+from .context import GpuContext
+from .kernels import Kernel, KernelCache, pack_params
+
+ACTIVATIONS = {
+    "none": "a",
+    "tanh": "safe_tanh(a)",
+    "sigmoid": "sigmoid(a)",
+    "relu_sq": "max(a, 0.0) * max(a, 0.0)",
+}
+TILED_MIN_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class Act:
+    """f32 activations: `planes` stacked blocks of [t, width] in `buffer`, from float `offset`."""
+
+    buffer: wgpu.GPUBuffer
+    width: int
+    t: int
+    planes: int = 1
+    offset: int = 0
+
+    def plane(self, index: int, count: int = 1) -> "Act":
+        return Act(self.buffer, self.width, self.t, count, self.offset + index * self.t * self.width)
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A stack of `z` weight matrices [m, k] (torch Linear layout) on the GPU."""
+
+    buffer: wgpu.GPUBuffer
+    z: int
+    m: int
+    k: int
+    fmt: str  # "f32", "f16" (native shader-f16) or "f16_packed" (halves read as u32 pairs)
+
+    @property
+    def flag(self) -> str:
+        return {"f32": "W_F32", "f16": "W_F16", "f16_packed": "W_F16_PACKED"}[self.fmt]
+
+
+@dataclass(frozen=True)
+class StepIO:
+    """Per-step inputs and outputs, written/read by the host around each submit."""
+
+    ids: wgpu.GPUBuffer       # u32 [tokens]
+    tokens: wgpu.GPUBuffer    # vec2<u32> [tokens]: (slot, first token of its run)
+    runs: wgpu.GPUBuffer      # vec4<u32> [runs]: (slot, start, length, 0)
+    out_rows: wgpu.GPUBuffer  # u32 [rows]: which tokens get logits
+    logits: wgpu.GPUBuffer    # f32 [rows, vocab]
+
+
+@dataclass
+class StepGraph:
+    ctx: GpuContext
+    kernels: KernelCache
+    t: int
+    n_runs: int
+    io: StepIO
+    state: wgpu.GPUBuffer
+    vecs: wgpu.GPUBuffer
+    shared: dict = field(default_factory=dict)  # uniforms and bind groups reused across graphs
+    dispatches: list[tuple[wgpu.GPUComputePipeline, wgpu.GPUBindGroup, tuple[int, int, int]]] = field(
+        default_factory=list
+    )
+
+    def _dispatch(self, kernel: Kernel, params: bytes, buffers: list, groups: tuple[int, int, int]) -> None:
+        key = (id(kernel), params, tuple(id(b) for b in buffers))
+        group = self.shared.get(key)
+        if group is None:
+            uniform = self.shared.get(params)
+            if uniform is None:
+                uniform = self.shared[params] = self.ctx.uniform(params)
+            resources = [uniform, *buffers]
+            if len(resources) != len(kernel.bindings):
+                raise ValueError(f"kernel expects {len(kernel.bindings)} bindings, got {len(resources)}")
+            entries = [
+                {"binding": b, "resource": {"buffer": buf, "offset": 0, "size": buf.size}}
+                for b, buf in zip(kernel.bindings, resources)
+            ]
+            group = self.shared[key] = self.ctx.device.create_bind_group(layout=kernel.layout, entries=entries)
+        self.dispatches.append((kernel.pipeline, group, groups))
+
+    def encode(self, encoder: wgpu.GPUCommandEncoder) -> None:
+        compute = encoder.begin_compute_pass()
+        for pipeline, group, (x, y, z) in self.dispatches:
+            compute.set_pipeline(pipeline)
+            compute.set_bind_group(0, group)
+            compute.dispatch_workgroups(x, y, z)
+        compute.end()
+
+    # --- ops -------------------------------------------------------------------------------
+
+    def embed(self, emb: Matrix, out: Act) -> None:
+        kernel = self.kernels.get("embed.wgsl", "embed", [emb.flag])
+        c4 = emb.k // 4
+        self._dispatch(kernel, pack_params(c4, self.t), [emb.buffer, self.io.ids, out.buffer],
+                       (-(-c4 // 64), self.t, 1))
+
+    def layer_norm(self, x: Act, out: Act, w_off: int, b_off: int, eps: float = 1e-5,
+                   gather: bool = False) -> None:
+        """out = LN(x); with `gather`, out row i = LN(x[out_rows[i]])."""
+        flags = ["GATHER"] if gather else []
+        kernel = self.kernels.get("layer_norm.wgsl", "layer_norm", flags)
+        buffers = [x.buffer, out.buffer, self.vecs] + ([self.io.out_rows] if gather else [])
+        self._dispatch(kernel, pack_params(x.width, float(eps), w_off, b_off), buffers, (out.t, 1, 1))
+
+    def token_shift(self, xn: Act, out: Act, mix_off: int, state_row: int, slot_stride: int,
+                    dynamic: Act | None = None) -> None:
+        """out[k] = x̂ + (x̂_prev - x̂) ⊙ μ_k for each of out.planes mixes (μ_k at mix_off + k·C)."""
+        flags = ["DYNAMIC"] if dynamic is not None else []
+        kernel = self.kernels.get("token_shift.wgsl", "token_shift", flags)
+        buffers = [xn.buffer, self.vecs, self.state, self.io.tokens, out.buffer]
+        if dynamic is not None:
+            buffers.append(dynamic.buffer)
+        params = pack_params(xn.width, self.t, mix_off, state_row, slot_stride)
+        self._dispatch(kernel, params, buffers, (-(-xn.width // 64), self.t, out.planes))
+
+    def save_shift(self, att_xn: Act, ffn_xn: Act, att_row: int, ffn_row: int, slot_stride: int) -> None:
+        kernel = self.kernels.get("token_shift.wgsl", "save_shift")
+        params = pack_params(att_xn.width, att_row, ffn_row, slot_stride)
+        self._dispatch(kernel, params, [att_xn.buffer, ffn_xn.buffer, self.io.runs, self.state],
+                       (-(-att_xn.width // 64), self.n_runs, 1))
+
+    def matmul(self, w: Matrix, x: Act, y: Act, act: str = "none", gate: Act | None = None,
+               add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
+        """y[z] = act(W[z] · x[z]) [⊙ gate] [+ y] for the x.t tokens of x.
+
+        x holds w.z planes; `x_strides` = (token, plane) strides in floats overrides that, e.g.
+        to read the z-th slice of a wider row (v6's five LoRA outputs)."""
+        if (x.width != w.k and x_strides is None) or y.width != w.m:
+            raise ValueError(f"matmul shapes: W {w.m}x{w.k}, x width {x.width}, y width {y.width}")
+        flags = [w.flag] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
+        t = x.t
+        tiled = t >= TILED_MIN_TOKENS and w.k % 16 == 0
+        kernel = self.kernels.get("matmul.wgsl", "matmul_tiled" if tiled else "matvec", flags,
+                                  ACT=ACTIVATIONS[act])
+        k4 = w.k // 4
+        x_ts, x_zs = x_strides or (x.width, x.t * x.width)
+        params = pack_params(w.m, k4, t, w.m * k4, x.offset // 4, x_ts // 4, x_zs // 4,
+                             y.offset, y.width, y.t * y.width)
+        buffers = [w.buffer, x.buffer, y.buffer] + ([gate.buffer] if gate is not None else [])
+        if gate is not None and (gate.offset != y.offset or gate.width != y.width):
+            raise ValueError("gate must share the output's layout")
+        if tiled:
+            groups = (-(-w.m // 64), -(-t // 64), w.z)
+        else:
+            groups = (-(-w.m // 4), -(-t // 4), w.z)
+        self._dispatch(kernel, params, buffers, groups)
+
+    def wkv4(self, kvr: Act, y: Act, state_base: int, slot_stride: int, decay_off: int, first_off: int) -> None:
+        kernel = self.kernels.get("wkv4.wgsl", "wkv4")
+        params = pack_params(y.width, self.t, state_base, slot_stride, decay_off, first_off)
+        self._dispatch(kernel, params, [kvr.buffer, self.vecs, self.state, self.io.runs, y.buffer],
+                       (-(-y.width // 64), self.n_runs, 1))
+
+    def wkv5(self, rkvg: Act, y: Act, head_size: int, state_base: int, slot_stride: int,
+             decay_off: int, first_off: int, lnx_off: int, gated: bool, decay: Act | None = None) -> None:
+        flags = (["GATE"] if gated else []) + (["DYNAMIC_DECAY"] if decay is not None else [])
+        kernel = self.kernels.get("wkv5.wgsl", "wkv5", flags, HEAD_SIZE=head_size)
+        params = pack_params(y.width, self.t, state_base, slot_stride, decay_off, first_off, lnx_off, 64e-5)
+        buffers = [rkvg.buffer, self.vecs, self.state, self.io.runs, y.buffer]
+        if decay is not None:
+            buffers.append(decay.buffer)
+        self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
+
+    def wkv7(self, rkv: Act, lora: Act, gate: Act, v_first: Act, y: Act, head_size: int,
+             state_base: int, slot_stride: int, vec_off: int, first_layer: bool) -> None:
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["LAYER0"] if first_layer else [], HEAD_SIZE=head_size)
+        params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
+        buffers = [rkv.buffer, lora.buffer, gate.buffer, v_first.buffer, self.vecs, self.state,
+                   self.io.runs, y.buffer]
+        self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
+

@@ -1,0 +1,114 @@
+"""WGSL kernels: a tiny preprocessor (#if/#else/#endif, {{NAME}}) and a pipeline cache.
+
+Bind group layouts are read from the kernel source itself (`@group(0) @binding(i) var<...>`),
+so a kernel's Python side never restates what its WGSL already says.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from importlib import resources
+from typing import Sequence
+
+import wgpu
+
+_BINDING = re.compile(r"@group\(0\)\s*@binding\((\d+)\)\s*var<(\w+)(?:,\s*(\w+))?>")
+
+
+def preprocess(source: str, flags: Sequence[str], values: dict[str, str | int]) -> str:
+    """Keep the lines whose `#if NAME` / `#if !NAME` conditions hold; substitute {{NAME}}."""
+    out: list[str] = []
+    stack: list[bool] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#if "):
+            name = stripped[4:].strip()
+            cond = (name[1:] not in flags) if name.startswith("!") else (name in flags)
+            stack.append(cond)
+        elif stripped == "#else":
+            stack[-1] = not stack[-1]
+        elif stripped == "#endif":
+            stack.pop()
+        elif all(stack):
+            out.append(line)
+    if stack:
+        raise ValueError("unbalanced #if in WGSL source")
+    text = "\n".join(out)
+    for name, value in values.items():
+        text = text.replace("{{" + name + "}}", str(value))
+    if "{{" in text:
+        raise ValueError(f"unsubstituted template value in WGSL: {text[text.index('{{'):][:40]}")
+    return text
+
+
+def pack_params(*values: int | float) -> bytes:
+    """A uniform struct of u32/f32 fields, in declaration order (ints → u32, floats → f32)."""
+    return b"".join(struct.pack("<f" if isinstance(v, float) else "<I", v) for v in values)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    pipeline: wgpu.GPUComputePipeline
+    layout: wgpu.GPUBindGroupLayout
+    bindings: tuple[int, ...]
+
+
+class KernelCache:
+    """Compiled pipelines keyed by (file, entry point, flags, values)."""
+
+    def __init__(self, device: wgpu.GPUDevice) -> None:
+        self._device = device
+        self._kernels: dict[tuple, Kernel] = {}
+        self._sources: dict[str, str] = {}
+
+    def _source(self, file: str) -> str:
+        if file not in self._sources:
+            self._sources[file] = resources.files(__package__).joinpath("shaders", file).read_text()
+        return self._sources[file]
+
+    def get(self, file: str, entry: str, flags: Sequence[str] = (), **values: str | int) -> Kernel:
+        key = (file, entry, tuple(sorted(flags)), tuple(sorted(values.items())))
+        kernel = self._kernels.get(key)
+        if kernel is None:
+            kernel = self._compile(file, entry, flags, values)
+            self._kernels[key] = kernel
+        return kernel
+
+    def _compile(self, file: str, entry: str, flags: Sequence[str], values: dict) -> Kernel:
+        code = preprocess(self._source(file), flags, values)
+        # Each entry point declares its own bindings; keep those its body can reach.
+        code = _only_entry(code, entry)
+        entries = []
+        bindings = []
+        for match in _BINDING.finditer(code):
+            index, space, access = int(match.group(1)), match.group(2), match.group(3)
+            if space == "uniform":
+                layout = {"type": wgpu.BufferBindingType.uniform}
+            elif access == "read_write":
+                layout = {"type": wgpu.BufferBindingType.storage}
+            else:
+                layout = {"type": wgpu.BufferBindingType.read_only_storage}
+            entries.append({"binding": index, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": layout})
+            bindings.append(index)
+        module = self._device.create_shader_module(label=f"{file}:{entry}", code=code)
+        bind_layout = self._device.create_bind_group_layout(entries=entries)
+        pipeline_layout = self._device.create_pipeline_layout(bind_group_layouts=[bind_layout])
+        pipeline = self._device.create_compute_pipeline(
+            label=f"{file}:{entry}",
+            layout=pipeline_layout,
+            compute={"module": module, "entry_point": entry},
+        )
+        return Kernel(pipeline=pipeline, layout=bind_layout, bindings=tuple(bindings))
+
+
+def _only_entry(code: str, entry: str) -> str:
+    """Files with several entry points separate them by `// @entry NAME` markers, if any."""
+    marker = re.compile(r"^// @entry (\w+)\s*$", re.M)
+    parts = marker.split(code)
+    if len(parts) == 1:
+        return code
+    head, sections = parts[0], dict(zip(parts[1::2], parts[2::2]))
+    if entry not in sections:
+        raise KeyError(f"no entry point {entry!r}")
+    return head + sections[entry]

@@ -1,0 +1,88 @@
+// RWKV-5/6 multi-head WKV (Peng et al. 2024, "Eagle and Finch", eq. 10-12), one workgroup per
+// (head, run), one thread per value channel j, the state column S[·, j] held in registers:
+//     y_j = Σ_i r_i (u_i k_i v_j + S_ij),   S_ij ← w_i S_ij + k_i v_j
+// v5: w = exp(-exp(time_decay)) per channel (precomputed). v6 (DYNAMIC_DECAY):
+//     w_t = exp(-exp(time_decay + d_t)), d_t the decay LoRA output.
+// Then per head GroupNorm(y) (eps 64e-5) and, with GATE, ⊙ silu(g).
+// State per slot: [att shift c][S: h, i (key), j (value)][ffn shift c].
+struct Params {
+    c: u32,
+    t: u32,
+    state_base: u32,
+    slot_stride: u32,
+    decay_off: u32,
+    first_off: u32,
+    lnx_off: u32,      // ln_x weight, then bias
+    eps: f32,
+}
+
+const N: u32 = {{HEAD_SIZE}}u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> rkvg: array<f32>;  // planes r, k, v, g: [4, t, c]
+@group(0) @binding(2) var<storage, read> vecs: array<f32>;
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+@group(0) @binding(4) var<storage, read> runs: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+#if DYNAMIC_DECAY
+@group(0) @binding(6) var<storage, read> decay: array<f32>;  // [t, c]
+#endif
+
+var<workgroup> sr: array<f32, N>;
+var<workgroup> sk: array<f32, N>;
+var<workgroup> sw: array<f32, N>;
+var<workgroup> su: array<f32, N>;
+var<workgroup> red: array<f32, N>;
+var<workgroup> run_info: vec4<u32>;
+
+fn head_sum(j: u32, v: f32) -> f32 {
+    red[j] = v;
+    workgroupBarrier();
+    for (var s = N / 2u; s > 0u; s >>= 1u) {
+        if j < s { red[j] += red[j + s]; }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(N)
+fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let h = wg.x;
+    let c = h * N + j;
+    if j == 0u { run_info = runs[wg.y]; }
+    let run = workgroupUniformLoad(&run_info);
+    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
+    var s: array<f32, N>;
+    for (var i = 0u; i < N; i++) { s[i] = state[base + i * N]; }
+    su[j] = vecs[p.first_off + c];
+    sw[j] = vecs[p.decay_off + c];
+    let plane = p.t * p.c;
+    for (var t = run.y; t < run.y + run.z; t++) {
+        let at = t * p.c + c;
+        sr[j] = rkvg[at];
+        sk[j] = rkvg[plane + at];
+#if DYNAMIC_DECAY
+        sw[j] = exp(-exp(vecs[p.decay_off + c] + decay[at]));
+#endif
+        workgroupBarrier();
+        let v = rkvg[2u * plane + at];
+        var out = 0.0;
+        for (var i = 0u; i < N; i++) {
+            let kv = sk[i] * v;
+            out += sr[i] * (su[i] * kv + s[i]);
+            s[i] = s[i] * sw[i] + kv;
+        }
+        let mean = head_sum(j, out) / f32(N);
+        let d = out - mean;
+        let variance = head_sum(j, d * d) / f32(N);
+        var o = d * inverseSqrt(variance + p.eps) * vecs[p.lnx_off + c] + vecs[p.lnx_off + p.c + c];
+#if GATE
+        let g = rkvg[3u * plane + at];
+        o = o * g / (1.0 + exp(-g));
+#endif
+        y[at] = o;
+    }
+    for (var i = 0u; i < N; i++) { state[base + i * N] = s[i]; }
+}

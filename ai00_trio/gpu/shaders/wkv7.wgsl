@@ -1,0 +1,101 @@
+// RWKV-7 "Goose" WKV (Peng et al. 2025, the generalized delta rule), one workgroup per
+// (head, run), thread j owns row j (value index) of the head's state S, held in registers:
+//     w = exp(-e^{-1/2} σ(w0 + d_t))           decay
+//     a = σ(a0 + α_t)                          in-context learning rate
+//     v ← v + (v_first - v) σ(v0 + ν_t)        value residual (layers > 0; layer 0 sets v_first)
+//     κ = normalize(k ⊙ k_k),  k ← k ⊙ (1 + (a - 1) ⊙ k_a)
+//     S ← S diag(w) + (S (-κ)) (κ ⊙ a)ᵀ + v kᵀ,   y = S r
+// then o = (GroupNorm(y) + (Σ_i r_i k_i ρ_i) v) ⊙ g  with ρ = r_k, GroupNorm eps 64e-5.
+// State per slot: [att shift c][S: h, j (value), i (key)][ffn shift c].
+struct Params {
+    c: u32,
+    t: u32,
+    state_base: u32,
+    slot_stride: u32,
+    vec_off: u32,    // w0, a0, v0, k_k, k_a, r_k, ln_x weight, ln_x bias; each c floats
+    eps: f32,
+}
+
+const N: u32 = {{HEAD_SIZE}}u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> rkv: array<f32>;     // planes r, k, v: [3, t, c]
+@group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes d, α, ν: [3, t, c]
+@group(0) @binding(3) var<storage, read> gate: array<f32>;    // g: [t, c]
+@group(0) @binding(4) var<storage, read_write> v_first: array<f32>;
+@group(0) @binding(5) var<storage, read> vecs: array<f32>;
+@group(0) @binding(6) var<storage, read_write> state: array<f32>;
+@group(0) @binding(7) var<storage, read> runs: array<vec4<u32>>;
+@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+
+var<workgroup> sr: array<f32, N>;
+var<workgroup> sw: array<f32, N>;
+var<workgroup> sk: array<f32, N>;
+var<workgroup> skk: array<f32, N>;
+var<workgroup> skka: array<f32, N>;
+var<workgroup> red: array<f32, N>;
+var<workgroup> run_info: vec4<u32>;
+
+fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
+
+fn head_sum(j: u32, v: f32) -> f32 {
+    red[j] = v;
+    workgroupBarrier();
+    for (var s = N / 2u; s > 0u; s >>= 1u) {
+        if j < s { red[j] += red[j + s]; }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
+
+@compute @workgroup_size(N)
+fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let h = wg.x;
+    let c = h * N + j;
+    if j == 0u { run_info = runs[wg.y]; }
+    let run = workgroupUniformLoad(&run_info);
+    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j * N;
+    var s: array<f32, N>;
+    for (var i = 0u; i < N; i++) { s[i] = state[base + i]; }
+    let plane = p.t * p.c;
+    for (var t = run.y; t < run.y + run.z; t++) {
+        let at = t * p.c + c;
+        let r = rkv[at];
+        var k = rkv[plane + at];
+        var v = rkv[2u * plane + at];
+        let w = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[at]));
+        let a = sigmoid(vec_at(1u, c) + lora[plane + at]);
+#if LAYER0
+        v_first[at] = v;
+#else
+        v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[2u * plane + at]);
+#endif
+        let kk_raw = k * vec_at(3u, c);
+        let kk = kk_raw / max(sqrt(head_sum(j, kk_raw * kk_raw)), 1e-12);
+        k = k * (1.0 + (a - 1.0) * vec_at(4u, c));
+        sr[j] = r;
+        sw[j] = w;
+        sk[j] = k;
+        skk[j] = kk;
+        skka[j] = kk * a;
+        workgroupBarrier();
+        var sa = 0.0;
+        for (var i = 0u; i < N; i++) { sa -= s[i] * skk[i]; }
+        var out = 0.0;
+        for (var i = 0u; i < N; i++) {
+            s[i] = s[i] * sw[i] + sa * skka[i] + v * sk[i];
+            out += s[i] * sr[i];
+        }
+        let mean = head_sum(j, out) / f32(N);
+        let d = out - mean;
+        let variance = head_sum(j, d * d) / f32(N);
+        let normed = d * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
+        let bonus = head_sum(j, r * k * vec_at(5u, c)) * v;
+        y[at] = (normed + bonus) * gate[at];
+    }
+    for (var i = 0u; i < N; i++) { state[base + i] = s[i]; }
+}
