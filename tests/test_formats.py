@@ -228,7 +228,8 @@ def torch_pickle(tensors: dict[str, tuple[str, str, int, int, tuple[int, ...], t
     """{name: (storage class, key, numel, offset, size, stride)} -> data.pkl bytes."""
     out = b"\x80\x02}("
     for name, (storage, key, numel, offset, size, stride) in tensors.items():
-        pid = b"(" + _str("storage") + b"ctorch\n" + storage.encode() + b"\n" + _str(key) + _str("cpu") + _int(numel) + b"t"
+        storage_class = b"ctorch\n" + storage.encode() + b"\n"
+        pid = b"(" + _str("storage") + storage_class + _str(key) + _str("cpu") + _int(numel) + b"t"
         args = b"(" + pid + b"Q" + _int(offset) + _ints(size) + _ints(stride) + b"\x89}t"
         out += _str(name) + b"ctorch._utils\n_rebuild_tensor_v2\n" + args + b"R"
     return out + b"u."
@@ -398,8 +399,9 @@ def _without(tensors: dict[str, np.ndarray], *names: str) -> dict[str, np.ndarra
 
 def test_missing_tensor_is_named() -> None:
     tensors = _without(original("v6"), "blocks.5.att.gate.weight")
-    with pytest.raises(ModelFormatError, match=r"blocks\.5\.att\.gate\.weight: missing \(expected shape \(128, 128\)\)"):
+    with pytest.raises(ModelFormatError) as info:
         detect_model(tensors)
+    assert "blocks.5.att.gate.weight: missing (expected shape (128, 128))" in str(info.value)
 
 
 def test_wrong_shape_is_named_with_expected_and_found() -> None:

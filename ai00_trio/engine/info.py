@@ -229,7 +229,7 @@ def _shape(tensors: Mapping[str, np.ndarray], name: str, ndim: int) -> tuple[int
     return tuple(int(d) for d in array.shape)
 
 
-def _heads(C: int, H: int, source: str) -> int:
+def _head_size(C: int, H: int, source: str) -> int:
     if H <= 0 or C % H:
         raise ModelFormatError(f"{source} gives {H} heads, which do not divide n_embd {C}")
     return C // H
@@ -239,32 +239,36 @@ def _describe(version: Version, tensors: Mapping[str, np.ndarray], n_layer: int)
     """Version and dimensions from the anchor tensors (checked in full by _validate)."""
     V, C = _shape(tensors, "emb.weight", 2)
     F = _shape(tensors, "blocks.0.ffn.key.weight", 2)[0]
-    base = dict(n_layer=n_layer, n_embd=C, n_vocab=V, n_ffn=F, gated="blocks.0.att.gate.weight" in tensors)
+    gated = "blocks.0.att.gate.weight" in tensors
     if version == "v4":
-        return ModelInfo(version="v4", subversion="4", n_head=1, head_size=C, **base)
+        return ModelInfo(version=version, subversion="4", n_layer=n_layer, n_embd=C, n_head=1, head_size=C,
+                         n_vocab=V, n_ffn=F, gated=gated)
     if version == "v5":
-        return ModelInfo(version="v5", subversion=_v5_subversion(tensors), **_v5_heads(tensors, C), **base)
+        subversion = _v5_subversion(tensors)
+        H = _shape(tensors, "blocks.0.att.time_decay", 2 if subversion == "5.2" else 1)[0]
+        return ModelInfo(version=version, subversion=subversion, n_layer=n_layer, n_embd=C, n_head=H,
+                         head_size=_head_size(C, H, "blocks.0.att.time_decay"), n_vocab=V, n_ffn=F, gated=gated)
     if version == "v6":
         H = _shape(tensors, "blocks.0.att.time_faaaa", 2)[0]
         maa = _shape(tensors, "blocks.0.att.time_maa_w1", 2)[1]
         if maa % 5:
             raise ModelFormatError(f"blocks.0.att.time_maa_w1: second dim {maa} is not a multiple of 5")
-        return ModelInfo(
-            version="v6", subversion="6", n_head=H, head_size=_heads(C, H, "blocks.0.att.time_faaaa"),
-            maa_dim=maa // 5, decay_dim=_shape(tensors, "blocks.0.att.time_decay_w1", 2)[1], **base,
-        )
+        return ModelInfo(version=version, subversion="6", n_layer=n_layer, n_embd=C, n_head=H,
+                         head_size=_head_size(C, H, "blocks.0.att.time_faaaa"), n_vocab=V, n_ffn=F, gated=gated,
+                         maa_dim=maa // 5, decay_dim=_shape(tensors, "blocks.0.att.time_decay_w1", 2)[1])
     H = _shape(tensors, "blocks.0.att.r_k", 2)[0]
     return ModelInfo(
-        version="v7", subversion="7", n_head=H, head_size=_heads(C, H, "blocks.0.att.r_k"),
+        version=version, subversion="7", n_layer=n_layer, n_embd=C, n_head=H,
+        head_size=_head_size(C, H, "blocks.0.att.r_k"), n_vocab=V, n_ffn=F, gated=gated,
         w_dim=_shape(tensors, "blocks.0.att.w1", 2)[1],
         a_dim=_shape(tensors, "blocks.0.att.a1", 2)[1],
         g_dim=_shape(tensors, "blocks.0.att.g1", 2)[1],
         v_dim=_shape(tensors, "blocks.1.att.v1", 2)[1] if n_layer > 1 else 0,
-        **base,
     )
 
 
 def _v5_subversion(tensors: Mapping[str, np.ndarray]) -> str:
+    """5.0 ungated; 5.1 gated with per-head decay; 5.2 gated with per-channel decay."""
     decay = tensors.get("blocks.0.att.time_decay")
     if decay is None:
         raise ModelFormatError("blocks.0.att.time_decay: missing")
@@ -277,11 +281,6 @@ def _v5_subversion(tensors: Mapping[str, np.ndarray]) -> str:
     if "blocks.0.att.gate.weight" not in tensors:
         return "5.0"
     return "5.2" if decay.ndim == 2 else "5.1"
-
-
-def _v5_heads(tensors: Mapping[str, np.ndarray], C: int) -> dict[str, int]:
-    H = int(tensors["blocks.0.att.time_decay"].shape[0]) if tensors["blocks.0.att.time_decay"].ndim else 0
-    return dict(n_head=H, head_size=_heads(C, H, "blocks.0.att.time_decay"))
 
 
 def _symbols(info: ModelInfo) -> dict[str, int]:

@@ -42,9 +42,12 @@ S = TypeVar("S")
 Tokens = tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Hit(Generic[S]):
-    """A cached prefix: its first `length` tokens give `state` and the next-token `logits`."""
+    """A cached prefix: its first `length` tokens give `state` and the next-token `logits`.
+
+    Compared by identity (`eq=False`): comparing numpy logits field by field is ambiguous.
+    """
 
     length: int
     state: S

@@ -74,6 +74,7 @@ class GpuContext:
     adapter: wgpu.GPUAdapter
     device: wgpu.GPUDevice
     has_f16: bool
+    allocated_bytes: int = 0  # buffers created through this context (wgpu has no memory query)
 
     @property
     def info(self) -> AdapterInfo:
@@ -86,11 +87,14 @@ class GpuContext:
             data = np.zeros(4, np.uint8)
         padded = -data.nbytes % 16
         raw = data.tobytes() + bytes(padded)
+        self.allocated_bytes += len(raw)
         return self.device.create_buffer_with_data(data=raw, usage=usage)
 
     def storage(self, nbytes: int) -> wgpu.GPUBuffer:
         usage = wgpu.BufferUsage.STORAGE | wgpu.BufferUsage.COPY_SRC | wgpu.BufferUsage.COPY_DST
-        return self.device.create_buffer(size=max(16, (nbytes + 15) // 16 * 16), usage=usage)
+        size = max(16, (nbytes + 15) // 16 * 16)
+        self.allocated_bytes += size
+        return self.device.create_buffer(size=size, usage=usage)
 
     def uniform(self, raw: bytes) -> wgpu.GPUBuffer:
         raw = raw + bytes(-len(raw) % 16)

@@ -7,8 +7,8 @@ What web-rwkv's converter (``convert_safetensors.py``) does to a BlinkDL ``.pth`
 * the last two dims are swapped for the LoRA-style matrices ``time_mix_w1``,
   ``time_mix_w2``, ``time_decay_w1``, ``time_decay_w2`` (v6), ``w1, w2, a1, a2, g1, g2,
   v1, v2`` (v7) and state-tuning ``time_state``, so each is stored ``[out, in]``;
-* a v5 model with per-head ``time_decay`` / ``time_faaaa`` of shape ``[H]`` gets both
-  repeated to ``[H, N]``, after which it runs through the v5.2 code path.
+* a gated v5 model with per-head ``time_decay`` / ``time_faaaa`` of shape ``[H]``
+  (ChatRWKV 5.1) gets both repeated to ``[H, N]`` and then runs as a 5.2 model.
 
 Detection (the converter leaves no marker, so it is inferred from names and shapes):
 
@@ -104,7 +104,7 @@ def detect_layout(tensors: Mapping[str, np.ndarray]) -> Layout:
         )
     if ai00:
         return "ai00"
-    for name, array in tensors.items():
+    for name in tensors:
         if name.endswith(".att.time_first"):
             decay = tensors.get(name[: -len("time_first")] + "time_decay")
             if decay is not None and decay.ndim == 2:

@@ -23,6 +23,7 @@ a message saying so.
 from __future__ import annotations
 
 import collections
+import io
 import math
 import pickle
 import zipfile
@@ -30,7 +31,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def _build_array(storage: object, offset: object, size: object, stride: object) 
     if math.prod(shape) == 0:
         array = np.zeros(shape, dtype=data.dtype)
     else:
-        last = offset + sum((n - 1) * s for n, s in zip(shape, strides))
+        last = offset + sum((n - 1) * s for n, s in zip(shape, strides, strict=True))
         if last >= data.size:
             raise ModelFormatError(
                 f"tensor view (offset {offset}, size {shape}, stride {strides}) reaches element {last} "
@@ -134,7 +135,7 @@ def _build_array(storage: object, offset: object, size: object, stride: object) 
 
 def _is_c_contiguous(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
     expected = 1
-    for n, s in zip(reversed(shape), reversed(strides)):
+    for n, s in zip(reversed(shape), reversed(strides), strict=True):
         if n != 1 and s != expected:
             return False
         expected *= n
@@ -201,8 +202,9 @@ ALLOWED_GLOBALS: Mapping[tuple[str, str], object] = {
 class _StateDictUnpickler(pickle.Unpickler):
     """Unpickler that resolves only ``ALLOWED_GLOBALS`` and reads storages from the archive."""
 
-    def __init__(self, archive: zipfile.ZipFile, prefix: str, byteorder: str, pickle_name: str) -> None:
-        super().__init__(archive.open(pickle_name))
+    def __init__(self, file: IO[bytes], archive: zipfile.ZipFile, prefix: str, byteorder: str,
+                 pickle_name: str) -> None:
+        super().__init__(file)
         self._archive = archive
         self._prefix = prefix
         self._byteorder = byteorder
@@ -243,7 +245,7 @@ class _StateDictUnpickler(pickle.Unpickler):
             raise ModelFormatError(f"storage {member} holds {info.file_size} bytes, {nbytes} expected")
         buffer = bytearray(nbytes)
         with self._archive.open(info) as fh:
-            got = fh.readinto(buffer)
+            got = cast(io.BufferedIOBase, fh).readinto(buffer)
         if got != nbytes:
             raise ModelFormatError(f"storage {member} is truncated ({got} of {nbytes} bytes)")
         return _Storage(np.frombuffer(buffer, dtype=dtype), storage_type.bf16)
@@ -306,7 +308,8 @@ def read_pth(path: Path) -> dict[str, np.ndarray]:
             byteorder = _read_byteorder(path, archive, prefix)
             pickle_name = f"{prefix}data.pkl"
             try:
-                obj = _StateDictUnpickler(archive, prefix, byteorder, pickle_name).load()
+                with archive.open(pickle_name) as pickle_file:
+                    obj = _StateDictUnpickler(pickle_file, archive, prefix, byteorder, pickle_name).load()
             except ModelFormatError as exc:
                 raise type(exc)(f"{path}: {exc}") from None
             except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
