@@ -65,6 +65,41 @@ def decode_batched(model, batch: int, n: int, rng) -> tuple[float, float]:
     return batch * n / elapsed, encode
 
 
+def profile_single(model) -> dict:
+    """Where a batch-1 decode step's time goes: Python encoding, a bare submit+readback round
+    trip, and GPU execution of the recorded step (timed by waiting on a 4-byte readback)."""
+    runtime = model.runtime(1, 1)
+    graph = runtime._graph(1, 1, 1)
+    device, ctx = model.ctx.device, model.ctx
+    t0 = time.perf_counter()
+    for _ in range(50):
+        encoder = device.create_command_encoder()
+        graph.encode(encoder)
+        encoder.finish()
+    encode = (time.perf_counter() - t0) / 50
+    t0 = time.perf_counter()
+    for _ in range(50):
+        device.queue.submit([device.create_command_encoder().finish()])
+        ctx.read(runtime.io.ids, 4)
+    roundtrip = (time.perf_counter() - t0) / 50
+    encoders = []
+    for _ in range(20):
+        encoder = device.create_command_encoder()
+        graph.encode(encoder)
+        encoders.append(encoder.finish())
+    t0 = time.perf_counter()
+    device.queue.submit(encoders)
+    ctx.read(runtime.io.ids, 4)
+    gpu = (time.perf_counter() - t0) / 20
+    t0 = time.perf_counter()
+    for _ in range(50):
+        ctx.read(runtime.io.logits, model.info.n_vocab * 4)
+    readback = (time.perf_counter() - t0) / 50
+    return dict(dispatches=len(graph.dispatches), python_encode_ms=round(encode * 1e3, 3),
+                submit_roundtrip_ms=round(roundtrip * 1e3, 3), gpu_step_ms=round(gpu * 1e3, 3),
+                logits_readback_ms=round(readback * 1e3, 3))
+
+
 def prefill(model, n: int, rng) -> float:
     tokens = rng.integers(1, model.info.n_vocab, n).tolist()
     model.forward(tokens, model.new_state())  # build the step graphs once
@@ -89,6 +124,7 @@ def main() -> None:
     report(model=name, version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)
+    report(model=name, profile_batch1=profile_single(model))
     report(model=name, prefill_tokens=args.prefill, prefill_tps=round(prefill(model, args.prefill, rng), 1))
     for batch in [int(b) for b in args.batches.split(",")]:
         if batch == 1:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import wgpu
 
+from . import fast_encode
 from .context import GpuContext
 from .kernels import Kernel, KernelCache, pack_params
 
@@ -19,7 +20,8 @@ ACTIVATIONS = {
     "sigmoid": "sigmoid(a)",
     "relu_sq": "max(a, 0.0) * max(a, 0.0)",
 }
-TILED_MIN_TOKENS = 16
+TILED_MIN_TOKENS = 128  # below: the per-token kernel, 8 tokens per weight read
+MATVEC_TOKENS = 8
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,7 @@ class StepGraph:
     state: wgpu.GPUBuffer
     vecs: wgpu.GPUBuffer
     shared: dict = field(default_factory=dict)  # uniforms and bind groups reused across graphs
-    dispatches: list[tuple[wgpu.GPUComputePipeline, wgpu.GPUBindGroup, tuple[int, int, int]]] = field(
-        default_factory=list
-    )
+    dispatches: list[tuple] = field(default_factory=list)  # (pipeline, group, workgroups, native)
 
     def _dispatch(self, kernel: Kernel, params: bytes, buffers: list, groups: tuple[int, int, int]) -> None:
         key = (id(kernel), params, tuple(id(b) for b in buffers))
@@ -91,14 +91,12 @@ class StepGraph:
                 for b, buf in zip(kernel.bindings, resources)
             ]
             group = self.shared[key] = self.ctx.device.create_bind_group(layout=kernel.layout, entries=entries)
-        self.dispatches.append((kernel.pipeline, group, groups))
+        native = fast_encode.native_handles(kernel.pipeline, group)
+        self.dispatches.append((kernel.pipeline, group, groups, native))
 
     def encode(self, encoder: wgpu.GPUCommandEncoder) -> None:
         compute = encoder.begin_compute_pass()
-        for pipeline, group, (x, y, z) in self.dispatches:
-            compute.set_pipeline(pipeline)
-            compute.set_bind_group(0, group)
-            compute.dispatch_workgroups(x, y, z)
+        fast_encode.encode_dispatches(compute, self.dispatches)
         compute.end()
 
     # --- ops -------------------------------------------------------------------------------
@@ -157,7 +155,7 @@ class StepGraph:
         if tiled:
             groups = (-(-w.m // 64), -(-t // 64), w.z)
         else:
-            groups = (-(-w.m // 4), -(-t // 4), w.z)
+            groups = (-(-w.m // 4), -(-t // MATVEC_TOKENS), w.z)
         self._dispatch(kernel, params, buffers, groups)
 
     def wkv4(self, kvr: Act, y: Act, state_base: int, slot_stride: int, decay_off: int, first_off: int) -> None:

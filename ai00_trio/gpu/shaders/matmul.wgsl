@@ -64,16 +64,17 @@ fn load_x(z: u32, t: u32, k: u32) -> vec4<f32> {
     return x[p.x_off + z * p.x_zs + t * p.x_ts + k];
 }
 
-// Few tokens (decode): a workgroup makes 4 rows for 4 tokens, reading each weight once.
-var<workgroup> partial: array<array<vec4<f32>, 4>, 64>;
+// Few tokens (decode): a workgroup makes 4 rows for up to 8 tokens, reading each weight once.
+const TOKENS: u32 = 8u;
+var<workgroup> partial: array<array<vec4<f32>, 8>, 64>;
 
 @compute @workgroup_size(64)
 fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let m0 = wg.x * 4u;
-    let t0 = wg.y * 4u;
+    let t0 = wg.y * TOKENS;
     let z = wg.z;
-    let nt = min(4u, p.t - t0);
-    var acc: array<vec4<f32>, 4>;
+    let nt = min(TOKENS, p.t - t0);
+    var acc: array<vec4<f32>, 8>;
     let last = p.m - 1u;
     let r0 = (z * p.w_zs) + min(m0, last) * p.k4;
     let r1 = (z * p.w_zs) + min(m0 + 1u, last) * p.k4;
@@ -89,15 +90,15 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             acc[j] += vec4<f32>(dot(w0, xv), dot(w1, xv), dot(w2, xv), dot(w3, xv));
         }
     }
-    for (var j = 0u; j < 4u; j++) { partial[lid][j] = acc[j]; }
+    for (var j = 0u; j < nt; j++) { partial[lid][j] = acc[j]; }
     workgroupBarrier();
     for (var s = 32u; s > 0u; s >>= 1u) {
         if lid < s {
-            for (var j = 0u; j < 4u; j++) { partial[lid][j] += partial[lid + s][j]; }
+            for (var j = 0u; j < nt; j++) { partial[lid][j] += partial[lid + s][j]; }
         }
         workgroupBarrier();
     }
-    if lid < 16u {
+    if lid < 4u * TOKENS {
         let j = lid / 4u;
         let r = lid % 4u;
         if j < nt && m0 + r < p.m {
