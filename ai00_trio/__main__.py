@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 DEFAULT_MODEL = "assets/models/tiny-rwkv-7v0-834K.st"
+DEFAULT_CONFIG = "assets/configs/Config.toml"
 
 
 def cmd_adapters(args: argparse.Namespace) -> int:
@@ -76,19 +77,45 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=cmd_generate)
     ada = sub.add_parser("adapters", help="list the GPU adapters wgpu can use")
     ada.set_defaults(func=cmd_adapters)
-    serve = sub.add_parser("serve", help="serve the model (until the server lands: a demo generation)")
-    serve.add_argument("--config", default=None)
-    serve.set_defaults(func=lambda a: cmd_generate(gen.parse_args(["--prompt", "The"])))
+    serve = sub.add_parser("serve", help="start the HTTP server (the default command)")
+    add_serve_arguments(serve)
+    serve.set_defaults(func=cmd_serve)
+    add_serve_arguments(parser)
     return parser
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="Config.toml")
+    parser.add_argument("--ip", "-i", default=None, help="listen address (overrides [listen] ip)")
+    parser.add_argument("--port", "-p", type=int, default=None, help="listen port (overrides [listen] port)")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from .config import ConfigError, load_config
+    from .server.main import run_server
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.ip:
+        config.listen.ip = args.ip
+    if args.port:
+        config.listen.port = args.port
+    try:
+        trio.run(run_server, config)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return args.func(args)
+    return getattr(args, "func", cmd_serve)(args)
 
 
 if __name__ == "__main__":

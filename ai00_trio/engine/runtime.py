@@ -55,6 +55,12 @@ class Runtime:
             self._graphs[key] = graph
         return graph
 
+    def read_hidden(self, n_rows: int) -> np.ndarray:
+        """The final normalized hidden states (ln_out output) of the last step's logits rows."""
+        C = self.arch.info.n_embd
+        buffer = self.workspace.act("head_in", C, n_rows).buffer
+        return np.frombuffer(self.ctx.read(buffer, n_rows * C * 4), np.float32).reshape(n_rows, C).copy()
+
     def slot_offset(self, slot: int) -> int:
         return slot * self.slot_floats * 4
 

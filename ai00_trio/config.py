@@ -1,0 +1,123 @@
+"""`Config.toml`, parsed into msgspec Structs. Unknown keys are errors that name the key."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+
+class Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ModelConfig(Section):
+    path: str = "assets/models"          # folder; `name` is resolved inside it
+    name: str = "tiny-rwkv-7v0-834K.st"
+    precision: str = "fp16"              # fp16 | fp32 (AI00's Fp16/Fp32 accepted)
+    quant: int = 0                       # accepted for AI00 compatibility; wired by the weights issue
+    quant_type: str = "None"
+    max_batch: int = 8
+    token_chunk_size: int = 256
+    stop: list[str] = msgspec.field(default_factory=lambda: ["\n\n"])
+    max_queue: int = 64                  # requests waiting for a slot before new ones get 429
+    max_prompt_tokens: int = 16384
+
+    @property
+    def file(self) -> Path:
+        return Path(self.path) / self.name
+
+
+class StateConfig(Section):
+    path: str
+    name: str | None = None
+    id: str | None = None
+    default: bool = False
+
+
+class LoraConfig(Section):
+    path: str
+    alpha: float = 1.0
+
+
+class TokenizerConfig(Section):
+    kind: Literal["auto", "world", "bytes"] = "auto"   # auto: bytes for 256-token models
+    path: str = "assets/tokenizer/rwkv_vocab_v20230424.txt"
+
+
+class AdapterConfig(Section):
+    """AI00 style `Auto = {}` / `Economical = {}` / `Manual = N`, or `name = "part of name"`."""
+    Auto: dict | None = None
+    Economical: dict | None = None
+    Manual: int | None = None
+    name: str | None = None
+
+    @property
+    def choice(self) -> int | str | None:
+        if self.Manual is not None:
+            return self.Manual
+        return self.name
+
+
+class ListenConfig(Section):
+    ip: str = "127.0.0.1"
+    port: int = 65530
+    tls: bool = False
+    cert: str = "assets/certs/cert.pem"
+    key: str = "assets/certs/key.pem"
+    api_keys: list[str] = msgspec.field(default_factory=list)
+
+
+class WebConfig(Section):
+    path: str = "webui"
+
+
+class CacheConfig(Section):
+    gpu_bytes: int = 1 << 30
+    host_bytes: int = 4 << 30
+
+
+class Config(Section):
+    model: ModelConfig = msgspec.field(default_factory=ModelConfig)
+    state: list[StateConfig] = msgspec.field(default_factory=list)
+    lora: list[LoraConfig] = msgspec.field(default_factory=list)
+    tokenizer: TokenizerConfig = msgspec.field(default_factory=TokenizerConfig)
+    adapter: AdapterConfig = msgspec.field(default_factory=AdapterConfig)
+    listen: ListenConfig = msgspec.field(default_factory=ListenConfig)
+    web: WebConfig | None = msgspec.field(default_factory=WebConfig)
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def normalize_precision(value: str) -> str:
+    lowered = value.lower()
+    if lowered not in ("fp16", "fp32"):
+        raise ConfigError(f"model.precision: expected fp16 or fp32, got {value!r}")
+    return lowered
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        raw = tomllib.loads(text)
+        config = msgspec.convert(raw, Config)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    config.model.precision = normalize_precision(config.model.precision)
+    if config.model.max_batch < 1 or config.model.token_chunk_size < 1:
+        raise ConfigError(f"{source}: model.max_batch and model.token_chunk_size must be positive")
+    return config
+
+
+def load_config(path: str | Path | None) -> Config:
+    if path is None:
+        return Config()
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    return parse_config(path.read_text(), str(path))

@@ -1,0 +1,418 @@
+"""The actor graph. Every actor is a trio task owning its state; they talk over memory channels.
+
+    HTTP handler ──TextJob/EmbedJob──▶ tokenizer ──Job──▶ scheduler ──Load/Submit/Save/Cancel──▶ GPU executor
+         ▲                                                 │ (one generation task per request:        │
+         └──────────── Token / Done / Failed events ◀──────┘  the sampler, stop strings, UTF-8)  ◀──logits─┘
+
+- tokenizer: encodes prompts off the event loop's hot path, rejects oversize prompts.
+- scheduler: bounded waiting room (429 beyond it), slot assignment, prefix-state cache, and one
+  generation task per request (its sampler actor). Client gone → its event channel breaks →
+  the generation ends and its slot is freed before the next step.
+- GPU executor: owns the device and the BatchRuntime; steps back to back while work exists, in a
+  worker thread so the event loop keeps serving; after a step it waits (briefly) for the samplers
+  of the slots it just served, so every decoding slot gets its token every step.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import trio
+
+from ..engine.batch import BatchRuntime
+from ..engine.prefix_cache import PrefixCache
+from ..engine.state import State
+from .engine_service import LoadedModel
+from .errors import ApiError, bad_request, overloaded
+from .text import StopMatcher
+
+SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the previous step
+CACHE_MIN_TOKENS = 8          # shorter prompts are not worth a cache entry
+
+
+# --- messages ------------------------------------------------------------------------------
+@dataclass
+class Token:
+    text: str
+    token: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
+@dataclass
+class Done:
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass
+class Failed:
+    error: ApiError
+
+
+@dataclass
+class TextJob:
+    prompt: str
+    make_sampler: Callable[[], Any]      # -> object with .step(logits) -> (token, logprob, top)
+    max_tokens: int
+    stops: list[str]
+    events: trio.MemorySendChannel
+    state_id: str | None = None
+    model_text: list[str] = field(default_factory=list)   # earlier assistant turns: penalty seeds
+
+
+@dataclass
+class EmbedJob:
+    inputs: list[str | list[int]]
+    reply: trio.MemorySendChannel
+
+
+@dataclass
+class Job:
+    text: TextJob
+    tokens: list[int]
+    model_tokens: list[int]
+
+
+@dataclass
+class Load:
+    slot: int
+    state: State | None
+
+
+@dataclass
+class Submit:
+    slot: int
+    tokens: list[int]
+    reply: trio.MemorySendChannel | None
+
+
+@dataclass
+class Save:
+    slot: int
+    reply: trio.MemorySendChannel
+
+
+@dataclass
+class Release:
+    slot: int
+
+
+@dataclass
+class Embed:
+    token_lists: list[list[int]]
+    reply: trio.MemorySendChannel
+
+
+# --- tokenizer -----------------------------------------------------------------------------
+class TokenizerActor:
+    def __init__(self, loaded: LoadedModel, max_prompt_tokens: int) -> None:
+        self.loaded = loaded
+        self.max_prompt_tokens = max_prompt_tokens
+
+    async def run(self, inbox: trio.MemoryReceiveChannel, to_scheduler: trio.MemorySendChannel,
+                  to_executor: trio.MemorySendChannel) -> None:
+        tokenizer = self.loaded.tokenizer
+        async with inbox, to_scheduler:
+            async for job in inbox:
+                try:
+                    if isinstance(job, EmbedJob):
+                        lists = [list(x) if isinstance(x, list) else tokenizer.encode(x) for x in job.inputs]
+                        self._check(lists, "input")
+                        await to_executor.send(Embed(lists, job.reply))
+                        continue
+                    tokens = tokenizer.encode(job.prompt)
+                    if not tokens:
+                        tokens = [0] if self.loaded.eos_token == 0 else tokenizer.encode("\n")
+                    self._check([tokens], "messages")
+                    seeds = tokenizer.encode("\n\n".join(job.model_text)) if job.model_text else []
+                    await to_scheduler.send(Job(job, tokens, seeds))
+                except ApiError as error:
+                    reply = job.reply if isinstance(job, EmbedJob) else job.events
+                    with trio.move_on_after(1):
+                        try:
+                            await reply.send(Failed(error))
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            pass
+
+    def _check(self, lists: list[list[int]], param: str) -> None:
+        n_vocab = self.loaded.model.info.n_vocab
+        for tokens in lists:
+            if len(tokens) > self.max_prompt_tokens:
+                raise bad_request(f"the prompt has {len(tokens)} tokens; this server accepts at most "
+                                  f"{self.max_prompt_tokens}", param=param, code="context_length_exceeded")
+            if any(not 0 <= t < n_vocab for t in tokens):
+                raise bad_request(f"token ids must be in 0..{n_vocab - 1}", param=param)
+
+
+# --- GPU executor --------------------------------------------------------------------------
+class GpuExecutor:
+    def __init__(self, batch: BatchRuntime) -> None:
+        self.batch = batch
+        self.replies: dict[int, trio.MemorySendChannel] = {}
+        self.awaiting: set[int] = set()
+        self.tokens_per_second = 0.0
+
+    def _handle(self, message) -> Any:
+        batch = self.batch
+        if isinstance(message, Load):
+            batch.load(message.slot, message.state)
+        elif isinstance(message, Submit):
+            self.awaiting.discard(message.slot)
+            if message.reply is not None:
+                self.replies[message.slot] = message.reply
+            batch.submit(message.slot, message.tokens)
+        elif isinstance(message, Release):
+            self.awaiting.discard(message.slot)
+            self.replies.pop(message.slot, None)
+            batch.cancel(message.slot)
+        elif isinstance(message, Save):
+            return ("save", message.reply, batch.save(message.slot))
+        elif isinstance(message, Embed):
+            model = batch.model
+            vectors = [model.embed(tokens) for tokens in message.token_lists]
+            return ("embed", message.reply, vectors)
+        return None
+
+    async def _deliver(self, result) -> None:
+        if result is not None:
+            _, reply, value = result
+            try:
+                reply.send_nowait(value)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+
+    async def run(self, inbox: trio.MemoryReceiveChannel) -> None:
+        async with inbox:
+            while True:
+                if not self.batch.busy_slots:
+                    message = await inbox.receive()
+                    await self._deliver(await self._run_blocking(message))
+                # the samplers of the previous step reply with their next token
+                with trio.move_on_after(SAMPLER_DEADLINE_S):
+                    while self.awaiting:
+                        await self._deliver(await self._run_blocking(await inbox.receive()))
+                while True:
+                    try:
+                        message = inbox.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    await self._deliver(await self._run_blocking(message))
+                if not self.batch.busy_slots:
+                    continue
+                started = trio.current_time()
+                outputs = await trio.to_thread.run_sync(self.batch.step)
+                elapsed = trio.current_time() - started
+                if outputs:
+                    self.tokens_per_second = len(outputs) / max(elapsed, 1e-6)
+                for slot, logits in outputs.items():
+                    reply = self.replies.get(slot)
+                    if reply is None:
+                        continue
+                    try:
+                        reply.send_nowait(logits)
+                        self.awaiting.add(slot)
+                    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+
+    async def _run_blocking(self, message):
+        if isinstance(message, (Save, Embed)):
+            return await trio.to_thread.run_sync(self._handle, message)
+        return self._handle(message)
+
+
+# --- scheduler and generations -------------------------------------------------------------
+class Scheduler:
+    def __init__(self, loaded: LoadedModel, max_batch: int, max_queue: int, cache: PrefixCache) -> None:
+        self.loaded = loaded
+        self.free_slots = list(range(max_batch))
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.cache = cache
+        self.waiting: list[Job] = []
+        self.active = 0
+        self._ids = itertools.count()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.waiting)
+
+    async def run(self, inbox: trio.MemoryReceiveChannel, releases: trio.MemoryReceiveChannel,
+                  executor: trio.MemorySendChannel, release_send: trio.MemorySendChannel) -> None:
+        async with trio.open_nursery() as generations:
+            async def watch_releases() -> None:
+                async for slot in releases:
+                    self.free_slots.append(slot)
+                    self.active -= 1
+                    self._start_waiting(generations, executor, release_send)
+
+            generations.start_soon(watch_releases)
+            async with inbox:
+                async for job in inbox:
+                    if len(self.waiting) >= self.max_queue and not self.free_slots:
+                        try:
+                            job.text.events.send_nowait(Failed(overloaded()))
+                        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                            pass
+                        continue
+                    self.waiting.append(job)
+                    self._start_waiting(generations, executor, release_send)
+            generations.cancel_scope.cancel()
+
+    def _start_waiting(self, nursery, executor, release_send) -> None:
+        while self.waiting and self.free_slots:
+            job = self.waiting.pop(0)
+            slot = self.free_slots.pop()
+            self.active += 1
+            nursery.start_soon(self._generate, job, slot, executor, release_send)
+
+    async def _initial_state(self, job: Job) -> State | None:
+        state_id = job.text.state_id
+        if state_id:
+            entry = self.loaded.states.get(state_id)
+            if entry is None:
+                raise bad_request(f"unknown state id {state_id!r}", param="state")
+            return entry.state
+        default = self.loaded.default_state()
+        return default.state if default else None
+
+    async def _generate(self, job: Job, slot: int, executor: trio.MemorySendChannel,
+                        release_send: trio.MemorySendChannel) -> None:
+        events = job.text.events
+        logits_send, logits_recv = trio.open_memory_channel(1)
+        try:
+            await self._run_generation(job, slot, executor, events, logits_send, logits_recv)
+        except ApiError as error:
+            await _try_send(events, Failed(error))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client went away
+        finally:
+            with trio.CancelScope(shield=True):
+                await executor.send(Release(slot))
+                await release_send.send(slot)
+                await events.aclose()
+
+    async def _run_generation(self, job, slot, executor, events, logits_send, logits_recv) -> None:
+        text = job.text
+        initial = await self._initial_state(job)   # prompts from tuned states are not cached
+        tokens = job.tokens
+        model = self.loaded.model
+        hit, claim = (None, None) if initial is not None else await self._lookup_or_claim(tokens)
+        try:
+            start = initial
+            if hit is not None:
+                start = hit.state if hit.on_gpu else model.state_from_numpy(hit.state)
+            await executor.send(Load(slot, start))
+            if hit is not None and hit.length == len(tokens):
+                logits = np.array(hit.logits)
+                await executor.send(Submit(slot, [], logits_send))
+            else:
+                await executor.send(Submit(slot, tokens[hit.length:] if hit else tokens, logits_send))
+                logits = await logits_recv.receive()
+                if claim is not None:
+                    self.cache.complete(claim, await self._save(executor, slot), np.asarray(logits, np.float32))
+        finally:
+            if claim is not None and not claim.done:
+                self.cache.abandon(claim)
+        sampler = text.make_sampler()
+        if hasattr(sampler, "init") and job.model_tokens:
+            sampler.init(job.model_tokens)
+        decoder = self.loaded.tokenizer.incremental_decoder()
+        matcher = StopMatcher(text.stops)
+        eos = self.loaded.eos_token
+        generated: list[int] = []
+        finish = "length"
+        while len(generated) < text.max_tokens:
+            token, logprob, top = sampler.step(logits)
+            if eos is not None and token == eos:
+                finish = "stop"
+                break
+            generated.append(token)
+            piece, stopped = matcher.feed(decoder.feed([token]))
+            await events.send(Token(piece, token, logprob, top))
+            if stopped:
+                finish = "stop"
+                break
+            if len(generated) >= text.max_tokens:
+                break
+            await executor.send(Submit(slot, [token], logits_send))
+            logits = await logits_recv.receive()
+        if finish == "length":
+            tail, _ = matcher.feed(decoder.flush())
+            tail += matcher.flush()
+            if tail:
+                await events.send(Token(tail, -1, 0.0, []))
+        if initial is None and len(generated) > 1 and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
+            # the slot holds the prompt and every generated token but the last: a later turn of
+            # this conversation re-prefills only what is new
+            self.cache.insert(tokens + generated[:-1], await self._save(executor, slot),
+                              np.asarray(logits, np.float32))
+        await events.send(Done(finish, len(tokens), len(generated)))
+
+    async def _lookup_or_claim(self, tokens: list[int]):
+        """The longest cached prefix, and a claim when this request must compute the prompt.
+        If an identical prompt is being computed right now, wait for it instead."""
+        if len(tokens) < CACHE_MIN_TOKENS:
+            return self.cache.lookup(tokens), None
+        while True:
+            hit = self.cache.lookup(tokens)
+            if hit is not None and hit.length == len(tokens):
+                return hit, None
+            claim = self.cache.claim(tokens)
+            if claim.owner:
+                return hit, claim
+            finished = trio.Event()
+            claim.add_done_callback(lambda _result: finished.set())
+            await finished.wait()
+
+    async def _save(self, executor, slot: int) -> State:
+        reply_send, reply_recv = trio.open_memory_channel(1)
+        await executor.send(Save(slot, reply_send))
+        return await reply_recv.receive()
+
+
+async def _try_send(channel: trio.MemorySendChannel, message) -> None:
+    try:
+        with trio.move_on_after(1):
+            await channel.send(message)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+# --- wiring --------------------------------------------------------------------------------
+@dataclass
+class ActorGraph:
+    """The handles the HTTP layer uses: where to send jobs, and live figures for /api/status."""
+    jobs: trio.MemorySendChannel
+    scheduler: Scheduler
+    executor: GpuExecutor
+
+
+def state_bytes(state: State | list[np.ndarray]) -> int:
+    if isinstance(state, State):
+        return state.buffer.size
+    return sum(a.nbytes for a in state)
+
+
+async def run_actor_graph(loaded: LoadedModel, max_batch: int, token_chunk_size: int, max_queue: int,
+                          max_prompt_tokens: int, cache_gpu_bytes: int, cache_host_bytes: int,
+                          task_status=trio.TASK_STATUS_IGNORED) -> None:
+    batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
+    cache = PrefixCache(gpu_budget=cache_gpu_bytes, host_budget=cache_host_bytes,
+                        offload=lambda state: state.to_numpy(), size_of=state_bytes)
+    jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
+    to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
+    to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
+    release_send, release_recv = trio.open_memory_channel(math.inf)
+    tokenizer = TokenizerActor(loaded, max_prompt_tokens)
+    scheduler = Scheduler(loaded, max_batch, max_queue, cache)
+    executor = GpuExecutor(batch)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tokenizer.run, jobs_recv, to_scheduler_send, to_executor_send.clone())
+        nursery.start_soon(scheduler.run, to_scheduler_recv, release_recv, to_executor_send, release_send)
+        nursery.start_soon(executor.run, to_executor_recv)
+        task_status.started(ActorGraph(jobs_send, scheduler, executor))

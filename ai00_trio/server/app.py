@@ -1,0 +1,388 @@
+"""HTTP routes (quart-trio): thin handlers that decode a request, hand it to the actors and
+encode the answer. Every route is served under /v1/, /api/oai/ and /api/oai/v1/."""
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator
+
+import msgspec
+import numpy as np
+import trio
+from quart import Response, request, send_from_directory
+from quart_trio import QuartTrio
+
+from ..config import Config
+from . import schemas as s
+from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
+from .engine_service import LoadedModel
+from .errors import ApiError, ErrorBody, ErrorResponse, bad_request, not_found, overloaded, unauthorized, unavailable
+from .openapi import openapi_document, swagger_page
+from .sampling_glue import sampler_factory
+from .text import chat_prompt
+
+API_PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")
+DEFAULT_MAX_TOKENS = 256
+
+
+@dataclass
+class ServerState:
+    """Filled in as the server comes up: the model once loaded, then the actor graph."""
+    config: Config
+    loaded: LoadedModel | None = None
+    graph: ActorGraph | None = None
+    load_error: str | None = None
+    started: float = field(default_factory=time.time)
+
+
+def json_response(value, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status=status, content_type="application/json")
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.body, error.status)
+
+
+def create_app(state: ServerState) -> QuartTrio:
+    app = QuartTrio(__name__, static_folder=None)
+    app.config["RESPONSE_TIMEOUT"] = None
+    app.config["BODY_TIMEOUT"] = 60
+    app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
+    config = state.config
+    web_root = Path(config.web.path).resolve() if config.web else None
+
+    def ready() -> tuple[LoadedModel, ActorGraph]:
+        if state.loaded is None or state.graph is None:
+            raise unavailable(f"model failed to load: {state.load_error}" if state.load_error
+                              else "the model is still loading, retry shortly")
+        return state.loaded, state.graph
+
+    def check_model(name: str | None, loaded: LoadedModel) -> None:
+        if name and name not in (loaded.name, loaded.path, "rwkv", "default"):
+            raise not_found(f"the model {name!r} does not exist; this server serves {loaded.name!r}", param="model")
+
+    @app.before_request
+    async def authenticate():
+        keys = config.listen.api_keys
+        path = request.path
+        if keys and (path.startswith("/v1") or path.startswith("/api/")):
+            header = request.headers.get("Authorization", "")
+            given = header[7:] if header.lower().startswith("bearer ") else ""
+            if not any(secrets.compare_digest(given, key) for key in keys):
+                return error_response(unauthorized())
+        return None
+
+    @app.errorhandler(ApiError)
+    async def on_api_error(error: ApiError):
+        return error_response(error)
+
+    @app.errorhandler(404)
+    async def on_not_found(_error):
+        return error_response(ApiError(404, f"no route {request.method} {request.path}", "invalid_request_error"))
+
+    @app.errorhandler(405)
+    async def on_bad_method(_error):
+        return error_response(ApiError(405, f"method {request.method} not allowed on {request.path}",
+                                       "invalid_request_error"))
+
+    @app.errorhandler(413)
+    async def on_too_large(_error):
+        return error_response(ApiError(413, "request body too large", "invalid_request_error"))
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(error: Exception):
+        app.logger.exception("unexpected error")
+        return error_response(ApiError(500, f"internal error: {type(error).__name__}", "server_error"))
+
+    def route(path: str, methods: list[str]):
+        def register(handler):
+            for prefix in API_PREFIXES:
+                app.add_url_rule(prefix + path, f"{handler.__name__}{prefix}", handler, methods=methods)
+            return handler
+        return register
+
+    # --- liveness, status, docs ----------------------------------------------------------
+    @app.get("/health")
+    async def health():
+        return json_response({"status": "ok"})
+
+    @app.get("/ready")
+    async def ready_route():
+        if state.loaded is None or state.graph is None:
+            return error_response(unavailable(state.load_error or "the model is still loading"))
+        return json_response({"status": "ready", "model": state.loaded.name})
+
+    @app.get("/api/status")
+    async def status():
+        loaded, graph = ready()
+        info, model = loaded.model.info, loaded.model
+        return json_response({
+            "model": {"name": loaded.name, "path": loaded.path, "version": info.version,
+                      "subversion": info.subversion, "n_layer": info.n_layer, "n_embd": info.n_embd,
+                      "n_head": info.n_head, "n_vocab": info.n_vocab, "precision": model.precision,
+                      "quant": "none", "parameters": model.weight_bytes // (2 if model.precision == "fp16" else 4)},
+            "adapter": {"name": model.ctx.info.name, "backend": model.ctx.info.backend},
+            "queue": {"active": graph.scheduler.active, "waiting": graph.scheduler.queue_depth,
+                      "max_batch": graph.scheduler.max_batch},
+            "tokens_per_second": round(graph.executor.tokens_per_second, 1),
+        })
+
+    @app.get("/api/states")
+    async def states():
+        loaded, _ = ready()
+        return json_response(s.StateList([s.StateCard(e.id, e.name, e.default) for e in loaded.states.values()]))
+
+    @app.get("/api-docs/openapi.json")
+    async def openapi():
+        return json_response(openapi_document())
+
+    @app.get("/api-docs")
+    async def api_docs():
+        return Response(swagger_page(), content_type="text/html")
+
+    # --- OpenAI routes -------------------------------------------------------------------
+    @route("/models", ["GET"])
+    async def models():
+        loaded, _ = ready()
+        return json_response(s.ModelList([s.ModelCard(loaded.name, loaded.created)]))
+
+    @route("/chat/completions", ["POST"])
+    async def chat_completions():
+        loaded, graph = ready()
+        body = s.decode_request(await request.get_data(), s.ChatCompletionRequest)
+        check_model(body.model, loaded)
+        prompt, assistant_turns = chat_prompt(body.messages, body.names, body.template)
+        stops = _stops(body.stop, config.model.stop)
+        top_n = (body.top_logprobs or 0) if body.logprobs else 0
+        return await _serve_completion(loaded, graph, body, prompt, stops, assistant_turns, chat=True, top_n=top_n,
+                                       want_logprobs=body.logprobs)
+
+    @route("/completions", ["POST"])
+    async def completions():
+        loaded, graph = ready()
+        body = s.decode_request(await request.get_data(), s.CompletionRequest)
+        check_model(body.model, loaded)
+        prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
+        stops = _stops(body.stop, [])
+        top_n = body.logprobs or 0
+        return await _serve_completion(loaded, graph, body, prompt, stops, [], chat=False, top_n=top_n,
+                                       want_logprobs=body.logprobs is not None)
+
+    @route("/embeddings", ["POST"])
+    async def embeddings():
+        loaded, graph = ready()
+        body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
+        check_model(body.model, loaded)
+        inputs = _embedding_inputs(body.input)
+        reply_send, reply_recv = trio.open_memory_channel(1)
+        _enqueue(graph, EmbedJob(list(inputs), reply_send))
+        result = await reply_recv.receive()
+        if isinstance(result, Failed):
+            raise result.error
+        count = sum(len(x) if isinstance(x, list) else len(loaded.tokenizer.encode(x)) for x in inputs)
+        data = []
+        for i, vector in enumerate(result):
+            if body.encoding_format == "base64":
+                value = base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
+            else:
+                value = [float(v) for v in vector]
+            data.append(s.Embedding(i, value))
+        return json_response(s.EmbeddingList(data, loaded.name, s.Usage(count, 0, count)))
+
+    # --- web UI --------------------------------------------------------------------------
+    if web_root is not None:
+        @app.get("/")
+        async def index():
+            return await send_from_directory(web_root, "index.html")
+
+        @app.get("/<path:path>")
+        async def static_file(path: str):
+            return await send_from_directory(web_root, path)
+
+    return app
+
+
+def _embedding_inputs(value) -> list[str | list[int]]:
+    message = "input must be a non-empty string, a list of strings, token ids, or lists of token ids"
+    if isinstance(value, str) or (value and all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
+        value = [value]
+    if not value or len(value) > 2048:
+        raise bad_request(message + " (at most 2048 inputs)", param="input")
+    for item in value:
+        ok = isinstance(item, str) or (isinstance(item, list) and all(
+            isinstance(x, int) and not isinstance(x, bool) for x in item))
+        if not ok or len(item) == 0:
+            raise bad_request(message, param="input")
+    return list(value)
+
+
+def _stops(value: str | list[str] | None, default: list[str]) -> list[str]:
+    if value is None:
+        return list(default)
+    stops = [value] if isinstance(value, str) else list(value)
+    if len(stops) > 16:
+        raise bad_request("at most 16 stop strings", param="stop")
+    return [x for x in stops if x]
+
+
+def _enqueue(graph: ActorGraph, job) -> None:
+    try:
+        graph.jobs.send_nowait(job)
+    except trio.WouldBlock:
+        raise overloaded() from None
+
+
+def _max_tokens(body: s.SamplingFields) -> int:
+    value = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    if value is None:
+        return DEFAULT_MAX_TOKENS
+    if value < 1:
+        raise bad_request("max_tokens must be at least 1", param="max_tokens")
+    return value
+
+
+async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], assistant_turns: list[str],
+                            chat: bool, top_n: int, want_logprobs: bool) -> Response:
+    if not 1 <= body.n <= 16:
+        raise bad_request("n must be between 1 and 16", param="n")
+    if not 0 <= top_n <= 20:
+        raise bad_request("top_logprobs must be between 0 and 20", param="top_logprobs")
+    if body.bnf_schema is not None or body.response_format not in (None, {"type": "text"}):
+        raise bad_request("constrained output (bnf_schema / response_format) is not available yet",
+                          param="response_format" if body.bnf_schema is None else "bnf_schema")
+    max_tokens = _max_tokens(body)
+    streams = []
+    for index in range(body.n):
+        factory = sampler_factory(body, loaded.model.info.n_vocab, index, max(top_n, 1))
+        send, recv = trio.open_memory_channel(64)
+        job = TextJob(prompt, factory, max_tokens, stops, send, body.state, assistant_turns)
+        _enqueue(graph, job)
+        streams.append(recv)
+    completion_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+    created = int(time.time())
+    # Wait for each choice's first event: an early failure is an HTTP error, not a stream.
+    firsts = []
+    for recv in streams:
+        first = await recv.receive()
+        if isinstance(first, Failed):
+            for other in streams:
+                await other.aclose()
+            raise first.error
+        firsts.append(first)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if body.stream:
+        return Response(_sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage),
+                        content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return json_response(await _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs))
+
+
+async def _events(recv, first) -> AsyncIterator:
+    async with recv:
+        yield first
+        if isinstance(first, Done):
+            return
+        async for event in recv:
+            yield event
+            if isinstance(event, (Done, Failed)):
+                return
+
+
+def _token_text(loaded, token: int) -> tuple[str, list[int]]:
+    raw = loaded.tokenizer.token_bytes(token) if token >= 0 else b""
+    return raw.decode("utf-8", errors="replace"), list(raw)
+
+
+def _chat_logprobs(loaded, event: Token) -> s.TokenLogprob:
+    text, raw = _token_text(loaded, event.token)
+    top = []
+    for token, logprob in event.top:
+        t_text, t_raw = _token_text(loaded, token)
+        top.append(s.TopLogprob(t_text, logprob, t_raw))
+    return s.TokenLogprob(text, event.logprob, raw, top)
+
+
+async def _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs):
+    choices, prompt_tokens, completion_tokens = [], 0, 0
+    for index, (recv, first) in enumerate(zip(streams, firsts)):
+        parts, logprobs, finish = [], [], None
+        async for event in _events(recv, first):
+            if isinstance(event, Token):
+                parts.append(event.text)
+                if event.token >= 0:
+                    logprobs.append(event)
+            elif isinstance(event, Done):
+                finish = event.finish_reason
+                prompt_tokens = event.prompt_tokens
+                completion_tokens += event.completion_tokens
+            elif isinstance(event, Failed):
+                raise event.error
+        text = "".join(parts)
+        if chat:
+            lp = s.ChoiceLogprobs([_chat_logprobs(loaded, e) for e in logprobs]) if want_logprobs else None
+            choices.append(s.ChatChoice(index, s.AssistantMessage("assistant", text.strip()), finish, lp))
+        else:
+            lp = None
+            if want_logprobs:
+                offsets, at = [], 0
+                for e in logprobs:
+                    offsets.append(at)
+                    at += len(_token_text(loaded, e.token)[0])
+                lp = s.CompletionLogprobs([_token_text(loaded, e.token)[0] for e in logprobs],
+                                          [e.logprob for e in logprobs],
+                                          [{_token_text(loaded, t)[0]: p for t, p in e.top} for e in logprobs],
+                                          offsets)
+            choices.append(s.CompletionChoice(index, text, finish, lp))
+    usage = s.Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+    if chat:
+        return s.ChatCompletion(completion_id, created, loaded.name, choices, usage=usage)
+    return s.Completion(completion_id, created, loaded.name, choices, usage=usage)
+
+
+async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage):
+    """SSE chunks in OpenAI's format, choice after choice (all choices generate concurrently on
+    the GPU; their events wait in their channels), then usage if asked, then [DONE]."""
+    prompt_tokens = completion_tokens = 0
+
+    def chunk(index: int, delta_text: str | None, finish: str | None, role: bool = False,
+              event: Token | None = None) -> bytes:
+        if chat:
+            lp = None
+            if want_logprobs and event is not None and event.token >= 0:
+                lp = s.ChoiceLogprobs([_chat_logprobs(loaded, event)])
+            delta = s.Delta(role="assistant") if role else s.Delta(content=delta_text)
+            body = s.ChatCompletionChunk(completion_id, created, loaded.name,
+                                         [s.ChatChunkChoice(index, delta, finish, lp)])
+        else:
+            body = s.Completion(completion_id, created, loaded.name,
+                                [s.CompletionChoice(index, delta_text or "", finish)])
+        return b"data: " + msgspec.json.encode(body) + b"\n\n"
+
+    try:
+        for index, (recv, first) in enumerate(zip(streams, firsts)):
+            if chat:
+                yield chunk(index, None, None, role=True)
+            async for event in _events(recv, first):
+                if isinstance(event, Token):
+                    if event.text or (want_logprobs and event.token >= 0):
+                        yield chunk(index, event.text, None, event=event)
+                elif isinstance(event, Done):
+                    prompt_tokens = event.prompt_tokens
+                    completion_tokens += event.completion_tokens
+                    yield chunk(index, None, event.finish_reason)
+                elif isinstance(event, Failed):
+                    error = ErrorResponse(ErrorBody(str(event.error), "server_error"))
+                    yield b"data: " + msgspec.json.encode(error) + b"\n\n"
+        if include_usage:
+            usage = s.Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
+            if chat:
+                body = s.ChatCompletionChunk(completion_id, created, loaded.name, [], usage=usage)
+            else:
+                body = s.Completion(completion_id, created, loaded.name, [], usage=usage)
+            yield b"data: " + msgspec.json.encode(body) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    finally:
+        for recv in streams:
+            await recv.aclose()

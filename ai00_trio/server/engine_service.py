@@ -1,0 +1,82 @@
+"""What the actors share read-only: the loaded model, its tokenizer and named initial states."""
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import Config
+from ..engine import Model, State, load_model
+from ..engine.formats import read_checkpoint
+from ..tokenizer import load_tokenizer
+
+
+@dataclass
+class InitialState:
+    id: str
+    name: str
+    state: State
+    default: bool = False
+
+
+@dataclass
+class LoadedModel:
+    model: Model
+    tokenizer: object
+    name: str
+    path: str
+    created: int
+    states: dict[str, InitialState] = field(default_factory=dict)
+
+    @property
+    def eos_token(self) -> int | None:
+        return getattr(self.tokenizer, "end_of_text_id", None)
+
+    def default_state(self) -> InitialState | None:
+        return next((s for s in self.states.values() if s.default), None)
+
+
+def _progress(message: str) -> None:
+    print(f"[ai00-trio] {message}", file=sys.stderr, flush=True)
+
+
+def load_state_file(model: Model, path: Path) -> State:
+    """A state-tuning file: `blocks.{i}.att.time_state` [H, N, N] per layer (token shifts zero)."""
+    tensors = read_checkpoint(path, layout="pytorch")
+    info = model.info
+    arrays = []
+    zeros = [0.0] * info.n_embd
+    for layer in range(info.n_layer):
+        name = f"blocks.{layer}.att.time_state"
+        if name not in tensors:
+            raise ValueError(f"{path}: missing {name}")
+        wkv = tensors[name].astype("float32").reshape(info.n_head, info.head_size, info.head_size)
+        if info.version in ("v5", "v6"):
+            wkv = wkv.transpose(0, 2, 1)  # the file stores [head, value, key]; v5/v6 states are [head, key, value]
+        arrays += [zeros, wkv, zeros]
+    return model.state_from_numpy(arrays)
+
+
+def load_service(config: Config) -> LoadedModel:
+    path = config.model.file
+    _progress(f"loading {path} ({config.model.precision}) ...")
+    started = time.perf_counter()
+    model = load_model(path, precision=config.model.precision, adapter=config.adapter.choice,
+                       chunk_size=config.model.token_chunk_size)
+    kind = config.tokenizer.kind
+    if kind == "auto":
+        kind = "bytes" if model.info.n_vocab <= 256 else "world"
+    tokenizer = load_tokenizer(kind, config.tokenizer.path if kind == "world" else None)
+    loaded = LoadedModel(model, tokenizer, Path(path).stem, str(path), int(time.time()))
+    for entry in config.state:
+        state_path = Path(config.model.path) / entry.path
+        state = load_state_file(model, state_path)
+        state_id = entry.id or str(uuid.uuid4())
+        loaded.states[state_id] = InitialState(state_id, entry.name or state_path.stem, state, entry.default)
+    info = model.info
+    _progress(f"loaded {info.version} model: {info.n_layer} layers, {info.n_embd} channels, vocab {info.n_vocab}, "
+              f"{model.weight_bytes / 2**20:.1f} MiB of weights on {model.ctx.info.name} "
+              f"({model.ctx.info.backend}) in {time.perf_counter() - started:.1f}s")
+    return loaded

@@ -1,0 +1,53 @@
+"""The OpenAPI document, generated from the wire Structs, and the Swagger UI page."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import msgspec
+
+from . import schemas as s
+from .errors import ErrorResponse
+
+ROUTES = [
+    ("/v1/chat/completions", "post", s.ChatCompletionRequest, s.ChatCompletion, "Chat completion (SSE with stream=true)"),
+    ("/v1/completions", "post", s.CompletionRequest, s.Completion, "Text completion (SSE with stream=true)"),
+    ("/v1/embeddings", "post", s.EmbeddingRequest, s.EmbeddingList, "Embeddings: the normalized final hidden state"),
+    ("/v1/models", "get", None, s.ModelList, "The served model"),
+    ("/api/states", "get", None, s.StateList, "Initial (state-tuned) states"),
+]
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict:
+    types = [t for _, _, req, res, _ in ROUTES for t in (req, res) if t is not None] + [ErrorResponse]
+    refs, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    ref_of = dict(zip(types, refs))
+    paths: dict = {}
+    error = {"description": "OpenAI-style error", "content": {"application/json": {"schema": ref_of[ErrorResponse]}}}
+    for path, method, req, res, summary in ROUTES:
+        operation: dict = {
+            "summary": summary,
+            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref_of[res]}}},
+                          "400": error, "429": error, "503": error},
+        }
+        if req is not None:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[req]}}}
+        paths[path] = {method: operation}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "ai00-trio", "version": "0.1.0",
+                 "description": "OpenAI-compatible RWKV server. Routes are also served under /api/oai/ and /api/oai/v1/."},
+        "paths": paths,
+        "components": {"schemas": components,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+    }
+
+
+def swagger_page() -> str:
+    return """<!doctype html>
+<html><head><meta charset="utf-8"><title>ai00-trio API</title>
+<link rel="stylesheet" href="/vendor/swagger-ui/swagger-ui.css"></head>
+<body><div id="swagger"></div>
+<script src="/vendor/swagger-ui/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/api-docs/openapi.json", dom_id: "#swagger"});</script>
+</body></html>"""

@@ -1,0 +1,222 @@
+"""Wire formats of the HTTP API (OpenAI shapes plus AI00's extensions), as msgspec Structs.
+
+Requests accept unknown fields (OpenAI SDKs send more than we use); types are checked.
+These Structs are also the source of the OpenAPI document.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+from msgspec import Struct
+
+
+# --- requests ------------------------------------------------------------------------------
+class ContentPart(Struct):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(Struct):
+    role: str
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class ChatTemplate(Struct):
+    """AI00's prompt template: records joined by `sep`, then `sep` + `prefix`."""
+    record: str = "{role}: {content}"
+    prefix: str = "{assistant}:"
+    sep: str = "\n\n"
+
+
+class StreamOptions(Struct):
+    include_usage: bool = False
+
+
+class SamplingFields(Struct, kw_only=True):
+    """Fields shared by chat and text completions."""
+    model: str | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    penalty_decay: float | None = None
+    logit_bias: dict[str, float] | None = None
+    bias: dict[str, float] | None = None              # AI00's name for logit_bias
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = 1
+    seed: int | None = None
+    top_logprobs: int | None = None
+    sampler: dict[str, Any] | None = None             # AI00: {"type": "Nucleus" | "Typical" | "Mirostat", ...}
+    sampler_override: dict[str, Any] | None = None
+    state: str | None = None                          # initial-state id
+    bnf_schema: str | None = None
+    response_format: dict[str, Any] | None = None
+    user: str | None = None
+
+
+class ChatCompletionRequest(SamplingFields, kw_only=True):
+    messages: list[ChatMessage]
+    logprobs: bool = False
+    names: dict[str, str] | None = None
+    template: ChatTemplate | None = None
+
+
+class CompletionRequest(SamplingFields, kw_only=True):
+    prompt: str | list[str] = ""
+    logprobs: int | None = None
+    echo: bool = False
+
+
+class EmbeddingRequest(Struct, kw_only=True):
+    input: str | list[Any]   # a string, strings, token ids, or lists of token ids
+    model: str | None = None
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+
+# --- responses -----------------------------------------------------------------------------
+class Usage(Struct):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class TopLogprob(Struct):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(Struct):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(Struct):
+    content: list[TokenLogprob]
+
+
+class AssistantMessage(Struct):
+    role: str
+    content: str
+
+
+class ChatChoice(Struct):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletion(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    object: str = "chat.completion"
+    system_fingerprint: str | None = None
+
+
+class Delta(Struct, omit_defaults=True):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(Struct):
+    index: int
+    delta: Delta
+    finish_reason: str | None = None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionChunk(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    object: str = "chat.completion.chunk"
+    usage: Usage | None = None
+
+
+class CompletionLogprobs(Struct):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+class CompletionChoice(Struct):
+    index: int
+    text: str
+    finish_reason: str | None
+    logprobs: CompletionLogprobs | None = None
+
+
+class Completion(Struct):
+    id: str
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    object: str = "text_completion"
+    usage: Usage | None = None
+
+
+class ModelCard(Struct):
+    id: str
+    created: int
+    owned_by: str = "ai00-trio"
+    object: str = "model"
+
+
+class ModelList(Struct):
+    data: list[ModelCard]
+    object: str = "list"
+
+
+class Embedding(Struct):
+    index: int
+    embedding: list[float] | str
+    object: str = "embedding"
+
+
+class EmbeddingList(Struct):
+    data: list[Embedding]
+    model: str
+    usage: Usage
+    object: str = "list"
+
+
+class StateCard(Struct):
+    id: str
+    name: str
+    default: bool = False
+
+
+class StateList(Struct):
+    data: list[StateCard]
+    object: str = "list"
+
+
+def decode_request(body: bytes, kind: type[Struct]) -> Struct:
+    """Decode and type-check a request body; errors name the offending field."""
+    from .errors import bad_request
+
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as error:
+        message = str(error)
+        param = message.split("`$.", 1)[1].split("`")[0] if "`$." in message else None
+        raise bad_request(f"invalid request: {message}", param=param) from None
+    except msgspec.DecodeError as error:
+        raise bad_request(f"request body is not valid JSON: {error}") from None
+

@@ -1,0 +1,81 @@
+"""Prompt building and the stop-string matcher."""
+from __future__ import annotations
+
+import re
+
+from .errors import bad_request
+from .schemas import ChatMessage, ChatTemplate
+
+ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Observation",
+              "observation": "Observation", "developer": "System"}
+_BLANK_LINES = re.compile(r"\n(\s*\n)+")
+
+
+def message_text(message: ChatMessage, index: int) -> str:
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts = []
+    for part in content:
+        if part.type != "text" or part.text is None:
+            raise bad_request(f"messages[{index}].content: only text parts are supported, got {part.type!r}",
+                              param=f"messages[{index}].content")
+        parts.append(part.text)
+    return "".join(parts)
+
+
+def chat_prompt(messages: list[ChatMessage], names: dict[str, str] | None,
+                template: ChatTemplate | None) -> tuple[str, list[str]]:
+    """The RWKV World chat prompt (`User: ...\\n\\nAssistant:`), and the earlier assistant turns
+    (which seed the repetition penalties)."""
+    template = template or ChatTemplate()
+    names = {k.lower(): v for k, v in (names or {}).items()}
+    records, assistant_turns = [], []
+    for i, message in enumerate(messages):
+        role = message.role.lower()
+        if role not in ROLE_NAMES:
+            raise bad_request(f"messages[{i}].role: unknown role {message.role!r}", param=f"messages[{i}].role")
+        content = _BLANK_LINES.sub("\n", message_text(message, i)).strip()
+        if role == "assistant":
+            assistant_turns.append(content)
+        display = names.get(role, ROLE_NAMES[role])
+        records.append(template.record.replace("{role}", display).replace("{content}", content))
+    prefix = template.prefix.replace("{assistant}", names.get("assistant", "Assistant")) \
+                            .replace("{user}", names.get("user", "User"))
+    return template.sep.join(records) + template.sep + prefix, assistant_turns
+
+
+class StopMatcher:
+    """Finds stop strings in streamed text, across token boundaries.
+
+    `feed(text)` returns (safe_text, stopped): safe_text can be sent to the client; text that
+    could still be the beginning of a stop string is held back until it can't."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        buffer = self.pending + text
+        first = None
+        for stop in self.stops:
+            at = buffer.find(stop)
+            if at >= 0 and (first is None or at < first):
+                first = at
+        if first is not None:
+            self.pending = ""
+            return buffer[:first], True
+        hold = 0
+        for stop in self.stops:
+            for length in range(min(len(stop) - 1, len(buffer)), 0, -1):
+                if buffer.endswith(stop[:length]):
+                    hold = max(hold, length)
+                    break
+        self.pending = buffer[len(buffer) - hold:] if hold else ""
+        return buffer[:len(buffer) - hold], False
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return text

@@ -1,0 +1,85 @@
+"""Starting a real server (a subprocess, as a user runs it) for the HTTP tests."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(method: str, url: str, body: dict | bytes | None = None, headers: dict | None = None,
+         timeout: float = 60) -> tuple[int, dict | str]:
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+@contextmanager
+def running_server(tmp_path: Path, model_options: dict | None = None, extra_sections: str = "",
+                   wait_ready: bool = True, listen_options: dict | None = None):
+    """A server on a free port; `model_options` override keys of its [model] section."""
+    port = free_port()
+    options = {"path": str(ROOT / "assets" / "models"), "name": "tiny-rwkv-7v0-834K.st",
+               "max_batch": 8, "token_chunk_size": 64, **(model_options or {})}
+    model_section = "\n".join(f"{key} = {json.dumps(value)}" for key, value in options.items())
+    listen_section = "\n".join(f"{key} = {json.dumps(value)}" for key, value in (listen_options or {}).items())
+    config = tmp_path / f"config-{port}.toml"
+    config.write_text(f"""
+[model]
+{model_section}
+{extra_sections}
+[listen]
+ip = "127.0.0.1"
+port = {port}
+{listen_section}
+[web]
+path = "{ROOT / 'webui'}"
+""")
+    log = open(tmp_path / f"server-{port}.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "ai00_trio", "--config", str(config)], cwd=ROOT,
+                               stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited: {(tmp_path / f'server-{port}.log').read_text()}")
+            try:
+                status, _ = http("GET", base + ("/ready" if wait_ready else "/health"), timeout=2)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError("server did not become ready")
+            time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

@@ -1,0 +1,248 @@
+"""The HTTP server end to end: a real server process, the official OpenAI SDK and raw HTTP."""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import http.client as http_client
+import json
+import time
+
+import numpy as np
+import openai
+import pytest
+
+from server_helpers import http, running_server
+
+PROMPTS = ["The cat", "Once upon a time", "In the", "A dog", "She said", "Water is", "The end", "Hello"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory.mktemp("server")) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def engine(load_tiny):
+    return load_tiny("v7", "fp16")
+
+
+def greedy_alone(model, prompt: str, max_tokens: int, stop: str | None = None) -> str:
+    """What a single request should produce with greedy sampling, straight from the engine."""
+    state = model.new_state()
+    logits = model.forward(list(prompt.encode()), state)
+    out = bytearray()
+    for _ in range(max_tokens):
+        token = int(np.argmax(logits))
+        out.append(token)
+        text = out.decode("utf-8", errors="ignore")
+        if stop and stop in text:
+            return text[:text.index(stop)]
+        logits = model.forward([token], state)
+    return out.decode("utf-8", errors="replace")
+
+
+def test_models_list(client):
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["tiny-rwkv-7v0-834K"]
+
+
+def test_chat_completion_matches_engine(client, engine):
+    response = client.chat.completions.create(model="tiny-rwkv-7v0-834K", temperature=0, max_tokens=24,
+                                              messages=[{"role": "user", "content": "Hi"}])
+    choice = response.choices[0]
+    assert choice.message.role == "assistant"
+    expected = greedy_alone(engine, "User: Hi\n\nAssistant:", 24, stop="\n\n")
+    assert choice.message.content == expected.strip()
+    assert response.usage.prompt_tokens == len("User: Hi\n\nAssistant:")
+    assert response.usage.completion_tokens == 24 and choice.finish_reason == "length"
+    assert response.object == "chat.completion" and response.id.startswith("chatcmpl-")
+
+
+def test_chat_streaming_equals_non_streaming(client):
+    kwargs = dict(model="x" if False else "tiny-rwkv-7v0-834K", temperature=0, max_tokens=20,
+                  messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Tell me"}])
+    full = client.chat.completions.create(**kwargs).choices[0].message.content
+    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == full
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 20
+    finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finals == ["length"]
+
+
+def test_text_completion_and_stream(client, engine):
+    response = client.completions.create(model="tiny-rwkv-7v0-834K", prompt="The", max_tokens=16, temperature=0)
+    assert response.choices[0].text == greedy_alone(engine, "The", 16)
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="tiny-rwkv-7v0-834K", prompt="The", max_tokens=16, temperature=0, stream=True) if c.choices)
+    assert streamed == response.choices[0].text
+
+
+def test_stop_strings_across_tokens(client):
+    response = client.completions.create(model="tiny-rwkv-7v0-834K", prompt="The", max_tokens=40, temperature=0,
+                                         stop=["e t"])
+    choice = response.choices[0]
+    assert choice.finish_reason == "stop" and "e t" not in choice.text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="tiny-rwkv-7v0-834K", prompt="The", max_tokens=40, temperature=0, stop=["e t"], stream=True)
+        if c.choices)
+    assert streamed == choice.text
+
+
+def test_seed_gives_same_output_and_n_choices(client):
+    kwargs = dict(model="tiny-rwkv-7v0-834K", prompt="Once", max_tokens=24, temperature=1.0, top_p=1.0, seed=7)
+    first = client.completions.create(**kwargs).choices[0].text
+    second = client.completions.create(**kwargs).choices[0].text
+    assert first == second
+    several = client.completions.create(n=3, **kwargs)
+    assert [c.index for c in several.choices] == [0, 1, 2]
+    assert several.choices[0].text == first
+    assert several.usage.completion_tokens == 3 * 24
+
+
+def test_logprobs(client):
+    response = client.chat.completions.create(model="tiny-rwkv-7v0-834K", temperature=0, max_tokens=5,
+                                              logprobs=True, top_logprobs=3,
+                                              messages=[{"role": "user", "content": "Hi"}])
+    content = response.choices[0].logprobs.content
+    assert len(content) == 5
+    for item in content:
+        assert len(item.top_logprobs) == 3
+        assert item.logprob <= 0 and abs(item.logprob - item.top_logprobs[0].logprob) < 1e-5  # greedy = top-1
+
+
+def test_embeddings(client, engine):
+    response = client.embeddings.create(model="tiny-rwkv-7v0-834K", input=["hello world", "the cat"])
+    vectors = [np.array(d.embedding) for d in response.data]
+    assert len(vectors) == 2 and vectors[0].shape == (64,)
+    assert abs(np.linalg.norm(vectors[0]) - 1) < 1e-4
+    assert np.abs(vectors[0] - engine.embed(list(b"hello world"))).max() < 1e-4
+    assert response.usage.prompt_tokens == len("hello world") + len("the cat")
+    raw = client.embeddings.create(model="tiny-rwkv-7v0-834K", input="the cat", encoding_format="base64")
+    decoded = raw.data[0].embedding
+    if isinstance(decoded, str):
+        decoded = np.frombuffer(base64.b64decode(decoded), "<f4")
+    assert np.abs(np.asarray(decoded) - vectors[1]).max() < 1e-6
+
+
+def test_errors_are_openai_shaped_and_server_survives(client, server):
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
+    assert info.value.body["param"] == "model"
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny-rwkv-7v0-834K", messages=[{"role": "user", "content": "x"}],
+                                       max_tokens="many")
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="tiny-rwkv-7v0-834K", prompt="x" * 20000, max_tokens=1)
+    assert info.value.body["code"] == "context_length_exceeded"
+    for body in (b"{not json", b"[]", json.dumps({"messages": "hi"}).encode(),
+                 json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(),
+                 json.dumps({"messages": [], "temperature": -1}).encode(),
+                 json.dumps({"prompt": "x", "logit_bias": {"999": 1}}).encode()):
+        path = "/v1/completions" if b"prompt" in body else "/v1/chat/completions"
+        status, answer = http("POST", server + path, body, {"Content-Type": "application/json"})
+        assert status == 400, (body, answer)
+        assert set(answer["error"]) == {"message", "type", "param", "code"}
+    status, answer = http("GET", server + "/v1/nothing")
+    assert status == 404 and "error" in answer
+    assert client.completions.create(model="tiny-rwkv-7v0-834K", prompt="ok", max_tokens=2).choices[0].text
+
+
+def test_ai00_routes_and_fields(server, engine):
+    body = {"messages": [{"role": "user", "content": "Hi"}], "names": {"user": "Bob", "assistant": "Alice"},
+            "template": {"record": "{role}> {content}", "prefix": "{assistant}>", "sep": "\n"},
+            "max_tokens": 12, "temperature": 0, "half_life": 400, "sampler_override": None}
+    for prefix in ("/api/oai", "/api/oai/v1", "/v1"):
+        status, answer = http("POST", server + prefix + "/chat/completions", body)
+        assert status == 200, answer
+        expected = greedy_alone(engine, "Bob> Hi\nAlice>", 12, stop="\n\n")
+        assert answer["choices"][0]["message"]["content"] == expected.strip()
+    # openai 0.28 style: api_base=".../api/oai", extra fields passed through
+    status, answer = http("POST", server + "/api/oai/completions",
+                          {"prompt": ["The", " cat"], "max_tokens": 8, "temperature": 0, "top_k": 1,
+                           "stop": ["\n\n"], "stream": False})
+    assert status == 200 and answer["choices"][0]["text"] == greedy_alone(engine, "The cat", 8)
+    status, answer = http("GET", server + "/api/oai/models")
+    assert status == 200 and answer["data"][0]["id"] == "tiny-rwkv-7v0-834K"
+
+
+def test_docs_health_ready_status(server):
+    assert http("GET", server + "/health")[0] == 200
+    status, ready = http("GET", server + "/ready")
+    assert status == 200 and ready["status"] == "ready"
+    status, spec = http("GET", server + "/api-docs/openapi.json")
+    assert status == 200 and "/v1/chat/completions" in spec["paths"]
+    assert "ChatCompletionRequest" in spec["components"]["schemas"]
+    status, page = http("GET", server + "/api-docs")
+    assert status == 200 and "swagger-ui-bundle.js" in page
+    status, info = http("GET", server + "/api/status")
+    assert status == 200 and info["model"]["version"] == "v7" and info["queue"]["max_batch"] == 8
+
+
+def test_concurrent_streams_equal_solo_runs(client, server):
+    prompts = [PROMPTS[i % len(PROMPTS)] + " " * (i // len(PROMPTS)) for i in range(32)]
+
+    def run(prompt: str, stream: bool) -> str:
+        kwargs = dict(model="tiny-rwkv-7v0-834K", prompt=prompt, max_tokens=12, temperature=0)
+        if not stream:
+            return client.completions.create(**kwargs).choices[0].text
+        return "".join(c.choices[0].text for c in client.completions.create(stream=True, **kwargs) if c.choices)
+
+    solo = [run(p, False) for p in prompts]
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        together = list(pool.map(lambda p: run(p, True), prompts))
+    assert together == solo
+
+
+def test_disconnect_frees_the_slot(server):
+    host, port = server.removeprefix("http://").split(":")
+    connection = http_client.HTTPConnection(host, int(port), timeout=30)
+    body = json.dumps({"prompt": "The", "max_tokens": 5000, "stream": True, "temperature": 0})
+    connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    assert response.status == 200
+    response.fp.readline()
+    assert http("GET", server + "/api/status")[1]["queue"]["active"] == 1
+    connection.sock.close()
+    connection.close()
+    deadline = time.time() + 10
+    while http("GET", server + "/api/status")[1]["queue"]["active"] != 0:
+        assert time.time() < deadline, "slot not freed after the client went away"
+        time.sleep(0.05)
+
+
+def test_queue_full_gives_429(tmp_path):
+    with running_server(tmp_path, {"max_batch": 1, "max_queue": 1}) as base:
+        body = {"prompt": "The", "max_tokens": 300, "temperature": 0}
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(lambda _: http("POST", base + "/v1/completions", body), range(6)))
+        statuses = sorted(status for status, _ in results)
+        assert statuses.count(200) >= 1 and 429 in statuses, statuses
+        rejected = next(answer for status, answer in results if status == 429)
+        assert rejected["error"]["type"] == "rate_limit_error"
+        assert http("POST", base + "/v1/completions", {"prompt": "x", "max_tokens": 2})[0] == 200
+
+
+def test_api_keys_required_when_configured(tmp_path):
+    with running_server(tmp_path, listen_options={"api_keys": ["sekrit"]}) as base:
+        assert http("GET", base + "/v1/models")[0] == 401
+        status, answer = http("GET", base + "/v1/models", headers={"Authorization": "Bearer sekrit"})
+        assert status == 200 and answer["data"]
+        assert http("GET", base + "/health")[0] == 200
+
+
+def test_no_model_gives_503(tmp_path):
+    with running_server(tmp_path, {"name": "missing.st"}, wait_ready=False) as base:
+        time.sleep(1)
+        status, answer = http("POST", base + "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})
+        assert status == 503 and answer["error"]["code"] == "model_not_loaded"
+        assert "missing.st" in answer["error"]["message"]
+        assert http("GET", base + "/health")[0] == 200
+        assert http("GET", base + "/ready")[0] == 503
