@@ -201,6 +201,27 @@ def test_concurrent_streams_equal_solo_runs(client, server):
     assert together == solo
 
 
+def test_prefix_cache_hits_give_cold_results(client, server, engine):
+    def chat(messages):
+        return client.chat.completions.create(model="tiny-rwkv-7v0-834K", temperature=0, max_tokens=16,
+                                              messages=messages).choices[0].message.content
+
+    def cache_stats():
+        return http("GET", server + "/api/status")[1]["prefix_cache"]
+
+    messages = [{"role": "user", "content": "Tell me a long story about a cat and a dog."}]
+    first = chat(messages)
+    hits = cache_stats()["hits"]
+    assert chat(messages) == first                       # the whole prompt comes from the cache
+    assert cache_stats()["hits"] > hits
+    follow_up = messages + [{"role": "assistant", "content": first}, {"role": "user", "content": "And then?"}]
+    hits = cache_stats()["hits"]
+    answer = chat(follow_up)                              # only the new turn is prefilled
+    assert cache_stats()["hits"] > hits
+    prompt = f"User: {messages[0]['content']}\n\nAssistant: {first}\n\nUser: And then?\n\nAssistant:"
+    assert answer == greedy_alone(engine, prompt, 16, stop="\n\n").strip()
+
+
 def test_disconnect_frees_the_slot(server):
     host, port = server.removeprefix("http://").split(":")
     connection = http_client.HTTPConnection(host, int(port), timeout=30)

@@ -3,6 +3,7 @@ encode the answer. Every route is served under /v1/, /api/oai/ and /api/oai/v1/.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -128,6 +129,7 @@ def create_app(state: ServerState) -> QuartTrio:
             "queue": {"active": graph.scheduler.active, "waiting": graph.scheduler.queue_depth,
                       "max_batch": graph.scheduler.max_batch},
             "tokens_per_second": round(graph.executor.tokens_per_second, 1),
+            "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
         })
 
     @app.get("/api/states")
