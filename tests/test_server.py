@@ -171,6 +171,17 @@ def test_ai00_routes_and_fields(server, engine):
     assert status == 200 and answer["choices"][0]["text"] == greedy_alone(engine, "The cat", 8)
     status, answer = http("GET", server + "/api/oai/models")
     assert status == 200 and answer["data"][0]["id"] == "tiny-rwkv-7v0-834K"
+    for sampler in ({"type": "Typical", "tau": 0.5, "top_k": 8}, {"type": "Mirostat", "tau": 3.0, "rate": 0.1},
+                    {"type": "Nucleus", "top_p": 0.3, "presence_penalty": 0.5, "penalty_decay": 0.99}):
+        status, answer = http("POST", server + "/api/oai/completions",
+                              {"prompt": "The", "max_tokens": 6, "sampler_override": sampler, "seed": 1})
+        assert status == 200 and answer["usage"]["completion_tokens"] == 6, (sampler, answer)
+    status, answer = http("POST", server + "/api/oai/completions", {"prompt": "The", "sampler": {"type": "Greedy"}})
+    assert status == 400 and answer["error"]["param"] == "sampler"
+    # logit_bias steers greedy decoding
+    status, answer = http("POST", server + "/v1/completions",
+                          {"prompt": "The", "max_tokens": 3, "temperature": 0, "logit_bias": {"90": 100}})
+    assert status == 200 and answer["choices"][0]["text"] == "ZZZ"
 
 
 def test_docs_health_ready_status(server):

@@ -37,7 +37,7 @@ class Runtime:
         n_vocab = arch.info.n_vocab
         self.io = StepIO(
             ids=ctx.storage(max_tokens * 4),
-            tokens=ctx.storage(max_tokens * 8),
+            tokens=ctx.storage(max_tokens * 16),
             runs=ctx.storage(max_batch * 16),
             out_rows=ctx.storage(max_tokens * 4),
             logits=ctx.storage(max_tokens * n_vocab * 4),
@@ -72,15 +72,15 @@ class Runtime:
         if not 0 < t <= self.max_tokens:
             raise ValueError(f"a step holds 1..{self.max_tokens} tokens, got {t}")
         ids = np.empty(t, np.uint32)
-        tokens = np.empty((t, 2), np.uint32)
+        tokens = np.zeros((t, 4), np.uint32)
         spans = np.zeros((len(runs), 4), np.uint32)
         start = 0
         for i, run in enumerate(runs):
             n = len(run.tokens)
             ids[start:start + n] = run.tokens
             tokens[start:start + n, 0] = run.slot
-            tokens[start:start + n, 1] = 0
             tokens[start, 1] = 1
+            tokens[start:start + n, 2] = start + n - 1
             spans[i] = (run.slot, start, n, 0)
             start += n
         queue = self.ctx.device.queue

@@ -20,7 +20,8 @@ ACTIVATIONS = {
     "sigmoid": "sigmoid(a)",
     "relu_sq": "max(a, 0.0) * max(a, 0.0)",
 }
-TILED_MIN_TOKENS = 128  # below: the per-token kernel, 8 tokens per weight read
+ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.wgsl's per-z switch
+TILED_MIN_TOKENS = 32  # below: the per-token kernel, 8 tokens per weight read
 MATVEC_TOKENS = 8
 
 
@@ -58,7 +59,7 @@ class StepIO:
     """Per-step inputs and outputs, written/read by the host around each submit."""
 
     ids: wgpu.GPUBuffer       # u32 [tokens]
-    tokens: wgpu.GPUBuffer    # vec2<u32> [tokens]: (slot, first token of its run)
+    tokens: wgpu.GPUBuffer    # vec4<u32> [tokens]: (slot, first token of its run?, run's last token, 0)
     runs: wgpu.GPUBuffer      # vec4<u32> [runs]: (slot, start, length, 0)
     out_rows: wgpu.GPUBuffer  # u32 [rows]: which tokens get logits
     logits: wgpu.GPUBuffer    # f32 [rows, vocab]
@@ -75,6 +76,7 @@ class StepGraph:
     vecs: wgpu.GPUBuffer
     shared: dict = field(default_factory=dict)  # uniforms and bind groups reused across graphs
     dispatches: list[tuple] = field(default_factory=list)  # (pipeline, group, workgroups, native)
+    labels: list[str] = field(default_factory=list)        # kernel of each dispatch, for profiling
 
     def _dispatch(self, kernel: Kernel, params: bytes, buffers: list, groups: tuple[int, int, int]) -> None:
         key = (id(kernel), params, tuple(id(b) for b in buffers))
@@ -93,6 +95,7 @@ class StepGraph:
             group = self.shared[key] = self.ctx.device.create_bind_group(layout=kernel.layout, entries=entries)
         native = fast_encode.native_handles(kernel.pipeline, group)
         self.dispatches.append((kernel.pipeline, group, groups, native))
+        self.labels.append(kernel.label)
 
     def encode(self, encoder: wgpu.GPUCommandEncoder) -> None:
         compute = encoder.begin_compute_pass()
@@ -115,24 +118,26 @@ class StepGraph:
         buffers = [x.buffer, out.buffer, self.vecs] + ([self.io.out_rows] if gather else [])
         self._dispatch(kernel, pack_params(x.width, float(eps), w_off, b_off), buffers, (out.t, 1, 1))
 
-    def token_shift(self, xn: Act, out: Act, mix_off: int, state_row: int, slot_stride: int,
-                    dynamic: Act | None = None) -> None:
-        """out[k] = x̂ + (x̂_prev - x̂) ⊙ μ_k for each of out.planes mixes (μ_k at mix_off + k·C)."""
-        flags = ["DYNAMIC"] if dynamic is not None else []
-        kernel = self.kernels.get("token_shift.wgsl", "token_shift", flags)
-        buffers = [xn.buffer, self.vecs, self.state, self.io.tokens, out.buffer]
-        if dynamic is not None:
-            buffers.append(dynamic.buffer)
-        params = pack_params(xn.width, self.t, mix_off, state_row, slot_stride)
-        self._dispatch(kernel, params, buffers, (-(-xn.width // 64), self.t, out.planes))
+    def norm_shift(self, x: Act, out: Act, w_off: int, b_off: int, mix_off: int, state_row: int,
+                   slot_stride: int, normed: Act | None = None, eps: float = 1e-5) -> None:
+        """x̂ = LN(x); out[k] = x̂ + (x̂_prev - x̂) ⊙ μ_k for out.planes mixes; the shift state of
+        each run becomes its last x̂. `normed` (2 planes) also receives x̂ and x̂_prev."""
+        flags = ["WRITE_NORM"] if normed is not None else []
+        kernel = self.kernels.get("token_shift.wgsl", "norm_shift", flags)
+        buffers = [x.buffer, self.vecs, self.state, self.io.tokens, out.buffer]
+        if normed is not None:
+            buffers.append(normed.buffer)
+        params = pack_params(x.width, self.t, out.planes, mix_off, w_off, b_off, state_row, slot_stride, float(eps))
+        self._dispatch(kernel, params, buffers, (self.t, 1, 1))
 
-    def save_shift(self, att_xn: Act, ffn_xn: Act, att_row: int, ffn_row: int, slot_stride: int) -> None:
-        kernel = self.kernels.get("token_shift.wgsl", "save_shift")
-        params = pack_params(att_xn.width, att_row, ffn_row, slot_stride)
-        self._dispatch(kernel, params, [att_xn.buffer, ffn_xn.buffer, self.io.runs, self.state],
-                       (-(-att_xn.width // 64), self.n_runs, 1))
+    def dynamic_mix(self, normed: Act, dynamic: Act, out: Act, mix_off: int) -> None:
+        """out[k] = x̂ + (x̂_prev - x̂) ⊙ (μ_k + dynamic[k])."""
+        kernel = self.kernels.get("token_shift.wgsl", "dynamic_mix_kernel")
+        params = pack_params(out.width, self.t, mix_off)
+        self._dispatch(kernel, params, [normed.buffer, self.vecs, dynamic.buffer, out.buffer],
+                       (-(-out.width // 64), self.t, out.planes))
 
-    def matmul(self, w: Matrix, x: Act, y: Act, act: str = "none", gate: Act | None = None,
+    def matmul(self, w: Matrix, x: Act, y: Act, act: str | tuple[str, ...] = "none", gate: Act | None = None,
                add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
         """y[z] = act(W[z] · x[z]) [⊙ gate] [+ y] for the x.t tokens of x.
 
@@ -141,14 +146,21 @@ class StepGraph:
         if (x.width != w.k and x_strides is None) or y.width != w.m:
             raise ValueError(f"matmul shapes: W {w.m}x{w.k}, x width {x.width}, y width {y.width}")
         flags = [w.flag] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
+        z_acts = 0
+        if isinstance(act, tuple):  # one activation per stacked matrix
+            if len(act) != w.z:
+                raise ValueError(f"{len(act)} activations for {w.z} matrices")
+            z_acts = sum(ACTIVATION_CODES[a] << (4 * z) for z, a in enumerate(act))
+            flags.append("ACT_PER_Z")
+            act = "none"
         t = x.t
-        tiled = t >= TILED_MIN_TOKENS and w.k % 16 == 0
+        tiled = t >= TILED_MIN_TOKENS
         kernel = self.kernels.get("matmul.wgsl", "matmul_tiled" if tiled else "matvec", flags,
                                   ACT=ACTIVATIONS[act])
         k4 = w.k // 4
         x_ts, x_zs = x_strides or (x.width, x.t * x.width)
         params = pack_params(w.m, k4, t, w.m * k4, x.offset // 4, x_ts // 4, x_zs // 4,
-                             y.offset, y.width, y.t * y.width)
+                             y.offset, y.width, y.t * y.width, z_acts)
         buffers = [w.buffer, x.buffer, y.buffer] + ([gate.buffer] if gate is not None else [])
         if gate is not None and (gate.offset != y.offset or gate.width != y.width):
             raise ValueError("gate must share the output's layout")
@@ -174,11 +186,10 @@ class StepGraph:
             buffers.append(decay.buffer)
         self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
 
-    def wkv7(self, rkv: Act, lora: Act, gate: Act, v_first: Act, y: Act, head_size: int,
+    def wkv7(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int,
              state_base: int, slot_stride: int, vec_off: int, first_layer: bool) -> None:
         kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["LAYER0"] if first_layer else [], HEAD_SIZE=head_size)
         params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
-        buffers = [rkv.buffer, lora.buffer, gate.buffer, v_first.buffer, self.vecs, self.state,
-                   self.io.runs, y.buffer]
+        buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
         self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
 

@@ -52,6 +52,7 @@ class Kernel:
     pipeline: wgpu.GPUComputePipeline
     layout: wgpu.GPUBindGroupLayout
     bindings: tuple[int, ...]
+    label: str
 
 
 class KernelCache:
@@ -99,7 +100,8 @@ class KernelCache:
             layout=pipeline_layout,
             compute={"module": module, "entry_point": entry},
         )
-        return Kernel(pipeline=pipeline, layout=bind_layout, bindings=tuple(bindings))
+        label = f"{entry}[{','.join(sorted(flags))}]"
+        return Kernel(pipeline=pipeline, layout=bind_layout, bindings=tuple(bindings), label=label)
 
 
 def _only_entry(code: str, entry: str) -> str:

@@ -1,35 +1,16 @@
-"""Turning a request's sampling fields into a per-request sampler factory."""
+"""Turning a request's sampling fields into a factory of per-request samplers."""
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..sampling import sample_logits
+import msgspec
+
+from ..sampling import SamplerConfigError, SamplingError, make_sampler, sampler_from_request
 from .errors import bad_request
 from .schemas import SamplingFields
 
-import numpy as np
 
-
-class _SimpleSampler:
-    """Placeholder: nucleus sampling with logprobs (replaced by ai00_trio.sampling's samplers)."""
-
-    def __init__(self, temperature: float, top_p: float, seed: int | None, top_n: int,
-                 bias: dict[int, float]) -> None:
-        self.temperature, self.top_p, self.top_n, self.bias = temperature, top_p, top_n, bias
-        self.rng = np.random.default_rng(seed)
-
-    def step(self, logits: np.ndarray):
-        logits = np.array(logits, np.float64)
-        for token, value in self.bias.items():
-            logits[token] += value
-        token = sample_logits(logits, self.rng, self.temperature, self.top_p)
-        log_probs = logits - logits.max()
-        log_probs -= np.log(np.exp(log_probs).sum())
-        top = [(int(t), float(log_probs[t])) for t in np.argsort(-log_probs)[: self.top_n]]
-        return token, float(log_probs[token]), top
-
-
-def sampler_factory(request: SamplingFields, n_vocab: int, seed_offset: int, top_n: int) -> Callable[[], Any]:
+def logit_bias(request: SamplingFields, n_vocab: int) -> dict[int, float]:
     bias: dict[int, float] = {}
     for key, value in (request.logit_bias or request.bias or {}).items():
         try:
@@ -39,11 +20,40 @@ def sampler_factory(request: SamplingFields, n_vocab: int, seed_offset: int, top
         if not 0 <= token < n_vocab:
             raise bad_request(f"logit_bias token {token} out of range 0..{n_vocab - 1}", param="logit_bias")
         bias[token] = max(-100.0, min(100.0, float(value)))
-    temperature = 1.0 if request.temperature is None else request.temperature
-    top_p = 1.0 if request.top_p is None else request.top_p
-    if not 0 <= temperature <= 5:
+    return bias
+
+
+def sampler_factory(request: SamplingFields, n_vocab: int, seed_offset: int, top_n: int) -> Callable[[], Any]:
+    """Validates now (so bad values are a 400 before anything runs); builds samplers later."""
+    fields = msgspec.structs.asdict(request)
+    try:
+        config = sampler_from_request(fields)
+    except SamplerConfigError as error:
+        param = "sampler_override" if request.sampler_override is not None else (
+            "sampler" if request.sampler is not None else None)
+        raise bad_request(str(error), param=param) from None
+    if request.temperature is not None and not 0 <= request.temperature <= 5:
         raise bad_request("temperature must be between 0 and 5", param="temperature")
-    if not 0 <= top_p <= 1:
+    if request.top_p is not None and not 0 <= request.top_p <= 1:
         raise bad_request("top_p must be between 0 and 1", param="top_p")
+    bias = logit_bias(request, n_vocab)
     seed = None if request.seed is None else request.seed + seed_offset
-    return lambda: _SimpleSampler(temperature, top_p, seed, top_n, bias)
+    return lambda: _StepSampler(make_sampler(config, seed, logit_bias=bias, top_logprobs=top_n,
+                                             vocab_size=n_vocab))
+
+
+class _StepSampler:
+    """Adapts a sampler to the generation loop: `step(logits) -> (token, logprob, top)`."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
+
+    def init(self, model_tokens: list[int]) -> None:
+        self.sampler.init(model_tokens)
+
+    def step(self, logits, mask=None) -> tuple[int, float, list[tuple[int, float]]]:
+        try:
+            result = self.sampler.step(logits, mask)
+        except SamplingError as error:
+            raise bad_request(f"sampling failed: {error}") from None
+        return result.token, result.logprob, [(t.token, t.logprob) for t in result.top_logprobs]

@@ -78,10 +78,10 @@ class Architecture:
     def load(self, t: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
 
-    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         raise NotImplementedError
 
-    def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+    def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         raise NotImplementedError
 
     # --- shared pieces -----------------------------------------------------------------------
@@ -100,23 +100,20 @@ class Architecture:
         x = ws.act("x", C, T)
         g.embed(self.emb, x)
         for layer in range(self.info.n_layer):
-            xn_att = ws.act("xn_att", C, T)
-            g.layer_norm(x, xn_att, self.ln1[layer].w, self.ln1[layer].b)
-            self.time_mix(g, ws, layer, x, xn_att)
-            xn_ffn = ws.act("xn_ffn", C, T)
-            g.layer_norm(x, xn_ffn, self.ln2[layer].w, self.ln2[layer].b)
-            self.channel_mix(g, ws, layer, x, xn_ffn)
-            base = self.layer_base(layer)
-            g.save_shift(xn_att, xn_ffn, base + self.att_row, base + self.ffn_row, self.slot_stride())
+            self.time_mix(g, ws, layer, x)      # x += attention(LN1(x))
+            self.channel_mix(g, ws, layer, x)   # x += FFN(LN2(x))
         if n_out:
             hidden = ws.act("head_in", C, n_out)
             g.layer_norm(x, hidden, self.ln_out.w, self.ln_out.b, gather=True)
             logits = Act(g.io.logits, self.info.n_vocab, n_out)
             g.matmul(self.head, hidden, logits)
 
-    def shift(self, g: StepGraph, xn: Act, out: Act, mix_off: int, layer: int, row: int,
-              dynamic: Act | None = None) -> None:
-        g.token_shift(xn, out, mix_off, self.layer_base(layer) + row, self.slot_stride(), dynamic)
+    def norm_shift(self, g: StepGraph, x: Act, out: Act, layer: int, mix_off: int, ffn: bool = False,
+                   normed: Act | None = None) -> None:
+        """out = the token-shift mixes of LN1(x) (attention) or LN2(x) (`ffn`)."""
+        norm = (self.ln2 if ffn else self.ln1)[layer]
+        row = self.ffn_row if ffn else self.att_row
+        g.norm_shift(x, out, norm.w, norm.b, mix_off, self.layer_base(layer) + row, self.slot_stride(), normed)
 
 
 class ReceptanceChannelMix:
@@ -130,10 +127,10 @@ class ReceptanceChannelMix:
         self.ffn_value = [up.matrix(t[f"blocks.{i}.ffn.value.weight"]) for i in range(n)]
         self.ffn_receptance = [up.matrix(t[f"blocks.{i}.ffn.receptance.weight"]) for i in range(n)]
 
-    def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+    def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         C, F, T = self.info.n_embd, self.info.n_ffn, g.t
         xkr = ws.act("ffn_mix", C, T, 2)                       # x_k, x_r
-        self.shift(g, xn, xkr, self.ffn_mix[layer], layer, self.ffn_row)
+        self.norm_shift(g, x, xkr, layer, self.ffn_mix[layer], ffn=True)
         r = ws.act("ffn_r", C, T)
         g.matmul(self.ffn_receptance[layer], xkr.plane(1), r, act="sigmoid")
         k = ws.act("ffn_k", F, T)

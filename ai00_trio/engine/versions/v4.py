@@ -42,10 +42,10 @@ class V4(ReceptanceChannelMix, Architecture):
         f = "blocks.{}.ffn."
         self.load_channel_mix(t, [[keep_previous(t[f.format(i) + f"time_mix_{m}"]) for m in "kr"] for i in range(n)])
 
-    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         C, T = self.info.n_embd, g.t
         mixed = ws.act("att_mix", C, T, 3)                       # x_k, x_v, x_r
-        self.shift(g, xn, mixed, self.att_mix[layer], layer, self.att_row)
+        self.norm_shift(g, x, mixed, layer, self.att_mix[layer])
         kvr = ws.act("att_kvr", C, T, 3)
         g.matmul(self.kvr[layer], mixed, kvr)                    # k, v, r
         y = ws.act("att_y", C, T)

@@ -51,10 +51,10 @@ class V5(ReceptanceChannelMix, Architecture):
         self.load_channel_mix(t, [[keep_previous(t[f.format(i) + f"time_mix_{m}"]) for m in "kr"]
                                   for i in range(info.n_layer)])
 
-    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         C, T, planes = self.info.n_embd, g.t, 4 if self.gated else 3
         mixed = ws.act("att_mix", C, T, planes)                  # x_r, x_k, x_v[, x_g]
-        self.shift(g, xn, mixed, self.att_mix[layer], layer, self.att_row)
+        self.norm_shift(g, x, mixed, layer, self.att_mix[layer])
         rkvg = ws.act("att_rkvg", C, T, planes)
         g.matmul(self.rkvg[layer], mixed, rkvg)                  # r, k, v[, g]
         y = ws.act("att_y", C, T)

@@ -50,17 +50,18 @@ class V6(ReceptanceChannelMix, Architecture):
         f = "blocks.{}.ffn."
         self.load_channel_mix(t, [[t[f.format(i) + f"time_maa_{m}"] for m in "kr"] for i in range(info.n_layer)])
 
-    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act, xn: Act) -> None:
+    def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         info, T = self.info, g.t
         C, D = info.n_embd, info.maa_dim
         x_tilde = ws.act("att_x_tilde", C, T)
-        self.shift(g, xn, x_tilde, self.mix_x[layer], layer, self.att_row)
+        normed = ws.act("att_normed", C, T, 2)                   # x̂, x̂_prev
+        self.norm_shift(g, x, x_tilde, layer, self.mix_x[layer], normed=normed)
         lora_h = ws.act("att_maa_h", 5 * D, T)
         g.matmul(self.maa_w1[layer], x_tilde, lora_h, act="tanh")
         lora_m = ws.act("att_maa_m", C, T, 5)                    # m_w, m_r, m_k, m_v, m_g
         g.matmul(self.maa_w2[layer], Act(lora_h.buffer, D, T, 5), lora_m, x_strides=(5 * D, D))
         mixed = ws.act("att_mix", C, T, 5)                       # x_w, x_r, x_k, x_v, x_g
-        self.shift(g, xn, mixed, self.mix5[layer], layer, self.att_row, dynamic=lora_m)
+        g.dynamic_mix(normed, lora_m, mixed, self.mix5[layer])
         rkvg = ws.act("att_rkvg", C, T, 4)
         g.matmul(self.rkvg[layer], mixed.plane(1, 4), rkvg)       # r, k, v, g
         decay_h = ws.act("att_decay_h", info.decay_dim, T)

@@ -16,6 +16,7 @@ struct Params {
     y_off: u32,  // output offset
     y_ts: u32,   // output token stride
     y_zs: u32,   // output stride between stacked outputs
+    z_acts: u32, // with ACT_PER_Z: activation code of matrix z in bits 4z..4z+3
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -42,14 +43,23 @@ fn load_w(i: u32) -> vec4<f32> {
 
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
 fn safe_tanh(v: f32) -> f32 { return select(tanh(v), sign(v), abs(v) > 20.0); }
-fn act(v: f32) -> f32 {
+fn act(v: f32, z: u32) -> f32 {
     let a = v;
+#if ACT_PER_Z
+    switch (p.z_acts >> (4u * z)) & 15u {
+        case 1u: { return safe_tanh(a); }
+        case 2u: { return sigmoid(a); }
+        case 3u: { return max(a, 0.0) * max(a, 0.0); }
+        default: { return a; }
+    }
+#else
     return {{ACT}};
+#endif
 }
 
 fn store(z: u32, t: u32, m: u32, v: f32) {
     let i = p.y_off + z * p.y_zs + t * p.y_ts + m;
-    var r = act(v);
+    var r = act(v, z);
 #if GATE
     r = r * gate[i];
 #endif
@@ -107,9 +117,12 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     }
 }
 
-// Many tokens (prefill, large batches): 64 rows x 64 tokens per workgroup, K in steps of 16.
-var<workgroup> tile_w: array<array<vec4<f32>, 4>, 64>;
-var<workgroup> tile_x: array<array<vec4<f32>, 4>, 64>;
+// Many tokens (prefill, large batches): 64 rows x 64 tokens per workgroup, K in steps of 32.
+// Thread (x, y) owns rows x + 16r (r < 4) and tokens 4y + j (j < 4); weight rows are padded to
+// 9 vec4 in workgroup memory so neighbouring threads read different banks.
+const TILE_K4: u32 = 8u;
+var<workgroup> tile_w: array<array<vec4<f32>, 9>, 64>;
+var<workgroup> tile_x: array<array<vec4<f32>, 8>, 64>;
 
 @compute @workgroup_size(16, 16)
 fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
@@ -117,25 +130,24 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     let t0 = wg.y * 64u;
     let z = wg.z;
     let flat = lid.y * 16u + lid.x;
-    let load_row = flat / 4u;   // 0..63
-    let load_k = flat % 4u;     // 0..3
-    var acc: array<vec4<f32>, 4>;  // acc[token][row]
-    for (var k0 = 0u; k0 < p.k4; k0 += 4u) {
-        let m = m0 + load_row;
-        let tk = t0 + load_row;
-        let kk = k0 + load_k;
-        var wv = vec4<f32>(0.0);
-        if m < p.m && kk < p.k4 { wv = load_w(z * p.w_zs + m * p.k4 + kk); }
-        var xv = vec4<f32>(0.0);
-        if tk < p.t && kk < p.k4 { xv = load_x(z, tk, kk); }
-        tile_w[load_row][load_k] = wv;
-        tile_x[load_row][load_k] = xv;
+    var acc: array<vec4<f32>, 4>;  // acc[token j][row r]
+    for (var k0 = 0u; k0 < p.k4; k0 += TILE_K4) {
+        for (var i = flat; i < 64u * TILE_K4; i += 256u) {
+            let r = i / TILE_K4;
+            let kk = k0 + i % TILE_K4;
+            var wv = vec4<f32>(0.0);
+            if m0 + r < p.m && kk < p.k4 { wv = load_w(z * p.w_zs + (m0 + r) * p.k4 + kk); }
+            tile_w[r][i % TILE_K4] = wv;
+            var xv = vec4<f32>(0.0);
+            if t0 + r < p.t && kk < p.k4 { xv = load_x(z, t0 + r, kk); }
+            tile_x[r][i % TILE_K4] = xv;
+        }
         workgroupBarrier();
-        for (var q = 0u; q < 4u; q++) {
-            let a0 = tile_w[lid.x * 4u][q];
-            let a1 = tile_w[lid.x * 4u + 1u][q];
-            let a2 = tile_w[lid.x * 4u + 2u][q];
-            let a3 = tile_w[lid.x * 4u + 3u][q];
+        for (var q = 0u; q < TILE_K4; q++) {
+            let a0 = tile_w[lid.x][q];
+            let a1 = tile_w[lid.x + 16u][q];
+            let a2 = tile_w[lid.x + 32u][q];
+            let a3 = tile_w[lid.x + 48u][q];
             for (var j = 0u; j < 4u; j++) {
                 let b = tile_x[lid.y * 4u + j][q];
                 acc[j] += vec4<f32>(dot(a0, b), dot(a1, b), dot(a2, b), dot(a3, b));
@@ -146,7 +158,7 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     for (var j = 0u; j < 4u; j++) {
         let t = t0 + lid.y * 4u + j;
         for (var r = 0u; r < 4u; r++) {
-            let m = m0 + lid.x * 4u + r;
+            let m = m0 + lid.x + 16u * r;
             if t < p.t && m < p.m { store(z, t, m, acc[j][r]); }
         }
     }

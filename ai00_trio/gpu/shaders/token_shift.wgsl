@@ -1,71 +1,108 @@
-// Token shift (RWKV's "time mixing" of inputs): every mix k makes
-//     x_k[t] = x̂[t] + (x̂[t-1] - x̂[t]) ⊙ μ_k
-// where x̂[t-1] is the previous token of the same sequence, or the state's saved x̂ for the
-// first token of a sequence's run. (v4/v5 write x̂·μ + x̂_prev·(1-μ): we store 1-μ for them.)
-// With DYNAMIC (v6), μ_k[t] = μ_k + m_k[t], the data-dependent part computed by a LoRA.
-// @entry token_shift
+// Token shift (RWKV's mixing of each token with the previous one), fused with the LayerNorm
+// before it (Ba et al. 2016) and with saving the sequence's last x̂ as the shift state:
+//     x̂_t = LN(x_t)
+//     x_k[t] = x̂_t + (x̂_{t-1} - x̂_t) ⊙ μ_k        for each of K mixes
+// x̂_{t-1} is the previous token of the same sequence, or the slot's saved x̂ for the first
+// token of a run. (v4/v5 write x̂·μ + x̂_prev·(1-μ): we store 1-μ for them.)
+// The workgroup of a run's first token is the only one to touch the slot's shift state: it
+// reads the saved x̂, then stores the run's last x̂ there (so no other workgroup races it).
+
+// @entry norm_shift
 struct Params {
-    c: u32,           // channels
-    t: u32,           // tokens in this step
-    mix_off: u32,     // μ_0 offset in `vecs`; μ_k follow every c floats
-    state_row: u32,   // offset of this layer's shift row in slot 0 of `state`
-    slot_stride: u32, // floats between two slots of `state`
+    c: u32,
+    t: u32,
+    k: u32,            // number of mixes
+    mix_off: u32,      // μ_0 in `vecs`; μ_k follow every c floats
+    w_off: u32,        // LayerNorm weight and bias in `vecs`
+    b_off: u32,
+    state_row: u32,    // this layer's shift row in slot 0 of `state`
+    slot_stride: u32,
+    eps: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> xn: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> vecs: array<f32>;
-@group(0) @binding(3) var<storage, read> state: array<f32>;
-@group(0) @binding(4) var<storage, read> tokens: array<vec2<u32>>;  // (slot, first in run)
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-#if DYNAMIC
-@group(0) @binding(6) var<storage, read> dynamic_mix: array<f32>;  // [k, t, c]
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+@group(0) @binding(4) var<storage, read> tokens: array<vec4<u32>>;  // (slot, first?, run's last t, _)
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;     // [k, t, c]
+#if WRITE_NORM
+@group(0) @binding(6) var<storage, read_write> normed: array<f32>;  // [2, t, c]: x̂, x̂_prev
 #endif
 
+const WG: u32 = 128u;
+var<workgroup> red: array<vec3<f32>, WG>;
+
+fn sum3(lid: u32, v: vec3<f32>) -> vec3<f32> {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s { red[lid] += red[lid + s]; }
+        workgroupBarrier();
+    }
+    let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(WG)
+fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let t = wg.x;
+    let info = tokens[t];
+    let has_prev = info.y == 0u;
+    let row = t * p.c;
+    let prev_row = select(row, row - p.c, has_prev);  // x_{t-1} (unused for a run's first token)
+    let last_row = info.z * p.c;                      // the run's last token
+    let n = f32(p.c);
+    var s = vec3<f32>(0.0);
+    for (var c = lid; c < p.c; c += WG) { s += vec3<f32>(x[row + c], x[prev_row + c], x[last_row + c]); }
+    let mean = sum3(lid, s) / n;
+    var q = vec3<f32>(0.0);
+    for (var c = lid; c < p.c; c += WG) {
+        let d = vec3<f32>(x[row + c], x[prev_row + c], x[last_row + c]) - mean;
+        q += d * d;
+    }
+    let inv = inverseSqrt(sum3(lid, q) / n + p.eps);
+    let slot_row = p.state_row + info.x * p.slot_stride;
+    for (var c = lid; c < p.c; c += WG) {
+        let w = vecs[p.w_off + c];
+        let b = vecs[p.b_off + c];
+        let cur = (x[row + c] - mean.x) * inv.x * w + b;
+        var prev = state[slot_row + c];
+        if has_prev { prev = (x[prev_row + c] - mean.y) * inv.y * w + b; }
+        for (var k = 0u; k < p.k; k++) {
+            out[(k * p.t + t) * p.c + c] = cur + (prev - cur) * vecs[p.mix_off + k * p.c + c];
+        }
+#if WRITE_NORM
+        normed[row + c] = cur;
+        normed[p.t * p.c + row + c] = prev;
+#endif
+        if !has_prev { state[slot_row + c] = (x[last_row + c] - mean.z) * inv.z * w + b; }
+    }
+}
+
+// @entry dynamic_mix_kernel
+// v6's data-dependent mix: x_k[t] = x̂_t + (x̂_{t-1} - x̂_t) ⊙ (μ_k + m_k[t]).
+struct MixParams {
+    c: u32,
+    t: u32,
+    mix_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> mp: MixParams;
+@group(0) @binding(1) var<storage, read> norm_in: array<f32>;     // [2, t, c]: x̂, x̂_prev
+@group(0) @binding(2) var<storage, read> mix_vecs: array<f32>;
+@group(0) @binding(3) var<storage, read> dynamic_mix: array<f32>; // [k, t, c]
+@group(0) @binding(4) var<storage, read_write> mixed: array<f32>; // [k, t, c]
+
 @compute @workgroup_size(64)
-fn token_shift(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn dynamic_mix_kernel(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
     let t = gid.y;
     let k = gid.z;
-    if c >= p.c { return; }
-    let info = tokens[t];
-    let cur = xn[t * p.c + c];
-    var prev: f32;
-    if info.y == 1u {
-        prev = state[p.state_row + info.x * p.slot_stride + c];
-    } else {
-        prev = xn[(t - 1u) * p.c + c];
-    }
-    let o = (k * p.t + t) * p.c + c;
-    var mu = vecs[p.mix_off + k * p.c + c];
-#if DYNAMIC
-    mu += dynamic_mix[o];
-#endif
-    out[o] = cur + (prev - cur) * mu;
-}
-
-// @entry save_shift
-// After a layer: each run's last x̂ (attention and FFN inputs) becomes its slot's shift state.
-struct SaveParams {
-    c: u32,
-    att_row: u32,
-    ffn_row: u32,
-    slot_stride: u32,
-}
-
-@group(0) @binding(0) var<uniform> sp: SaveParams;
-@group(0) @binding(1) var<storage, read> att_xn: array<f32>;
-@group(0) @binding(2) var<storage, read> ffn_xn: array<f32>;
-@group(0) @binding(3) var<storage, read> runs: array<vec4<u32>>;  // (slot, start, len, _)
-@group(0) @binding(4) var<storage, read_write> save_state: array<f32>;
-
-@compute @workgroup_size(64)
-fn save_shift(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
-    if c >= sp.c { return; }
-    let run = runs[gid.y];
-    let last = (run.y + run.z - 1u) * sp.c + c;
-    let slot = run.x * sp.slot_stride;
-    save_state[sp.att_row + slot + c] = att_xn[last];
-    save_state[sp.ffn_row + slot + c] = ffn_xn[last];
+    if c >= mp.c { return; }
+    let cur = norm_in[t * mp.c + c];
+    let prev = norm_in[(mp.t + t) * mp.c + c];
+    let o = (k * mp.t + t) * mp.c + c;
+    mixed[o] = cur + (prev - cur) * (mix_vecs[mp.mix_off + k * mp.c + c] + dynamic_mix[o]);
 }

@@ -32,10 +32,10 @@ var<workgroup> sr: array<f32, N>;
 var<workgroup> sk: array<f32, N>;
 var<workgroup> sw: array<f32, N>;
 var<workgroup> su: array<f32, N>;
-var<workgroup> red: array<f32, N>;
+var<workgroup> red: array<vec2<f32>, N>;
 var<workgroup> run_info: vec4<u32>;
 
-fn head_sum(j: u32, v: f32) -> f32 {
+fn head_sum(j: u32, v: vec2<f32>) -> vec2<f32> {
     red[j] = v;
     workgroupBarrier();
     for (var s = N / 2u; s > 0u; s >>= 1u) {
@@ -74,10 +74,10 @@ fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
             out += sr[i] * (su[i] * kv + s[i]);
             s[i] = s[i] * sw[i] + kv;
         }
-        let mean = head_sum(j, out) / f32(N);
-        let d = out - mean;
-        let variance = head_sum(j, d * d) / f32(N);
-        var o = d * inverseSqrt(variance + p.eps) * vecs[p.lnx_off + c] + vecs[p.lnx_off + p.c + c];
+        // GroupNorm: mean and variance from one reduction
+        let sums = head_sum(j, vec2<f32>(out, out * out)) / f32(N);
+        let variance = max(sums.y - sums.x * sums.x, 0.0);
+        var o = (out - sums.x) * inverseSqrt(variance + p.eps) * vecs[p.lnx_off + c] + vecs[p.lnx_off + p.c + c];
 #if GATE
         let g = rkvg[3u * plane + at];
         o = o * g / (1.0 + exp(-g));

@@ -20,13 +20,12 @@ const N: u32 = {{HEAD_SIZE}}u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;     // planes r, k, v: [3, t, c]
-@group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes d, α, ν: [3, t, c]
-@group(0) @binding(3) var<storage, read> gate: array<f32>;    // g: [t, c]
-@group(0) @binding(4) var<storage, read_write> v_first: array<f32>;
-@group(0) @binding(5) var<storage, read> vecs: array<f32>;
-@group(0) @binding(6) var<storage, read_write> state: array<f32>;
-@group(0) @binding(7) var<storage, read> runs: array<vec4<u32>>;
-@group(0) @binding(8) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes ν, d, α, g: [4, t, c]
+@group(0) @binding(3) var<storage, read_write> v_first: array<f32>;
+@group(0) @binding(4) var<storage, read> vecs: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+@group(0) @binding(6) var<storage, read> runs: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
 
 var<workgroup> sr: array<f32, N>;
 var<workgroup> sw: array<f32, N>;
@@ -34,6 +33,7 @@ var<workgroup> sk: array<f32, N>;
 var<workgroup> skk: array<f32, N>;
 var<workgroup> skka: array<f32, N>;
 var<workgroup> red: array<f32, N>;
+var<workgroup> red3: array<vec3<f32>, N>;
 var<workgroup> run_info: vec4<u32>;
 
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
@@ -46,6 +46,18 @@ fn head_sum(j: u32, v: f32) -> f32 {
         workgroupBarrier();
     }
     let total = red[0];
+    workgroupBarrier();
+    return total;
+}
+
+fn head_sum3(j: u32, v: vec3<f32>) -> vec3<f32> {
+    red3[j] = v;
+    workgroupBarrier();
+    for (var s = N / 2u; s > 0u; s >>= 1u) {
+        if j < s { red3[j] += red3[j + s]; }
+        workgroupBarrier();
+    }
+    let total = red3[0];
     workgroupBarrier();
     return total;
 }
@@ -67,12 +79,12 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         let r = rkv[at];
         var k = rkv[plane + at];
         var v = rkv[2u * plane + at];
-        let w = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[at]));
-        let a = sigmoid(vec_at(1u, c) + lora[plane + at]);
+        let w = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[plane + at]));
+        let a = sigmoid(vec_at(1u, c) + lora[2u * plane + at]);
 #if LAYER0
         v_first[at] = v;
 #else
-        v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[2u * plane + at]);
+        v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[at]);
 #endif
         let kk_raw = k * vec_at(3u, c);
         let kk = kk_raw / max(sqrt(head_sum(j, kk_raw * kk_raw)), 1e-12);
@@ -90,12 +102,13 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
             s[i] = s[i] * sw[i] + sa * skka[i] + v * sk[i];
             out += s[i] * sr[i];
         }
-        let mean = head_sum(j, out) / f32(N);
-        let d = out - mean;
-        let variance = head_sum(j, d * d) / f32(N);
-        let normed = d * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
-        let bonus = head_sum(j, r * k * vec_at(5u, c)) * v;
-        y[at] = (normed + bonus) * gate[at];
+        // one reduction for the GroupNorm's mean and variance and the bonus's dot product
+        let sums = head_sum3(j, vec3<f32>(out, out * out, r * k * vec_at(5u, c)));
+        let mean = sums.x / f32(N);
+        let variance = max(sums.y / f32(N) - mean * mean, 0.0);
+        let normed = (out - mean) * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
+        let bonus = sums.z * v;
+        y[at] = (normed + bonus) * lora[3u * plane + at];
     }
     for (var i = 0u; i < N; i++) { state[base + i] = s[i]; }
 }

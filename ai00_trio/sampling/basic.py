@@ -1,4 +1,4 @@
-"""Choosing the next token from logits (numpy, on the host)."""
+"""The CLI's minimal sampler (moved here from the old ``ai00_trio/sampling.py``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,11 @@ import numpy as np
 
 def sample_logits(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0,
                   top_p: float = 1.0) -> int:
-    """Nucleus sampling; greedy when temperature is 0."""
+    """Nucleus sampling; greedy when temperature is 0.
+
+    Simpler than :class:`~ai00_trio.sampling.NucleusSampler`: the temperature divides the
+    logits before the softmax, and the nucleus stops at the token that reaches ``top_p``.
+    """
     if temperature <= 0:
         return int(np.argmax(logits))
     scaled = logits.astype(np.float64) / temperature
