@@ -1,0 +1,29 @@
+// localStorage with JSON values, a key prefix, and no exceptions
+// (private windows and full quotas just mean "not remembered").
+
+const PREFIX = "ai00-trio:";
+
+export function load(key, fallback) {
+  try {
+    const raw = localStorage.getItem(PREFIX + key);
+    return raw == null ? fallback : JSON.parse(raw);
+  } catch {
+    return fallback;
+  }
+}
+
+export function save(key, value) {
+  try {
+    localStorage.setItem(PREFIX + key, JSON.stringify(value));
+  } catch {
+    /* quota exceeded or storage disabled: ignore */
+  }
+}
+
+export function remove(key) {
+  try {
+    localStorage.removeItem(PREFIX + key);
+  } catch {
+    /* ignore */
+  }
+}
