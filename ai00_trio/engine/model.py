@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -22,16 +22,21 @@ class Model:
     """An RWKV model on the GPU. `forward` runs one sequence; batched serving uses `runtime()`."""
 
     def __init__(self, tensors: dict[str, np.ndarray], info: ModelInfo, ctx: GpuContext,
-                 precision: str = "fp16", chunk_size: int = DEFAULT_CHUNK) -> None:
+                 precision: str = "fp16", chunk_size: int = DEFAULT_CHUNK,
+                 progress: Callable[[float], None] | None = None) -> None:
         self.info = info
         self.ctx = ctx
         self.precision = precision
         self.chunk_size = chunk_size
         self.kernels = KernelCache(ctx.device)
-        up = Uploader(ctx, precision)
+        width = 2 if precision == "fp16" else 4
+        total = sum(t.size for t in tensors.values() if t.ndim >= 2) * width
+        up = Uploader(ctx, precision, (lambda done: progress(min(1.0, done / total))) if progress else None)
         self.arch = ARCHITECTURES[info.version](tensors, info, up)
         self.vecs = ctx.upload(up.vectors.pack())
         self.weight_bytes = up.bytes_uploaded
+        if progress:
+            progress(1.0)
         self._single = Runtime(self.arch, ctx, self.kernels, self.vecs, 1, chunk_size)
 
     def runtime(self, max_batch: int, max_tokens: int) -> Runtime:
@@ -101,9 +106,10 @@ class Model:
 
 
 def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | None = None,
-               chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None) -> Model:
+               chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None,
+               progress: Callable[[float], None] | None = None) -> Model:
     """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), detect its
     version and put it on the GPU."""
     tensors = read_checkpoint(path)
     info = detect_model(tensors)
-    return Model(tensors, info, context or create_context(adapter), precision, chunk_size)
+    return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress)

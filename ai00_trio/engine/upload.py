@@ -1,6 +1,8 @@
 """Moving prepared numpy weights onto the GPU in the engine's precision."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ..gpu.context import GpuContext
@@ -32,13 +34,15 @@ class VectorTable:
 class Uploader:
     """Uploads matrices as f16 (native or packed, by device) or f32, per the chosen precision."""
 
-    def __init__(self, ctx: GpuContext, precision: str) -> None:
+    def __init__(self, ctx: GpuContext, precision: str,
+                 progress: Callable[[int], None] | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.ctx = ctx
         self.precision = precision
         self.vectors = VectorTable()
         self.bytes_uploaded = 0
+        self.progress = progress  # called with the bytes uploaded so far
 
     def matrix(self, *mats: np.ndarray) -> Matrix:
         """One matrix [m, k], or a stack of equally shaped ones as [z, m, k]."""
@@ -53,4 +57,7 @@ class Uploader:
             data = stack.astype(np.float32)
             fmt = "f32"
         self.bytes_uploaded += data.nbytes
-        return Matrix(self.ctx.upload(data), z, m, k, fmt)
+        matrix = Matrix(self.ctx.upload(data), z, m, k, fmt)
+        if self.progress:
+            self.progress(self.bytes_uploaded)
+        return matrix

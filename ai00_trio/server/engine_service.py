@@ -42,6 +42,24 @@ def _progress(message: str) -> None:
     print(f"[ai00-trio] {message}", file=sys.stderr, flush=True)
 
 
+class ProgressBar:
+    """`[##########----------]  50%` on stderr while the weights go to the GPU."""
+
+    def __init__(self, width: int = 30) -> None:
+        self.width = width
+        self.shown = -1
+
+    def __call__(self, fraction: float) -> None:
+        percent = int(fraction * 100)
+        if percent == self.shown:
+            return
+        self.shown = percent
+        filled = int(fraction * self.width)
+        end = "\n" if percent >= 100 else ""
+        print(f"\r[ai00-trio] uploading weights [{'#' * filled}{'-' * (self.width - filled)}] {percent:3d}%",
+              end=end, file=sys.stderr, flush=True)
+
+
 def load_state_file(model: Model, path: Path) -> State:
     """A state-tuning file: `blocks.{i}.att.time_state` [H, N, N] per layer (token shifts zero)."""
     tensors = read_checkpoint(path, layout="pytorch")
@@ -64,7 +82,7 @@ def load_service(config: Config) -> LoadedModel:
     _progress(f"loading {path} ({config.model.precision}) ...")
     started = time.perf_counter()
     model = load_model(path, precision=config.model.precision, adapter=config.adapter.choice,
-                       chunk_size=config.model.token_chunk_size)
+                       chunk_size=config.model.token_chunk_size, progress=ProgressBar())
     kind = config.tokenizer.kind
     if kind == "auto":
         kind = "bytes" if model.info.n_vocab <= 256 else "world"
