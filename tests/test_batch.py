@@ -102,3 +102,18 @@ def test_save_and_load_move_states_between_slots(load_tiny, references):
     assert np.abs(model.forward([32], state) - out[1]).max() <= TOLERANCE
     with pytest.raises(ValueError, match="slot"):
         batch.submit(5, [1])
+
+
+def test_embed_batch_equals_one_at_a_time(load_tiny):
+    from ai00_trio.engine.batch import embed_batch
+
+    model = load_tiny("v5.2")
+    texts = [list(b"hello world"), list(b"a"), list(b"The cat sat on a mat and looked around"), list(b"xyz")]
+    batch = BatchRuntime(model, max_batch=3, token_chunk_size=16, keep_hidden=True)
+    vectors = embed_batch(batch, texts)
+    for tokens, vector in zip(texts, vectors):
+        state = model.new_state()
+        model.forward(tokens, state)
+        hidden = model._single.read_hidden(1)[0]
+        assert abs(np.linalg.norm(vector) - 1) < 1e-5
+        assert np.abs(vector - hidden / np.linalg.norm(hidden)).max() < 1e-4

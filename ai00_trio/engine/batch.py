@@ -28,7 +28,8 @@ class _SlotWork:
 
 
 class BatchRuntime:
-    def __init__(self, model: Model, max_batch: int = 8, token_chunk_size: int = 256) -> None:
+    def __init__(self, model: Model, max_batch: int = 8, token_chunk_size: int = 256,
+                 keep_hidden: bool = False) -> None:
         if max_batch < 1 or token_chunk_size < 1:
             raise ValueError("max_batch and token_chunk_size must be positive")
         self.model = model
@@ -37,6 +38,8 @@ class BatchRuntime:
         # A step holds at most the chunk budget, or one token per slot if that is more.
         self.runtime = model.runtime(max_batch, max(token_chunk_size, max_batch))
         self._initial = model.new_state()
+        self.keep_hidden = keep_hidden  # also keep each output row's final hidden state
+        self.hidden: dict[int, np.ndarray] = {}
         self._work: dict[int, _SlotWork] = {}
         for slot in range(max_batch):
             self.reset(slot)
@@ -129,9 +132,30 @@ class BatchRuntime:
                 owners.append((slot, 1, "last"))
             start += n
         logits = self.runtime.step(runs, rows)
+        hidden = self.runtime.read_hidden(len(rows)) if self.keep_hidden and rows else None
         out: dict[int, np.ndarray] = {}
         row = 0
         for slot, n, want in owners:
             out[slot] = logits[row] if want == "last" else logits[row:row + n]
+            if hidden is not None:
+                self.hidden[slot] = hidden[row] if want == "last" else hidden[row:row + n]
             row += n
         return out
+
+
+def embed_batch(batch: BatchRuntime, token_lists: list[list[int]]) -> list[np.ndarray]:
+    """Embeddings of several texts, fed through the batch's slots together: each text's final
+    normalized hidden state (ln_out output of its last token), L2-normalized."""
+    vectors: list[np.ndarray] = []
+    for start in range(0, len(token_lists), batch.max_batch):
+        group = token_lists[start:start + batch.max_batch]
+        for slot, tokens in enumerate(group):
+            batch.reset(slot)
+            batch.submit(slot, tokens)
+        batch.hidden.clear()
+        while batch.busy_slots:
+            batch.step()
+        for slot in range(len(group)):
+            h = batch.hidden[slot].astype(np.float64)
+            vectors.append((h / max(np.linalg.norm(h), 1e-12)).astype(np.float32))
+    return vectors

@@ -97,13 +97,6 @@ class Model:
                 outputs.append(logits)
         return np.concatenate(outputs) if full else outputs[-1][0]
 
-    def embed(self, tokens: Sequence[int]) -> np.ndarray:
-        """The final normalized hidden state after `tokens` (from the initial state), L2-normalized:
-        the RNN's summary of the whole text, used as its embedding."""
-        self.forward(tokens, self.new_state())
-        hidden = self._single.read_hidden(1)[0].astype(np.float64)
-        return (hidden / max(np.linalg.norm(hidden), 1e-12)).astype(np.float32)
-
 
 def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | None = None,
                chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None,

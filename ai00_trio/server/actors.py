@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 import trio
 
-from ..engine.batch import BatchRuntime
+from ..engine.batch import BatchRuntime, embed_batch
 from ..engine.prefix_cache import PrefixCache
 from ..engine.state import State
 from .engine_service import LoadedModel
@@ -151,8 +151,9 @@ class TokenizerActor:
 
 # --- GPU executor --------------------------------------------------------------------------
 class GpuExecutor:
-    def __init__(self, batch: BatchRuntime) -> None:
+    def __init__(self, batch: BatchRuntime, embedder: BatchRuntime) -> None:
         self.batch = batch
+        self.embedder = embedder  # its own slots, so embeddings never touch a generation's state
         self.replies: dict[int, trio.MemorySendChannel] = {}
         self.awaiting: set[int] = set()
         self.tokens_per_second = 0.0
@@ -173,9 +174,7 @@ class GpuExecutor:
         elif isinstance(message, Save):
             return ("save", message.reply, batch.save(message.slot))
         elif isinstance(message, Embed):
-            model = batch.model
-            vectors = [model.embed(tokens) for tokens in message.token_lists]
-            return ("embed", message.reply, vectors)
+            return ("embed", message.reply, embed_batch(self.embedder, message.token_lists))
         return None
 
     async def _deliver(self, result) -> None:
@@ -410,7 +409,8 @@ async def run_actor_graph(loaded: LoadedModel, max_batch: int, token_chunk_size:
     release_send, release_recv = trio.open_memory_channel(math.inf)
     tokenizer = TokenizerActor(loaded, max_prompt_tokens)
     scheduler = Scheduler(loaded, max_batch, max_queue, cache)
-    executor = GpuExecutor(batch)
+    embedder = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size, keep_hidden=True)
+    executor = GpuExecutor(batch, embedder)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tokenizer.run, jobs_recv, to_scheduler_send, to_executor_send.clone())
         nursery.start_soon(scheduler.run, to_scheduler_recv, release_recv, to_executor_send, release_send)
