@@ -281,3 +281,50 @@ def test_no_model_gives_503(tmp_path):
         assert "missing.st" in answer["error"]["message"]
         assert http("GET", base + "/health")[0] == 200
         assert http("GET", base + "/ready")[0] == 503
+
+
+NAME_AGE_JOB = r'''
+<start> ::= "{\"name\": \"" <word> "\", \"age\": " <number> ", \"job\": \"" <word> "\"}"
+<word> ::= <letter> | <letter> <letter> | <letter> <letter> <letter> | <letter> <letter> <letter> <letter>
+<letter> ::= "a" | "b" | "c" | "d" | "e" | "h" | "i" | "l" | "n" | "o" | "r" | "s" | "t" | " "
+<number> ::= <digit> | <nonzero> <digit>
+<nonzero> ::= "1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9"
+<digit> ::= "0" | <nonzero>
+'''
+
+
+def test_bnf_schema_constrains_output(server):
+    for extra in ({"temperature": 0}, {"temperature": 1.0, "seed": 3}):
+        status, answer = http("POST", server + "/api/oai/chat/completions",
+                              {"messages": [{"role": "user", "content": "Describe a person as JSON."}],
+                               "max_tokens": 120, "bnf_schema": NAME_AGE_JOB, **extra})
+        assert status == 200, answer
+        choice = answer["choices"][0]
+        document = json.loads(choice["message"]["content"])
+        assert set(document) == {"name", "age", "job"} and isinstance(document["age"], int)
+        assert choice["finish_reason"] == "stop"
+
+
+def test_json_schema_response_format_is_valid(client):
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = {"type": "object",
+              "properties": {"pet": {"enum": ["cat", "dog"]}, "ok": {"type": "boolean"},
+                             "tags": {"type": "array", "items": {"enum": ["a", "b"]}, "maxItems": 2}},
+              "required": ["pet", "ok", "tags"]}
+    response = client.chat.completions.create(
+        model="tiny-rwkv-7v0-834K", max_tokens=200, temperature=1.0, seed=5,
+        messages=[{"role": "user", "content": "A pet as JSON"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "pet", "schema": schema}})
+    document = json.loads(response.choices[0].message.content)
+    jsonschema.validate(document, schema)
+    obj = client.chat.completions.create(model="tiny-rwkv-7v0-834K", max_tokens=300, temperature=0,
+                                         messages=[{"role": "user", "content": "{}"}],
+                                         response_format={"type": "json_object"})
+    assert obj.choices[0].message.content.startswith("{")
+
+
+def test_bad_grammar_is_a_400_with_position(server):
+    status, answer = http("POST", server + "/v1/chat/completions",
+                          {"messages": [{"role": "user", "content": "x"}], "bnf_schema": "<start> ::= \"a\" |\n  <missing"})
+    assert status == 400 and answer["error"]["param"] == "bnf_schema"
+    assert "line" in answer["error"]["message"]

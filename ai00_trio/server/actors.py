@@ -30,6 +30,7 @@ from .errors import ApiError, bad_request, overloaded
 from .text import StopMatcher
 
 SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the previous step
+MASK_DEADLINE_S = 2.0         # a grammar mask slower than this fails its request (only that one)
 CACHE_MIN_TOKENS = 8          # shorter prompts are not worth a cache entry
 
 
@@ -63,6 +64,7 @@ class TextJob:
     events: trio.MemorySendChannel
     state_id: str | None = None
     model_text: list[str] = field(default_factory=list)   # earlier assistant turns: penalty seeds
+    grammar: Any = None                                   # a compiled Grammar constraining the output
 
 
 @dataclass
@@ -323,15 +325,22 @@ class Scheduler:
         decoder = self.loaded.tokenizer.incremental_decoder()
         matcher = StopMatcher(text.stops)
         eos = self.loaded.eos_token
+        grammar = text.grammar.start() if text.grammar is not None else None
         generated: list[int] = []
         finish = "length"
         while len(generated) < text.max_tokens:
-            token, logprob, top = sampler.step(logits)
+            mask = await self._grammar_mask(grammar) if grammar is not None else None
+            token, logprob, top = sampler.step(logits, mask)
             if eos is not None and token == eos:
                 finish = "stop"
                 break
             generated.append(token)
             piece, stopped = matcher.feed(decoder.feed([token]))
+            if grammar is not None:
+                grammar = grammar.advance(self.loaded.tokenizer.token_bytes(token))
+                if grammar.is_finished():     # nothing else can follow: the output is complete
+                    piece += matcher.flush() + decoder.flush()
+                    stopped = True
             await events.send(Token(piece, token, logprob, top))
             if stopped:
                 finish = "stop"
@@ -351,6 +360,14 @@ class Scheduler:
             self.cache.insert(tokens + generated[:-1], await self._save(executor, slot),
                               np.asarray(logits, np.float32))
         await events.send(Done(finish, len(tokens), len(generated)))
+
+    async def _grammar_mask(self, grammar) -> np.ndarray:
+        """Allowed next tokens, computed in a worker thread so a slow mask stalls no one else."""
+        trie = self.loaded.vocab_trie()
+        with trio.move_on_after(MASK_DEADLINE_S):
+            return await trio.to_thread.run_sync(grammar.allowed, trie, abandon_on_cancel=True)
+        raise ApiError(500, f"the grammar's token mask took longer than {MASK_DEADLINE_S}s", "server_error",
+                       "bnf_schema", "grammar_timeout")
 
     async def _lookup_or_claim(self, tokens: list[int]):
         """The longest cached prefix, and a claim when this request must compute the prompt.

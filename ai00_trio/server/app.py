@@ -17,6 +17,7 @@ from quart import Response, request, send_from_directory
 from quart_trio import QuartTrio
 
 from ..config import Config
+from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
 from . import schemas as s
 from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .engine_service import LoadedModel
@@ -252,15 +253,13 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
         raise bad_request("n must be between 1 and 16", param="n")
     if not 0 <= top_n <= 20:
         raise bad_request("top_logprobs must be between 0 and 20", param="top_logprobs")
-    if body.bnf_schema is not None or body.response_format not in (None, {"type": "text"}):
-        raise bad_request("constrained output (bnf_schema / response_format) is not available yet",
-                          param="response_format" if body.bnf_schema is None else "bnf_schema")
+    grammar = await _grammar(body)
     max_tokens = _max_tokens(body)
     streams = []
     for index in range(body.n):
         factory = sampler_factory(body, loaded.model.info.n_vocab, index, max(top_n, 1))
         send, recv = trio.open_memory_channel(64)
-        job = TextJob(prompt, factory, max_tokens, stops, send, body.state, assistant_turns)
+        job = TextJob(prompt, factory, max_tokens, stops, send, body.state, assistant_turns, grammar)
         _enqueue(graph, job)
         streams.append(recv)
     completion_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
@@ -279,6 +278,21 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
         return Response(_sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage),
                         content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     return json_response(await _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs))
+
+
+async def _grammar(body: s.SamplingFields):
+    """The request's output grammar (bnf_schema or response_format), compiled off the event loop."""
+    if body.bnf_schema is not None and body.response_format not in (None, {"type": "text"}):
+        raise bad_request("give either bnf_schema or response_format, not both", param="bnf_schema")
+    try:
+        if body.bnf_schema is not None:
+            return await trio.to_thread.run_sync(compile_grammar, body.bnf_schema)
+        if body.response_format is not None:
+            return await trio.to_thread.run_sync(grammar_from_response_format, body.response_format)
+    except GrammarError as error:
+        param = "bnf_schema" if body.bnf_schema is not None else "response_format"
+        raise bad_request(f"invalid grammar: {error}", param=param, code="invalid_grammar") from None
+    return None
 
 
 async def _events(recv, first) -> AsyncIterator:

@@ -30,6 +30,16 @@ class LoadedModel:
     created: int
     states: dict[str, InitialState] = field(default_factory=dict)
 
+    _trie: object = None
+
+    def vocab_trie(self):
+        """The tokenizer's vocabulary as a byte trie, for grammar masks (built on first use)."""
+        if self._trie is None:
+            from ..grammar import VocabTrie
+
+            self._trie = VocabTrie.from_tokenizer(self.tokenizer)
+        return self._trie
+
     @property
     def eos_token(self) -> int | None:
         return getattr(self.tokenizer, "end_of_text_id", None)
@@ -88,6 +98,7 @@ def load_service(config: Config) -> LoadedModel:
         kind = "bytes" if model.info.n_vocab <= 256 else "world"
     tokenizer = load_tokenizer(kind, config.tokenizer.path if kind == "world" else None)
     loaded = LoadedModel(model, tokenizer, Path(path).stem, str(path), int(time.time()))
+    loaded.vocab_trie()  # grammar masks need it; build it now rather than on a first request
     for entry in config.state:
         state_path = Path(config.model.path) / entry.path
         state = load_state_file(model, state_path)
