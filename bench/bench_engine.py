@@ -115,13 +115,18 @@ def main() -> None:
     parser.add_argument("--prefill", type=int, default=1024)
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--decode", type=int, default=128)
+    parser.add_argument("--matvec", default=None, help="THREADS,TOKENS of the per-token matmul kernel")
     args = parser.parse_args()
+    if args.matvec:
+        from ai00_trio.gpu import graph
+
+        graph.MATVEC_THREADS, graph.MATVEC_TOKENS = (int(v) for v in args.matvec.split(","))
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     model = load_model(args.model, precision="fp16", chunk_size=args.chunk)
     info = model.info
     name = os.path.basename(args.model)
-    report(model=name, version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
+    report(model=name, matvec=args.matvec, version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)
     report(model=name, profile_batch1=profile_single(model))

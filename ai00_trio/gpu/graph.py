@@ -21,8 +21,9 @@ ACTIVATIONS = {
     "relu_sq": "max(a, 0.0) * max(a, 0.0)",
 }
 ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.wgsl's per-z switch
-TILED_MIN_TOKENS = 32  # below: the per-token kernel, 8 tokens per weight read
-MATVEC_TOKENS = 8
+TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per weight read
+MATVEC_THREADS = 256   # per workgroup of the per-token kernel (4 rows each)
+MATVEC_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class StepGraph:
         t = x.t
         tiled = t >= TILED_MIN_TOKENS
         kernel = self.kernels.get("matmul.wgsl", "matmul_tiled" if tiled else "matvec", flags,
-                                  ACT=ACTIVATIONS[act])
+                                  ACT=ACTIVATIONS[act], MV_WG=MATVEC_THREADS, MV_TOKENS=MATVEC_TOKENS)
         k4 = w.k // 4
         x_ts, x_zs = x_strides or (x.width, x.t * x.width)
         params = pack_params(w.m, k4, t, w.m * k4, x.offset // 4, x_ts // 4, x_zs // 4,

@@ -74,23 +74,25 @@ fn load_x(z: u32, t: u32, k: u32) -> vec4<f32> {
     return x[p.x_off + z * p.x_zs + t * p.x_ts + k];
 }
 
-// Few tokens (decode): a workgroup makes 4 rows for up to 8 tokens, reading each weight once.
-const TOKENS: u32 = 8u;
-var<workgroup> partial: array<array<vec4<f32>, 8>, 64>;
+// Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
+// reading each weight once; the threads split K and sum their parts in workgroup memory.
+const MV_WG: u32 = {{MV_WG}}u;
+const TOKENS: u32 = {{MV_TOKENS}}u;
+var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(MV_WG)
 fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let m0 = wg.x * 4u;
     let t0 = wg.y * TOKENS;
     let z = wg.z;
     let nt = min(TOKENS, p.t - t0);
-    var acc: array<vec4<f32>, 8>;
+    var acc: array<vec4<f32>, TOKENS>;
     let last = p.m - 1u;
     let r0 = (z * p.w_zs) + min(m0, last) * p.k4;
     let r1 = (z * p.w_zs) + min(m0 + 1u, last) * p.k4;
     let r2 = (z * p.w_zs) + min(m0 + 2u, last) * p.k4;
     let r3 = (z * p.w_zs) + min(m0 + 3u, last) * p.k4;
-    for (var k = lid; k < p.k4; k += 64u) {
+    for (var k = lid; k < p.k4; k += MV_WG) {
         let w0 = load_w(r0 + k);
         let w1 = load_w(r1 + k);
         let w2 = load_w(r2 + k);
@@ -102,7 +104,7 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     }
     for (var j = 0u; j < nt; j++) { partial[lid][j] = acc[j]; }
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
+    for (var s = MV_WG / 2u; s > 0u; s >>= 1u) {
         if lid < s {
             for (var j = 0u; j < nt; j++) { partial[lid][j] += partial[lid + s][j]; }
         }
