@@ -43,32 +43,29 @@ def _check_finite(struct: msgspec.Struct) -> None:
             raise ValueError(f"`{name}` must be a finite number, got {value}")
 
 
-class Nucleus(msgspec.Struct, tag_field="type", tag="Nucleus", kw_only=True):
+class _Penalized(msgspec.Struct, tag_field="type", kw_only=True):
+    """Fields shared by the samplers that apply top-k, temperature and repetition penalties."""
+
+    top_k: TopK = 128
+    temperature: NonNegative = 1.0
+    presence_penalty: float = 0.3
+    frequency_penalty: float = 0.3
+    penalty_decay: NonNegative = DEFAULT_PENALTY_DECAY
+
+    def __post_init__(self) -> None:
+        _check_finite(self)
+
+
+class Nucleus(_Penalized, tag="Nucleus", kw_only=True):
     """Top-k, then top-p (the token that crosses ``top_p`` is kept), then p^(1/T)."""
 
     top_p: NonNegative = 0.5
-    top_k: TopK = 128
-    temperature: NonNegative = 1.0
-    presence_penalty: float = 0.3
-    frequency_penalty: float = 0.3
-    penalty_decay: NonNegative = DEFAULT_PENALTY_DECAY
-
-    def __post_init__(self) -> None:
-        _check_finite(self)
 
 
-class Typical(msgspec.Struct, tag_field="type", tag="Typical", kw_only=True):
+class Typical(_Penalized, tag="Typical", kw_only=True):
     """Locally typical sampling: rank by |-ln p - H|, top-k, keep mass up to ``tau``."""
 
     tau: NonNegative = 0.5
-    top_k: TopK = 128
-    temperature: NonNegative = 1.0
-    presence_penalty: float = 0.3
-    frequency_penalty: float = 0.3
-    penalty_decay: NonNegative = DEFAULT_PENALTY_DECAY
-
-    def __post_init__(self) -> None:
-        _check_finite(self)
 
 
 class Mirostat(msgspec.Struct, tag_field="type", tag="Mirostat", kw_only=True, omit_defaults=True):
