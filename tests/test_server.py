@@ -255,7 +255,7 @@ def test_disconnect_frees_the_slot(server):
 
 def test_queue_full_gives_429(tmp_path):
     with running_server(tmp_path, {"max_batch": 1, "max_queue": 1}) as base:
-        body = {"prompt": "The", "max_tokens": 300, "temperature": 0}
+        body = {"prompt": "The", "max_tokens": 120, "temperature": 0}
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
             results = list(pool.map(lambda _: http("POST", base + "/v1/completions", body), range(6)))
         statuses = sorted(status for status, _ in results)

@@ -187,10 +187,26 @@ class StepGraph:
             buffers.append(decay.buffer)
         self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
 
-    def wkv7(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int,
-             state_base: int, slot_stride: int, vec_off: int, first_layer: bool) -> None:
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["LAYER0"] if first_layer else [], HEAD_SIZE=head_size)
+    def wkv7(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int, state_base: int,
+             slot_stride: int, vec_off: int, first_layer: bool, prep: Act | None = None,
+             y_raw: Act | None = None) -> None:
+        """RWKV-7 attention core. With `prep` and `y_raw` (long steps), the per-token work runs
+        in parallel around a serial state scan; otherwise one kernel does all of it per token."""
+        flags = ["LAYER0"] if first_layer else []
         params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
-        buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
-        self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
+        heads = y.width // head_size
+        if prep is None or y_raw is None:
+            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, HEAD_SIZE=head_size)
+            buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
+            self._dispatch(kernel, params, buffers, (heads, self.n_runs, 1))
+            return
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, HEAD_SIZE=head_size)
+        self._dispatch(kernel, params, [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, prep.buffer],
+                       (heads, self.t, 1))
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_scan", HEAD_SIZE=head_size)
+        self._dispatch(kernel, params, [rkv.buffer, prep.buffer, self.state, self.io.runs, y_raw.buffer],
+                       (heads, self.n_runs, 1))
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", HEAD_SIZE=head_size)
+        self._dispatch(kernel, params, [rkv.buffer, prep.buffer, lora.buffer, self.vecs, y_raw.buffer, y.buffer],
+                       (heads, self.t, 1))
 

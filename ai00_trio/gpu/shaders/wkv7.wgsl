@@ -7,6 +7,11 @@
 //     S ← S diag(w) + (S (-κ)) (κ ⊙ a)ᵀ + v kᵀ,   y = S r
 // then o = (GroupNorm(y) + (Σ_i r_i k_i ρ_i) v) ⊙ g  with ρ = r_k, GroupNorm eps 64e-5.
 // State per slot: [att shift c][S: h, j (value), i (key)][ffn shift c].
+// Small steps (decode) run everything per token in one kernel (`wkv7`). Long prompts split it
+// in three so that only the state update stays serial over tokens: `wkv7_prepare` (every token
+// in parallel: decay, a, κ, k̃, value residual), `wkv7_scan` (the recurrence, no barriers),
+// `wkv7_output` (every token in parallel: GroupNorm, bonus, gate).
+
 struct Params {
     c: u32,
     t: u32,
@@ -19,6 +24,7 @@ struct Params {
 const N: u32 = {{HEAD_SIZE}}u;
 
 @group(0) @binding(0) var<uniform> p: Params;
+// @entry wkv7
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;     // planes r, k, v: [3, t, c]
 @group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes ν, d, α, g: [4, t, c]
 @group(0) @binding(3) var<storage, read_write> v_first: array<f32>;
@@ -111,4 +117,120 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         y[at] = (normed + bonus) * lora[3u * plane + at];
     }
     for (var i = 0u; i < N; i++) { state[base + i] = s[i]; }
+}
+
+// @entry wkv7_prepare
+@group(0) @binding(1) var<storage, read> rkv: array<f32>;          // r, k, v: [3, t, c]
+@group(0) @binding(2) var<storage, read> lora: array<f32>;         // ν, d, α, g: [4, t, c]
+@group(0) @binding(3) var<storage, read_write> v_first: array<f32>;
+@group(0) @binding(4) var<storage, read> vecs: array<f32>;
+@group(0) @binding(5) var<storage, read_write> prep: array<f32>;   // w, -κ, κ⊙a, k̃, v: [5, t, c]
+
+var<workgroup> red: array<f32, N>;
+
+fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
+fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
+
+@compute @workgroup_size(N)
+fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let c = wg.x * N + j;
+    let plane = p.t * p.c;
+    let at = wg.y * p.c + c;
+    var k = rkv[plane + at];
+    var v = rkv[2u * plane + at];
+    let a = sigmoid(vec_at(1u, c) + lora[2u * plane + at]);
+#if LAYER0
+    v_first[at] = v;
+#else
+    v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[at]);
+#endif
+    let kk_raw = k * vec_at(3u, c);
+    red[j] = kk_raw * kk_raw;
+    workgroupBarrier();
+    for (var s = N / 2u; s > 0u; s >>= 1u) {
+        if j < s { red[j] += red[j + s]; }
+        workgroupBarrier();
+    }
+    let kk = kk_raw / max(sqrt(red[0]), 1e-12);
+    prep[at] = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[plane + at]));
+    prep[plane + at] = -kk;
+    prep[2u * plane + at] = kk * a;
+    prep[3u * plane + at] = k * (1.0 + (a - 1.0) * vec_at(4u, c));
+    prep[4u * plane + at] = v;
+}
+
+// @entry wkv7_scan
+@group(0) @binding(1) var<storage, read> rkv: array<f32>;
+@group(0) @binding(2) var<storage, read> prep: array<f32>;
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+@group(0) @binding(4) var<storage, read> runs: array<vec4<u32>>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;      // S r per token, before GroupNorm
+
+var<workgroup> tw: array<f32, N>;
+var<workgroup> tkk: array<f32, N>;
+var<workgroup> tkka: array<f32, N>;
+var<workgroup> tk: array<f32, N>;
+var<workgroup> tr: array<f32, N>;
+var<workgroup> scan_run: vec4<u32>;
+
+@compute @workgroup_size(N)
+fn wkv7_scan(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let h = wg.x;
+    if j == 0u { scan_run = runs[wg.y]; }
+    let run = workgroupUniformLoad(&scan_run);
+    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j * N;
+    var s: array<f32, N>;
+    for (var i = 0u; i < N; i++) { s[i] = state[base + i]; }
+    let plane = p.t * p.c;
+    for (var t = run.y; t < run.y + run.z; t++) {
+        let at = t * p.c + h * N + j;
+        tw[j] = prep[at];
+        tkk[j] = prep[plane + at];
+        tkka[j] = prep[2u * plane + at];
+        tk[j] = prep[3u * plane + at];
+        tr[j] = rkv[at];
+        let v = prep[4u * plane + at];
+        workgroupBarrier();
+        var sa = 0.0;
+        for (var i = 0u; i < N; i++) { sa += s[i] * tkk[i]; }
+        var out = 0.0;
+        for (var i = 0u; i < N; i++) {
+            s[i] = s[i] * tw[i] + sa * tkka[i] + v * tk[i];
+            out += s[i] * tr[i];
+        }
+        y[at] = out;
+        workgroupBarrier();
+    }
+    for (var i = 0u; i < N; i++) { state[base + i] = s[i]; }
+}
+
+// @entry wkv7_output
+@group(0) @binding(1) var<storage, read> rkv: array<f32>;
+@group(0) @binding(2) var<storage, read> prep: array<f32>;
+@group(0) @binding(3) var<storage, read> lora: array<f32>;
+@group(0) @binding(4) var<storage, read> vecs: array<f32>;
+@group(0) @binding(5) var<storage, read> y_raw: array<f32>;
+@group(0) @binding(6) var<storage, read_write> y: array<f32>;
+
+var<workgroup> red3: array<vec3<f32>, N>;
+
+fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
+
+@compute @workgroup_size(N)
+fn wkv7_output(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let c = wg.x * N + j;
+    let plane = p.t * p.c;
+    let at = wg.y * p.c + c;
+    let out = y_raw[at];
+    red3[j] = vec3<f32>(out, out * out, rkv[at] * prep[3u * plane + at] * vec_at(5u, c));
+    workgroupBarrier();
+    for (var s = N / 2u; s > 0u; s >>= 1u) {
+        if j < s { red3[j] += red3[j + s]; }
+        workgroupBarrier();
+    }
+    let sums = red3[0];
+    let mean = sums.x / f32(N);
+    let variance = max(sums.y / f32(N) - mean * mean, 0.0);
+    let normed = (out - mean) * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
+    y[at] = (normed + sums.z * prep[4u * plane + at]) * lora[3u * plane + at];
 }
