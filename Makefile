@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= assets/configs/Config.toml
 
-.PHONY: serve test setup vulkan clean
+.PHONY: serve test setup vulkan browser clean
 
 setup: $(VENV)/.installed vulkan
 
@@ -26,7 +26,14 @@ vulkan: $(VENV)/.installed
 serve: setup
 	$(PY) -m ai00_trio serve --config $(CONFIG)
 
-test: setup
+# The web UI tests (tests/test_webui.py) drive Debian's Chromium, headless, through Playwright
+# for Python (from the `test` extra); Playwright's own browser downloads are never used.
+browser:
+	@[ -x /usr/bin/chromium ] || { \
+		echo "installing Debian's chromium for the web UI tests"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+
+test: setup browser
 	$(PY) -m pytest -q
 
 clean:
