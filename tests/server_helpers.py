@@ -38,7 +38,7 @@ def http(method: str, url: str, body: dict | bytes | None = None, headers: dict 
 
 @contextmanager
 def running_server(tmp_path: Path, model_options: dict | None = None, extra_sections: str = "",
-                   wait_ready: bool = True, listen_options: dict | None = None):
+                   wait_ready: bool = True, listen_options: dict | None = None, scheme: str = "http"):
     """A server on a free port; `model_options` override keys of its [model] section."""
     port = free_port()
     options = {"path": str(ROOT / "assets" / "models"), "name": "tiny-rwkv-7v0-834K.st",
@@ -60,13 +60,16 @@ path = "{ROOT / 'webui'}"
     log = open(tmp_path / f"server-{port}.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "ai00_trio", "--config", str(config)], cwd=ROOT,
                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    base = f"http://127.0.0.1:{port}"
+    base = f"{scheme}://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited: {(tmp_path / f'server-{port}.log').read_text()}")
             try:
+                if scheme == "https":
+                    with socket.create_connection(("127.0.0.1", port), timeout=2):
+                        break
                 status, _ = http("GET", base + ("/ready" if wait_ready else "/health"), timeout=2)
                 if status == 200:
                     break

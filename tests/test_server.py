@@ -328,3 +328,35 @@ def test_bad_grammar_is_a_400_with_position(server):
                           {"messages": [{"role": "user", "content": "x"}], "bnf_schema": "<start> ::= \"a\" |\n  <missing"})
     assert status == 400 and answer["error"]["param"] == "bnf_schema"
     assert "line" in answer["error"]["message"]
+
+
+def test_identical_concurrent_prompts_compute_once(server):
+    prompt = "Once upon a time there was a little cat who lived in a big house by the sea. " * 3
+    before = http("GET", server + "/api/status")[1]["prefix_cache"]
+    body = {"prompt": prompt, "max_tokens": 4, "temperature": 0}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: http("POST", server + "/v1/completions", body), range(4)))
+    texts = {answer["choices"][0]["text"] for status, answer in answers if status == 200}
+    assert len(texts) == 1 and all(status == 200 for status, _ in answers)
+    after = http("GET", server + "/api/status")[1]["prefix_cache"]
+    assert after["hits"] - before["hits"] >= 3   # one request computed the prompt, three reused it
+    assert after["in_flight"] == 0
+
+
+def test_tls(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+    import urllib.request
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                    "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    with running_server(tmp_path, listen_options={"tls": True, "cert": str(cert), "key": str(key)},
+                        wait_ready=False, scheme="https") as base:
+        context = ssl.create_default_context(cafile=str(cert))
+        context.check_hostname = False
+        with urllib.request.urlopen(base + "/health", context=context, timeout=10) as response:
+            assert response.status == 200
