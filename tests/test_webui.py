@@ -223,7 +223,8 @@ def test_paper_outline_then_sections_then_document(page):
     # then the outline is edited by hand, as a user would.
     stats = page.get_by_test_id("paper-stats")
     expect(stats).to_have_text(re.compile(r"^([1-3]) sections?: edit them freely|^The model gave no usable headings"))
-    given = [line for line in page.get_by_test_id("paper-outline-text").input_value().splitlines() if line]
+    # headings are joined by "\n" (str.splitlines would also split on \x1c, \x85, ... in model output)
+    given = [line for line in page.get_by_test_id("paper-outline-text").input_value().split("\n") if line]
     number = re.match(r"(\d)", stats.inner_text())
     assert len(given) == (int(number.group(1)) if number else 0)
     headings = ["Background", "Method", "Results"]
