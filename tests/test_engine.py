@@ -162,3 +162,43 @@ def test_three_file_formats_give_identical_logits(version, load_tiny, references
     if "3layers" not in name:
         err = np.abs(results[0] - references(version)["sentence_20/logits_last"]).max()
         assert err <= FP16_LOGITS
+
+
+def test_fp16_without_shader_f16_uses_packed_halves(references):
+    """Devices without shader-f16 read the same fp16 weights as u32 pairs (unpack2x16float)."""
+    from ai00_trio.engine import load_model
+    from ai00_trio.gpu.context import create_context
+    from conftest import TINY_MODELS
+
+    ctx = create_context()
+    ctx.has_f16 = False
+    model = load_model(TINY_MODELS["v7"][0], precision="fp16", context=ctx)
+    assert model.arch.head.fmt == "f16_packed"
+    ref = references("v7")
+    logits = model.forward(ref.tokens("sentence_20"), model.new_state())
+    assert np.abs(logits - ref["sentence_20/logits_last"]).max() <= FP16_LOGITS
+
+
+def test_adapter_choice_errors_are_clear():
+    from ai00_trio.gpu.context import NoAdapterError, list_adapters, pick_adapter
+
+    adapters = list_adapters()
+    assert adapters, "the test machine has at least the software Vulkan adapter"
+    assert pick_adapter(0) is not None and pick_adapter(adapters[0].name[:4]) is not None
+    with pytest.raises(NoAdapterError, match="no adapter named like"):
+        pick_adapter("no-such-gpu-anywhere")
+    with pytest.raises(NoAdapterError, match="out of range"):
+        pick_adapter(99)
+
+
+def test_cli_generate_prints_text():
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run([sys.executable, "-m", "ai00_trio", "generate", "--prompt", "The", "--tokens", "12",
+                             "--temperature", "0"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("The the the")
+    assert "v7 model: 12 layers" in result.stderr
