@@ -24,6 +24,22 @@ struct Params {
 const N: u32 = {{HEAD_SIZE}}u;
 
 @group(0) @binding(0) var<uniform> p: Params;
+
+// Sums over the head's N threads (all three components at once).
+var<workgroup> red3: array<vec3<f32>, N>;
+
+fn head_sum3(j: u32, v: vec3<f32>) -> vec3<f32> {
+    red3[j] = v;
+    workgroupBarrier();
+    for (var s = N / 2u; s > 0u; s >>= 1u) {
+        if j < s { red3[j] += red3[j + s]; }
+        workgroupBarrier();
+    }
+    let total = red3[0];
+    workgroupBarrier();
+    return total;
+}
+
 // @entry wkv7
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;     // planes r, k, v: [3, t, c]
 @group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes ν, d, α, g: [4, t, c]
@@ -38,35 +54,9 @@ var<workgroup> sw: array<f32, N>;
 var<workgroup> sk: array<f32, N>;
 var<workgroup> skk: array<f32, N>;
 var<workgroup> skka: array<f32, N>;
-var<workgroup> red: array<f32, N>;
-var<workgroup> red3: array<vec3<f32>, N>;
 var<workgroup> run_info: vec4<u32>;
 
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
-
-fn head_sum(j: u32, v: f32) -> f32 {
-    red[j] = v;
-    workgroupBarrier();
-    for (var s = N / 2u; s > 0u; s >>= 1u) {
-        if j < s { red[j] += red[j + s]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
-
-fn head_sum3(j: u32, v: vec3<f32>) -> vec3<f32> {
-    red3[j] = v;
-    workgroupBarrier();
-    for (var s = N / 2u; s > 0u; s >>= 1u) {
-        if j < s { red3[j] += red3[j + s]; }
-        workgroupBarrier();
-    }
-    let total = red3[0];
-    workgroupBarrier();
-    return total;
-}
 
 fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
 
@@ -93,7 +83,7 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[at]);
 #endif
         let kk_raw = k * vec_at(3u, c);
-        let kk = kk_raw / max(sqrt(head_sum(j, kk_raw * kk_raw)), 1e-12);
+        let kk = kk_raw / max(sqrt(head_sum3(j, vec3<f32>(kk_raw * kk_raw, 0.0, 0.0)).x), 1e-12);
         k = k * (1.0 + (a - 1.0) * vec_at(4u, c));
         sr[j] = r;
         sw[j] = w;
@@ -126,8 +116,6 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
 @group(0) @binding(4) var<storage, read> vecs: array<f32>;
 @group(0) @binding(5) var<storage, read_write> prep: array<f32>;   // w, -κ, κ⊙a, k̃, v: [5, t, c]
 
-var<workgroup> red: array<f32, N>;
-
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
 fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
 
@@ -145,13 +133,7 @@ fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) 
     v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[at]);
 #endif
     let kk_raw = k * vec_at(3u, c);
-    red[j] = kk_raw * kk_raw;
-    workgroupBarrier();
-    for (var s = N / 2u; s > 0u; s >>= 1u) {
-        if j < s { red[j] += red[j + s]; }
-        workgroupBarrier();
-    }
-    let kk = kk_raw / max(sqrt(red[0]), 1e-12);
+    let kk = kk_raw / max(sqrt(head_sum3(j, vec3<f32>(kk_raw * kk_raw, 0.0, 0.0)).x), 1e-12);
     prep[at] = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[plane + at]));
     prep[plane + at] = -kk;
     prep[2u * plane + at] = kk * a;
@@ -212,8 +194,6 @@ fn wkv7_scan(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg:
 @group(0) @binding(5) var<storage, read> y_raw: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
-var<workgroup> red3: array<vec3<f32>, N>;
-
 fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
 
 @compute @workgroup_size(N)
@@ -222,13 +202,7 @@ fn wkv7_output(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) w
     let plane = p.t * p.c;
     let at = wg.y * p.c + c;
     let out = y_raw[at];
-    red3[j] = vec3<f32>(out, out * out, rkv[at] * prep[3u * plane + at] * vec_at(5u, c));
-    workgroupBarrier();
-    for (var s = N / 2u; s > 0u; s >>= 1u) {
-        if j < s { red3[j] += red3[j + s]; }
-        workgroupBarrier();
-    }
-    let sums = red3[0];
+    let sums = head_sum3(j, vec3<f32>(out, out * out, rkv[at] * prep[3u * plane + at] * vec_at(5u, c)));
     let mean = sums.x / f32(N);
     let variance = max(sums.y / f32(N) - mean * mean, 0.0);
     let normed = (out - mean) * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
