@@ -97,12 +97,14 @@ NESTED_SCHEMA = {
     "required": ["id", "name", "active", "role", "address", "tags"],
 }
 
-CASES = {
-    "seed name/age/job (KBNF)": ("kbnf", SEED_KBNF),
-    "seed name/age/job (BNF)": ("bnf", SEED_BNF),
+CASES = {  # name: (kind, spec, sampling also favours '{' and '[' tokens)
+    "seed name/age/job (KBNF)": ("kbnf", SEED_KBNF, False),
+    "seed name/age/job (BNF)": ("bnf", SEED_BNF, False),
     "nested json_schema": ("rf", {"type": "json_schema",
-                                  "json_schema": {"name": "person", "schema": NESTED_SCHEMA}}),
-    "json_object (any JSON object)": ("rf", {"type": "json_object"}),
+                                  "json_schema": {"name": "person", "schema": NESTED_SCHEMA}},
+                           False),
+    "json_object (any JSON object)": ("rf", {"type": "json_object"}, False),
+    "json_object, nesting-biased sampling": ("rf", {"type": "json_object"}, True),
 }
 
 
@@ -163,8 +165,9 @@ def main() -> None:
           f"{(time.perf_counter() - started) * 1e3:.0f} ms, once per tokenizer")
     bias = np.array([4.0 if any(c in b for c in b'",}]') else 0.0 for b in token_bytes])
     bias[0] = 4.0
+    nest_bias = bias + np.array([3.0 if any(c in b for c in b"{[") else 0.0 for b in token_bytes])
 
-    for name, (kind, spec) in CASES.items():
+    for name, (kind, spec, nest) in CASES.items():
         compile_times = []
         for _ in range(7):
             started = time.perf_counter()
@@ -179,7 +182,8 @@ def main() -> None:
             shared = compile_uncached(kind, spec)
             for _ in range(args.docs):
                 grammar = compile_uncached(kind, spec) if regime == "cold" else shared
-                doc = generate(grammar, trie, token_bytes, bias, rng, mask_times, advance_times)
+                doc = generate(grammar, trie, token_bytes, nest_bias if nest else bias, rng,
+                               mask_times, advance_times)
                 if kind == "rf":
                     json.loads(doc)
                 lengths.append(len(doc))

@@ -38,7 +38,10 @@ def compile_grammar(text: str, dialect: str = "auto") -> Grammar:
         raise GrammarError("the grammar must be a string")
     if dialect == "auto":
         dialect = detect_dialect(text)
-    return _compile_cached(dialect, text)
+    try:
+        return _compile_cached(dialect, text)
+    except RecursionError:
+        raise GrammarError("the grammar is nested too deeply") from None
 
 
 @lru_cache(maxsize=GRAMMAR_CACHE_SIZE)

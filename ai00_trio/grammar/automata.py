@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .expr import Alt, Chars, EarlyEnd, Except, Expr, Lit, Ref, Repeat, Seq
+from .expr import Alt, Chars, EarlyEnd, Except, Expr, Lit, Members, Ref, Repeat, Seq, SepBy
 from .utf8 import ranges_sequences
 
 ALL_BYTES = (1 << 256) - 1
 ANY_CHAR = ((0, 0x10FFFF),)
-MAX_NFA_STATES = 400_000
-MAX_DFA_STATES = 60_000
+MAX_NFA_STATES = 200_000
+MAX_DFA_STATES = 30_000
+MAX_SUBSET_WORK = 4_000_000  # NFA states visited by epsilon closures in one determinisation
 MAX_EXCEPT_CHARS = 4096
 
 
@@ -100,15 +101,21 @@ def determinize(nfa: NFA, start: int, final: int, marker: int | None = None) -> 
         m: tuple(i for i, c in enumerate(classes) if c & m) for m in masks
     }
 
+    work = [0]
+
     def close(seeds) -> frozenset:
         stack = list(seeds)
         seen = set(stack)
+        work[0] += len(seen)
+        if work[0] > MAX_SUBSET_WORK:
+            raise AutomatonTooLarge("grammar is too large to compile (determinisation budget)")
         while stack:
             s = stack.pop()
             for t in eps[s]:
                 if t not in seen:
                     seen.add(t)
                     stack.append(t)
+        work[0] += len(seen)
         return frozenset(
             s for s in seen if edges[s] or calls[s] or s == final or s == marker
         )
@@ -210,6 +217,10 @@ class Builder:
             return s, e
         if isinstance(expr, Repeat):
             return self.repeat(expr)
+        if isinstance(expr, SepBy):
+            return self.sep_by(expr)
+        if isinstance(expr, Members):
+            return self.members(expr)
         if isinstance(expr, Ref):
             kind, value = self.resolve(expr)
             if kind == "call":
@@ -282,6 +293,59 @@ class Builder:
             e = e2
         nfa.eps[e].append(end)
         return s, end
+
+    def sep_by(self, expr: SepBy) -> tuple[int, int]:
+        nfa = self.nfa
+        s = e = nfa.state()
+        for k in range(max(expr.min, 1) - 1):
+            s2, e2 = self.frag(expr.item)
+            nfa.eps[e].append(s2)
+            ss, se = self.frag(expr.sep)
+            nfa.eps[e2].append(ss)
+            e = se
+        if expr.max is None:
+            s2, e2 = self.frag(expr.item)  # one copy, looping back through sep
+            nfa.eps[e].append(s2)
+            ss, se = self.frag(expr.sep)
+            nfa.eps[e2].append(ss)
+            nfa.eps[se].append(s2)
+            return s, e2
+        end = nfa.state()
+        for k in range(max(expr.min, 1) - 1, expr.max):
+            s2, e2 = self.frag(expr.item)
+            nfa.eps[e].append(s2)
+            if k + 1 >= expr.min:
+                nfa.eps[e2].append(end)
+            if k + 1 < expr.max:
+                ss, se = self.frag(expr.sep)
+                nfa.eps[e2].append(ss)
+                e = se
+        return s, end
+
+    def members(self, expr: Members) -> tuple[int, int]:
+        """Track A: nothing emitted yet; track B: something emitted (a separator is
+        due). Each member is built once, entered from A directly or from B through
+        the separator, and always leaves to B."""
+        nfa = self.nfa
+        n = len(expr.items)
+        a = [nfa.state() for _ in range(n + 1)]
+        b = [nfa.state() for _ in range(n + 1)]
+        for j, (item, required) in enumerate(expr.items):
+            m = nfa.state()
+            nfa.eps[a[j]].append(m)
+            ss, se = self.frag(expr.sep)
+            nfa.eps[b[j]].append(ss)
+            nfa.eps[se].append(m)
+            s2, e2 = self.frag(item)
+            nfa.eps[m].append(s2)
+            nfa.eps[e2].append(b[j + 1])
+            if not required:
+                nfa.eps[a[j]].append(a[j + 1])
+                nfa.eps[b[j]].append(b[j + 1])
+        end = nfa.state()
+        nfa.eps[a[n]].append(end)
+        nfa.eps[b[n]].append(end)
+        return a[0], end
 
     def embed(self, dfa: DFA) -> tuple[int, int]:
         """Copy a byte-only DFA into the NFA as a fragment."""

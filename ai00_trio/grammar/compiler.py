@@ -15,6 +15,7 @@ import numpy as np
 
 from .automata import (
     DFA,
+    MAX_NFA_STATES,
     NFA,
     AutomatonTooLarge,
     Builder,
@@ -27,12 +28,13 @@ from .expr import (
     EMPTY,
     Alt,
     Chars,
-    EarlyEnd,
     Except,
     Expr,
     Lit,
+    Members,
     Ref,
     Repeat,
+    SepBy,
     Seq,
     alt,
     refs_in,
@@ -41,6 +43,8 @@ from .expr import (
 )
 
 INLINE_LIMIT = 40_000  # estimated NFA states of one machine before rules are split off
+
+np.unique(np.zeros(1, dtype=np.int64), return_index=True, return_inverse=True)  # lazy imports: pay now
 
 
 @dataclass(eq=False)
@@ -160,23 +164,42 @@ def _tarjan(graph: dict[str, set[str]]) -> list[list[str]]:
     return sccs
 
 
-def _estimate(expr: Expr, sizes: dict[str, int], machines: set[str], rules) -> int:
+def _estimate(expr: Expr, sizes: dict, machines: set[str], rules) -> int:
+    """Rough NFA size of `expr` with non-machine rules inlined. `sizes` memoises
+    rules (by name) and shared sub-expressions (by id), so DAG-shaped ASTs cost
+    linear time."""
+    key = id(expr)
+    hit = sizes.get(key)
+    if hit is not None:
+        return hit
     if isinstance(expr, Lit):
-        return len(expr.data) + 1
-    if isinstance(expr, Chars):
-        return 2 + 3 * len(expr.ranges)
-    if isinstance(expr, (Seq, Alt)):
-        return 2 + sum(_estimate(i, sizes, machines, rules) for i in expr.items)
-    if isinstance(expr, Repeat):
+        n = len(expr.data) + 1
+    elif isinstance(expr, Chars):
+        n = 2 + 3 * len(expr.ranges)
+    elif isinstance(expr, (Seq, Alt)):
+        n = 2 + sum(_estimate(i, sizes, machines, rules) for i in expr.items)
+    elif isinstance(expr, Repeat):
         copies = expr.min + (1 if expr.max is None else expr.max - expr.min)
-        return 3 + max(copies, 1) * _estimate(expr.item, sizes, machines, rules)
-    if isinstance(expr, Ref):
+        n = 3 + max(copies, 1) * _estimate(expr.item, sizes, machines, rules)
+    elif isinstance(expr, SepBy):
+        copies = max(expr.min, 1) if expr.max is None else expr.max
+        n = 3 + copies * (_estimate(expr.item, sizes, machines, rules)
+                          + _estimate(expr.sep, sizes, machines, rules))
+    elif isinstance(expr, Members):
+        sep = _estimate(expr.sep, sizes, machines, rules)
+        n = 3 + sum(3 + sep + _estimate(x, sizes, machines, rules) for x, _ in expr.items)
+    elif isinstance(expr, Ref):
         if expr.name in machines:
-            return 2
-        if expr.name not in sizes:
-            sizes[expr.name] = _estimate(rules[expr.name], sizes, machines, rules)
-        return sizes[expr.name]
-    return 64  # except!/early-end: a small embedded DFA
+            n = 2
+        elif expr.name in sizes:
+            n = sizes[expr.name]
+        else:
+            sizes[expr.name] = 0  # guards against cycles through non-machine rules
+            n = sizes[expr.name] = _estimate(rules[expr.name], sizes, machines, rules)
+    else:
+        n = 64  # except!/early-end: a small embedded DFA
+    sizes[key] = n
+    return n
 
 
 # ---------------------------------------------------------------- compilation
@@ -236,13 +259,19 @@ def compile_rules(rules: dict[str, Expr], start: str, text: str | None = None,
         if _estimate(rules[worst], sizes, machine_set, rules) <= INLINE_LIMIT:
             break
         refs = {r.name for r in refs_in(rules[worst])} - machine_set
-        candidates = [r for r in refs if sizes.get(r, 0) > 64]
+        candidates = [r for r in refs if isinstance(sizes.get(r), int) and sizes[r] > 64]
         if not candidates:
             break
         biggest = max(candidates, key=lambda r: sizes[r])
         machine_names.append(biggest)
         machine_set.add(biggest)
     index = {name: i for i, name in enumerate(machine_names)}
+    sizes = {}
+    for name in machine_names:
+        estimate = _estimate(rules[name], sizes, machine_set, rules)
+        if estimate > MAX_NFA_STATES:
+            raise fail(offsets.get(name, -1), f"rule '{name}' expands to about {estimate:,} "
+                       f"automaton states (limit {MAX_NFA_STATES:,}); simplify the grammar")
 
     regular_cache: dict[Expr, DFA] = {}
 
@@ -276,14 +305,14 @@ def compile_rules(rules: dict[str, Expr], start: str, text: str | None = None,
         return "inline", rules[ref.name]
 
     dfas: list[DFA] = []
-    try:
-        for name in machine_names:
+    for name in machine_names:
+        try:
             nfa = NFA()
             builder = Builder(nfa, resolve_machine, regular)
             s, e = builder.frag(rules[name])
             dfas.append(determinize(nfa, s, e))
-    except AutomatonTooLarge as exc:
-        raise GrammarError(str(exc)) from None
+        except AutomatonTooLarge as exc:
+            raise fail(offsets.get(name, -1), f"rule '{name}': {exc}") from None
 
     productive = _productive(dfas)
     if not productive[0]:

@@ -75,6 +75,26 @@ class EarlyEnd(Expr):
     offset: int = -1
 
 
+@dataclass(frozen=True, slots=True)
+class SepBy(Expr):
+    """`item` repeated min..max times (min >= 1, max None = unbounded) with `sep`
+    between repetitions. Built as a loop, so `item` is not copied when unbounded."""
+
+    item: Expr
+    sep: Expr
+    min: int = 1
+    max: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Members(Expr):
+    """The present ones of `items` (expr, required) in order, `sep` between them:
+    JSON object members with optional properties. Each expr is built once."""
+
+    items: tuple[tuple[Expr, bool], ...]
+    sep: Expr
+
+
 EMPTY = Lit(b"")
 
 
@@ -174,5 +194,11 @@ def refs_in(expr: Expr):
             stack.extend(e.items)
         elif isinstance(e, Repeat):
             stack.append(e.item)
+        elif isinstance(e, SepBy):
+            stack.append(e.item)
+            stack.append(e.sep)
+        elif isinstance(e, Members):
+            stack.extend(x for x, _ in e.items)
+            stack.append(e.sep)
         elif isinstance(e, (Except, EarlyEnd)):
             stack.append(e.inner)

@@ -19,7 +19,7 @@ from .errors import GrammarRejected
 from .trie import VocabTrie
 
 _ids = itertools.count(1)
-INTERN_LIMIT = 200_000  # canonical states/columns kept per grammar before the tables reset
+INTERN_LIMIT = 50_000  # canonical states/columns kept per grammar before the caches reset
 MASK_CACHE = 4096  # token masks kept per (grammar, vocabulary)
 WALK_CACHE = 4096  # root walks kept per (grammar, vocabulary)
 
@@ -102,7 +102,20 @@ class GrammarState:
         return self.grammar._context(trie).mask(self)
 
     def allowed_ids(self, trie: VocabTrie) -> np.ndarray:
+        """Ids of the allowed tokens (np.flatnonzero of allowed())."""
         return np.flatnonzero(self.allowed(trie))
+
+    def advance_token(self, trie: VocabTrie, token_id: int) -> GrammarState:
+        """advance() by a token id of `trie`'s vocabulary. The end-of-text id is
+        accepted only when complete (and returns the same state)."""
+        if token_id == trie.eos_id:
+            if not self.complete:
+                raise GrammarRejected("end-of-text before the grammar is complete")
+            return self
+        data = trie.token_bytes[token_id]
+        if not data:
+            raise GrammarRejected(f"token {token_id} has no bytes")
+        return self.advance(data)
 
     def shortest_completion(self) -> bytes | None:
         """A shortest byte string that makes the input complete (b"" when it
@@ -229,10 +242,21 @@ class Grammar:
             st = GrammarState(self, tuple(sorted(scan, key=lambda it: (it[0], it[1], it[2].key))),
                               complete)
             if len(self._states) >= INTERN_LIMIT:
-                self._states.clear()
-                self._derived.clear()
+                self._reset_caches()
             self._states[skey] = st
         return st
+
+    def _reset_caches(self) -> None:
+        """Forget the interned states (bounding memory for recursive grammars, whose
+        stacks can make new states forever). States still held elsewhere keep
+        working; equal states created later are simply not shared with them."""
+        for st in self._states.values():
+            st._next.clear()
+        if hasattr(self, "_start"):
+            self._start._next.clear()
+        self._states.clear()
+        self._columns.clear()
+        self._derived.clear()
 
     def _derive(self, m: int, q: int, o: _Column) -> GrammarState:
         """The state of the single item (m, q, o) after its closure."""
@@ -414,7 +438,7 @@ class _VocabContext:
         alive = None
         while pending:
             m, o, en, es = pending.pop()
-            for qq in np.unique(es).tolist():
+            for qq in sorted(set(es.tolist())):
                 sel = en if len(es) == 1 else en[es == qq]
                 derived = grammar._derive(m, qq, o)
                 for m2, q2, o2 in derived.scan:

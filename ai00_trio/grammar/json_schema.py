@@ -18,8 +18,10 @@ from .expr import (
     Chars,
     Expr,
     Lit,
+    Members,
     Ref,
     Repeat,
+    SepBy,
     alt,
     chars,
     lit,
@@ -33,6 +35,8 @@ from .grammar import Grammar
 from .regex import RegexSyntaxError, parse_regex
 
 WHITESPACE = ("none", "space")
+MAX_DEPTH = 64  # nesting of subschemas
+MAX_COUNT = 1000  # largest minItems/maxItems/minLength/maxLength expanded into the grammar
 
 _HEX = chars((0x30, 0x39), (0x41, 0x46), (0x61, 0x66))
 _DIGIT = chars((0x30, 0x39))
@@ -57,6 +61,20 @@ _ANNOTATIONS = {"title", "description", "default", "examples", "$comment", "$sch
                 "deprecated", "readOnly", "writeOnly", "strict", "name", "$defs", "definitions"}
 
 
+def _count(s: dict, key: str, path: str, default: int | None = None) -> int | None:
+    """A non-negative integer keyword (minItems, maxLength, ...)."""
+    value = s.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise GrammarError(f"{key} at {path} must be a non-negative integer")
+    if value > MAX_COUNT:
+        raise GrammarError(f"{key} at {path} is above the supported {MAX_COUNT}")
+    return value
+
+
 def _dump(value) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -70,6 +88,7 @@ class _Translator:
         self.colon = lit(": " if whitespace == "space" else ":")
         self.rules: dict[str, Expr] = {}
         self.ref_names: dict[str, str] = {}
+        self.depth = 0
 
     # -- generic JSON ------------------------------------------------------
     def any_value(self) -> Expr:
@@ -77,8 +96,8 @@ class _Translator:
             self.rules["json_value"] = lit("")  # placeholder against re-entry
             value = Ref("json_value")
             member = seq(JSON_STRING, self.colon, value)
-            obj = seq(lit("{"), opt(seq(member, star(seq(self.comma, member)))), lit("}"))
-            arr = seq(lit("["), opt(seq(value, star(seq(self.comma, value)))), lit("]"))
+            obj = seq(lit("{"), opt(SepBy(member, self.comma)), lit("}"))
+            arr = seq(lit("["), opt(SepBy(value, self.comma)), lit("]"))
             self.rules["json_value"] = alt(obj, arr, JSON_STRING, self.number(False, {}),
                                            lit("true"), lit("false"), lit("null"))
         return Ref("json_value")
@@ -86,7 +105,7 @@ class _Translator:
     def any_object(self) -> Expr:
         value = self.any_value()
         member = seq(JSON_STRING, self.colon, value)
-        return seq(lit("{"), opt(seq(member, star(seq(self.comma, member)))), lit("}"))
+        return seq(lit("{"), opt(SepBy(member, self.comma)), lit("}"))
 
     def number(self, integer: bool, schema: dict) -> Expr:
         minimum = schema.get("minimum", schema.get("exclusiveMinimum"))
@@ -103,6 +122,15 @@ class _Translator:
             raise GrammarError(f"schema at {path} is false: nothing can match it")
         if not isinstance(s, dict):
             raise GrammarError(f"schema at {path} must be an object or a boolean")
+        self.depth += 1
+        try:
+            return self._schema(s, path)
+        finally:
+            self.depth -= 1
+
+    def _schema(self, s: dict, path: str) -> Expr:
+        if self.depth > MAX_DEPTH:
+            raise GrammarError(f"schema nested deeper than {MAX_DEPTH} levels at {path}")
         if "$ref" in s:
             return self.ref(s["$ref"], path)
         if "const" in s:
@@ -161,9 +189,8 @@ class _Translator:
             pattern = "^" + _FORMATS[fmt] + "$"
         if pattern is not None:
             return seq(lit('"'), self.pattern(pattern, path), lit('"'))
-        lo = int(s.get("minLength", 0))
-        hi = s.get("maxLength")
-        hi = None if hi is None else int(hi)
+        lo = _count(s, "minLength", path, 0)
+        hi = _count(s, "maxLength", path)
         if hi is not None and hi < lo:
             raise GrammarError(f"maxLength below minLength at {path}")
         return seq(lit('"'), Repeat(STRING_CHAR, lo, hi), lit('"'))
@@ -184,74 +211,65 @@ class _Translator:
 
     def array(self, s: dict, path: str) -> Expr:
         prefix = s.get("prefixItems") or []
+        if not isinstance(prefix, list):
+            raise GrammarError(f"prefixItems at {path} must be an array")
         items = s.get("items", True)
-        lo = int(s.get("minItems", 0))
-        hi = s.get("maxItems")
-        hi = None if hi is None else int(hi)
+        lo = _count(s, "minItems", path, 0)
+        hi = _count(s, "maxItems", path)
         if hi is not None and hi < lo:
             raise GrammarError(f"maxItems below minItems at {path}")
         slots: list[Expr] = [self.schema(p, f"{path}/prefixItems/{i}") for i, p in enumerate(prefix)]
         tail = None if items is False else self.schema(items, f"{path}/items")
-        # sequences of k elements, lo <= k <= hi
         k_max = hi if tail is not None else (len(slots) if hi is None else min(hi, len(slots)))
         if k_max is not None and k_max < lo:
             raise GrammarError(f"array at {path} cannot have minItems={lo} elements")
 
-        def elements(start: int) -> Expr:
-            # elements from index `start` on, given that at least lo total are needed
+        def elements(start: int) -> Expr | None:
+            # elements from index `start` on, given that at least `lo` are needed in all
+            if hi is not None and start >= hi:
+                return None
             if start < len(slots):
-                need_more = start + 1 < lo
                 rest = elements(start + 1)
-                after = seq(self.comma, rest) if rest is not None else None
-                if after is None:
+                if rest is None:
                     return slots[start]
-                return seq(slots[start], after if need_more else opt(after))
+                after = seq(self.comma, rest)
+                return seq(slots[start], after if start + 1 < lo else opt(after))
             if tail is None:
                 return None
-            remaining_min = max(lo - start, 1)
-            remaining_max = None if hi is None else hi - start
-            if remaining_max is not None and remaining_max <= 0:
-                return None
-            more_max = None if remaining_max is None else remaining_max - 1
-            return seq(tail, Repeat(seq(self.comma, tail), remaining_min - 1, more_max))
+            more_max = None if hi is None else hi - start
+            return SepBy(tail, self.comma, max(lo - start, 1), more_max)
 
         body = elements(0)
         if body is None:
             return lit("[]")
-        inner = body if lo >= 1 else opt(body)
-        return seq(lit("["), inner, lit("]"))
+        return seq(lit("["), body if lo >= 1 else opt(body), lit("]"))
 
     def object(self, s: dict, path: str) -> Expr:
         props = s.get("properties")
+        required_list = s.get("required") or []
+        if not isinstance(required_list, list) or not all(isinstance(r, str) for r in required_list):
+            raise GrammarError(f"required at {path} must be an array of strings")
+        required = set(required_list)
         if props is None:
+            if required:
+                raise GrammarError(f"required at {path} needs the properties to be listed "
+                                   "in properties")
             if s.get("additionalProperties") is False:
                 return lit("{}")
             return self.any_object()
         if not isinstance(props, dict):
             raise GrammarError(f"properties at {path} must be an object")
-        required = set(s.get("required") or [])
         unknown = required - set(props)
         if unknown:
             raise GrammarError(f"required properties {sorted(unknown)} at {path} are not in properties")
         members = []
         for name, sub in props.items():
             key = Lit(_dump(name))
-            members.append((seq(key, self.colon, self.schema(sub, f"{path}/properties/{name}")),
-                            name in required))
+            value = self.schema(sub, f"{path}/properties/{name}")
+            members.append((seq(key, self.colon, value), name in required))
         if not members:
             return lit("{}")
-        first_required = next((i for i, (_, r) in enumerate(members) if r), None)
-        last_first = len(members) - 1 if first_required is None else first_required
-        options = []
-        for i in range(last_first + 1):
-            parts = [members[i][0]]
-            for member, req in members[i + 1:]:
-                parts.append(seq(self.comma, member) if req else opt(seq(self.comma, member)))
-            options.append(seq(*parts))
-        body = alt(*options)
-        if first_required is None:
-            body = opt(body)
-        return seq(lit("{"), body, lit("}"))
+        return seq(lit("{"), Members(tuple(members), self.comma), lit("}"))
 
     def ref(self, ref: str, path: str) -> Expr:
         if not isinstance(ref, str) or not ref.startswith("#"):
@@ -354,9 +372,15 @@ def grammar_from_response_format(obj, *, whitespace: str = "none") -> Grammar | 
         raise GrammarError("response_format must be an object")
     try:
         key = json.dumps(obj)  # property order matters: it fixes the output order
-    except (TypeError, ValueError):
-        raise GrammarError("response_format must be JSON-serialisable") from None
-    return _from_response_format(key, whitespace)
+    except (TypeError, ValueError, RecursionError):
+        raise GrammarError("response_format must be JSON-serialisable (and not too deep)") from None
+    try:
+        return _from_response_format(key, whitespace)
+    except GrammarError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError) as exc:
+        # a malformed keyword value we do not check explicitly
+        raise GrammarError(f"malformed or unsupported schema ({type(exc).__name__}: {exc})") from None
 
 
 @lru_cache(maxsize=64)

@@ -5,12 +5,14 @@ literals, `.` (any character but newline), classes `[...]` / `[^...]` with range
 and escapes, `\\d \\D \\w \\W \\s \\S` (ASCII), escapes `\\n \\r \\t \\f \\v \\0 \\a \\e`,
 `\\xNN`, `\\x{N..}`, `\\uNNNN`, `\\u{N..}`, `\\UNNNNNNNN`, escaped punctuation,
 groups `(...)`, `(?:...)`, `(?P<name>...)`/`(?<name>...)`, alternation `|`,
-quantifiers `* + ? {n} {n,} {n,m}` (a trailing lazy `?` is accepted and ignored:
+quantifiers `* + ? {n} {n,} {n,m} {,m}` (a trailing lazy `?` is accepted and ignored:
 it does not change the matched language), and `^`/`$` only at the very start/end
 (no-ops under full-match semantics). Anything else raises RegexSyntaxError.
 """
 
 from __future__ import annotations
+
+import re
 
 from .expr import (
     EMPTY,
@@ -35,6 +37,10 @@ ANY_BUT_NEWLINE = negate_ranges([(0x0A, 0x0A)])
 _SIMPLE_ESCAPES = {"n": 0x0A, "r": 0x0D, "t": 0x09, "f": 0x0C, "v": 0x0B, "0": 0x00,
                    "a": 0x07, "e": 0x1B}
 _CLASS_ESCAPES = {"d": DIGIT, "w": WORD, "s": SPACE}
+
+
+_HEX = re.compile(r"[0-9a-fA-F]{1,8}")
+_COUNT = re.compile(r"\{(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)\}")
 
 
 class RegexSyntaxError(ValueError):
@@ -117,22 +123,17 @@ class _Parser:
             atom = Repeat(atom, lo, hi)
 
     def _looks_like_count(self) -> bool:
-        j = self.i + 1
-        digits = 0
-        while j < len(self.p) and self.p[j].isdigit():
-            j += 1
-            digits += 1
-        return digits > 0 and j < len(self.p) and self.p[j] in ",}"
+        return _COUNT.match(self.p, self.i) is not None
 
     def count(self) -> tuple[int, int | None]:
         start = self.i
-        end = self.p.find("}", self.i)
-        body = self.p[self.i + 1:end]
-        self.i = end + 1
+        m = _COUNT.match(self.p, self.i)
+        body = m.group(0)[1:-1]
+        self.i = m.end()
         try:
             if "," in body:
                 a, b = body.split(",", 1)
-                lo = int(a)
+                lo = int(a) if a else 0
                 hi = int(b) if b.strip() else None
             else:
                 lo = hi = int(body)
@@ -274,10 +275,9 @@ class _Parser:
             if len(digits) != n:
                 raise self.error(f"\\{kind} needs {n} hex digits", start)
             self.i += n
-        try:
-            v = int(digits, 16)
-        except ValueError:
-            raise self.error(f"bad hex digits in \\{kind} escape", start) from None
+        if not _HEX.fullmatch(digits):
+            raise self.error(f"bad hex digits in \\{kind} escape", start)
+        v = int(digits, 16)
         if v > MAX_CODE_POINT or 0xD800 <= v <= 0xDFFF:
             raise self.error(f"\\{kind} escape is not a Unicode scalar value", start)
         return v

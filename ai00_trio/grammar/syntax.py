@@ -103,7 +103,7 @@ _FRIENDLY = {
 # ------------------------------------------------------------------ strings
 
 
-def _unescape(text: str, body_start: int, body: str, raw_bytes: bool = True) -> bytes:
+def _unescape(text: str, body_start: int, body: str) -> bytes:
     r"""Decode a quoted terminal body: \n \r \t \0 \" \' \\ \/ \xNN (a raw byte),
     \uNNNN, \u{N..}, \UNNNNNNNN; other characters are UTF-8 encoded."""
     out = bytearray()
@@ -137,11 +137,10 @@ def _unescape(text: str, body_start: int, body: str, raw_bytes: bool = True) -> 
                 width = 2 + k
                 if len(digits) != k:
                     digits = ""
-            try:
-                v = int(digits, 16)
-            except ValueError:
-                raise error_at(text, body_start + i, f"bad \\{e} escape in string") from None
-            if e == "x" and v < 256 and raw_bytes and not body.startswith("{", i + 2):
+            if not re.fullmatch(r"[0-9a-fA-F]{1,8}", digits):
+                raise error_at(text, body_start + i, f"bad \\{e} escape in string")
+            v = int(digits, 16)
+            if e == "x" and not body.startswith("{", i + 2):
                 out.append(v)
             else:
                 if v > 0x10FFFF or 0xD800 <= v <= 0xDFFF:
@@ -218,10 +217,11 @@ class _Builder:
         return seq(*(self.item(i) for i in _find(node, "item")))
 
     def item(self, node: Node) -> Expr:
-        primary = self.primary(_find(node, "primary")[0])
-        q = _find(node, "quantifier")
-        if q:
-            lo, hi = {"?": (0, 1), "*": (0, None), "+": (1, None)}[q[0].text]
+        # item = primary quantifier?  (direct children only: groups nest items)
+        primary_node, optional = node.children
+        primary = self.primary(primary_node)
+        if optional.text:
+            lo, hi = {"?": (0, 1), "*": (0, None), "+": (1, None)}[optional.text]
             return Repeat(primary, lo, hi)
         return primary
 
@@ -337,6 +337,9 @@ def _describe_failure(text: str, peg: PEG, pos: int, dialect: str) -> GrammarErr
     shown = token.group(0)[:20] if token else rest[:1]
     if rest.startswith("(*"):
         return error_at(text, where, "unterminated comment")
+    if rest.startswith(("<any!>", "any!")):
+        return error_at(text, where, "any! is not supported (it matches single vocabulary "
+                                     "tokens, which a byte-level grammar cannot express)")
     bad = _first_bad_string(text, pos, where)
     if bad is not None:
         return error_at(text, bad, "unterminated string literal (use \\n for a newline)")
