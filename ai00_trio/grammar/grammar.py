@@ -9,6 +9,7 @@ whenever generation comes back to an equivalent position.
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 from collections import OrderedDict
 
@@ -73,8 +74,11 @@ class GrammarState:
         """The state after one more byte (the dead state if it is not allowed)."""
         nxt = self._next.get(byte)
         if nxt is None:
-            nxt = self.grammar._scan(self, byte)
-            self._next[byte] = nxt
+            with self.grammar._lock:
+                nxt = self._next.get(byte)
+                if nxt is None:
+                    nxt = self.grammar._scan(self, byte)
+                    self._next[byte] = nxt
         return nxt
 
     def accepts(self, data: bytes) -> bool:
@@ -99,7 +103,9 @@ class GrammarState:
     def allowed(self, trie: VocabTrie) -> np.ndarray:
         """Bool mask over the vocabulary of the tokens that may come next. The
         end-of-text id is set exactly when the grammar is complete."""
-        return self.grammar._context(trie).mask(self)
+        grammar = self.grammar
+        with grammar._lock:
+            return grammar._context(trie).mask(self)
 
     def allowed_ids(self, trie: VocabTrie) -> np.ndarray:
         """Ids of the allowed tokens (np.flatnonzero of allowed())."""
@@ -123,7 +129,8 @@ class GrammarState:
         out of tokens."""
         if self.complete:
             return b""
-        return self.grammar._shortest_completion(self)
+        with self.grammar._lock:
+            return self.grammar._shortest_completion(self)
 
     def __repr__(self) -> str:
         flags = "complete" if self.complete else "partial"
@@ -149,6 +156,9 @@ class Grammar:
         self._derived: dict[tuple, GrammarState] = {}
         self._contexts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._dist = None
+        # guards the interning tables and caches: masks may be computed in worker
+        # threads while the event loop advances other states of the same grammar
+        self._lock = threading.RLock()
         self.dead = GrammarState(self, (), False)
         self._start = self._closure([(rules.start, self._starts[rules.start], _ROOT)])
 
