@@ -20,26 +20,9 @@ from ai00_trio.tokenizer import WorldTokenizer
 ROOT = Path(__file__).resolve().parents[1]
 WORLD_VOCAB = ROOT / "assets" / "tokenizer" / "rwkv_vocab_v20230424.txt"
 
-SEED_KBNF = r"""
-(* AI00 README example: a JSON object with a name, an age and a job *)
-start ::= json_object;
-json_object ::= "{\"name\":" string ",\"age\":" number ",\"job\":" string "}";
-string ::= '"' #"([^\"\\\\\x00-\x1f]|\\\\[\"\\\\/bfnrt]|\\\\u[0-9a-fA-F]{4})*" '"';
-number ::= #"-?(0|[1-9][0-9]*)";
-"""
-
-SEED_BNF = r"""
-<start> ::= <json_object>
-<json_object> ::= "{\"name\":" <string> ",\"age\":" <number> ",\"job\":" <string> "}"
-<string> ::= '"' <content> '"' | '""'
-<content> ::= <except!([escaped_literals])> | <except!([escaped_literals])> <content>
-    | '\\"' <content> | '\\"'
-<escaped_literals> ::= '\t' | '\n' | '\r' | '"' | '\\'
-<number> ::= '0' | <nonzero> | <nonzero> <digits>
-<digits> ::= <digit> | <digit> <digits>
-<digit> ::= '0' | <nonzero>
-<nonzero> ::= '1' | '2' | '3' | '4' | '5' | '6' | '7' | '8' | '9'
-"""
+# The AI00 README example (a JSON object with name, age and job), in both dialects.
+SEED_KBNF = (ROOT / "assets" / "grammars" / "name_age_job.kbnf").read_text()
+SEED_BNF = (ROOT / "assets" / "grammars" / "name_age_job.bnf").read_text()
 
 # Python regexes over str equivalent to the seed grammars (independent check)
 SEED_KBNF_RE = re.compile(
