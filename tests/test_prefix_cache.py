@@ -4,12 +4,11 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ai00_trio.engine.prefix_cache import CacheStats, Claim, Hit, PrefixCache
+from ai00_trio.engine.prefix_cache import CacheStats, Hit, PrefixCache
 
 LOGITS = 4                      # floats per logits vector: 16 bytes
 LOGIT_BYTES = LOGITS * 4

@@ -111,12 +111,10 @@ class StepGraph:
         self._dispatch(kernel, pack_params(c4, self.t), [emb.buffer, self.io.ids, out.buffer],
                        (-(-c4 // 64), self.t, 1))
 
-    def layer_norm(self, x: Act, out: Act, w_off: int, b_off: int, eps: float = 1e-5,
-                   gather: bool = False) -> None:
-        """out = LN(x); with `gather`, out row i = LN(x[out_rows[i]])."""
-        flags = ["GATHER"] if gather else []
-        kernel = self.kernels.get("layer_norm.wgsl", "layer_norm", flags)
-        buffers = [x.buffer, out.buffer, self.vecs] + ([self.io.out_rows] if gather else [])
+    def layer_norm_rows(self, x: Act, out: Act, w_off: int, b_off: int, eps: float = 1e-5) -> None:
+        """out row i = LN(x[out_rows[i]]): the rows whose logits are wanted."""
+        kernel = self.kernels.get("layer_norm.wgsl", "layer_norm")
+        buffers = [x.buffer, out.buffer, self.vecs, self.io.out_rows]
         self._dispatch(kernel, pack_params(x.width, float(eps), w_off, b_off), buffers, (out.t, 1, 1))
 
     def norm_shift(self, x: Act, out: Act, w_off: int, b_off: int, mix_off: int, state_row: int,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...gpu.graph import Act, Matrix, StepGraph
+from ...gpu.graph import Act, StepGraph
 from ..info import ModelInfo
 from ..upload import Uploader
 
@@ -104,7 +104,7 @@ class Architecture:
             self.channel_mix(g, ws, layer, x)   # x += FFN(LN2(x))
         if n_out:
             hidden = ws.act("head_in", C, n_out)
-            g.layer_norm(x, hidden, self.ln_out.w, self.ln_out.b, gather=True)
+            g.layer_norm_rows(x, hidden, self.ln_out.w, self.ln_out.b)
             logits = Act(g.io.logits, self.info.n_vocab, n_out)
             g.matmul(self.head, hidden, logits)
 

@@ -1,5 +1,6 @@
 // LayerNorm over rows: y = (x - mean) / sqrt(var + eps) * weight + bias  (Ba et al. 2016).
-// With GATHER, row i of y normalizes row rows[i] of x (the head only needs some tokens).
+// Row i of y normalizes row rows[i] of x: the head (ln_out) only needs the tokens whose logits
+// are wanted. (The per-layer LayerNorms are fused into token_shift.wgsl.)
 struct Params {
     n: u32,        // row length
     eps: f32,
@@ -11,9 +12,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read> vecs: array<f32>;
-#if GATHER
 @group(0) @binding(4) var<storage, read> rows: array<u32>;
-#endif
 
 var<workgroup> red: array<f32, 64>;
 
@@ -32,11 +31,7 @@ fn row_sum(lid: u32, v: f32) -> f32 {
 @compute @workgroup_size(64)
 fn layer_norm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let row = wg.x + wg.y * 65535u;
-#if GATHER
     let src = rows[row] * p.n;
-#else
-    let src = row * p.n;
-#endif
     let dst = row * p.n;
     var s = 0.0;
     for (var i = lid; i < p.n; i += 64u) { s += x[src + i]; }
