@@ -14,7 +14,6 @@
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -179,7 +178,8 @@ class GpuExecutor:
             return ("embed", message.reply, embed_batch(self.embedder, message.token_lists))
         return None
 
-    async def _deliver(self, result) -> None:
+    @staticmethod
+    def _deliver(result) -> None:
         if result is not None:
             _, reply, value = result
             try:
@@ -192,17 +192,17 @@ class GpuExecutor:
             while True:
                 if not self.batch.busy_slots:
                     message = await inbox.receive()
-                    await self._deliver(await self._run_blocking(message))
+                    self._deliver(await self._run_blocking(message))
                 # the samplers of the previous step reply with their next token
                 with trio.move_on_after(SAMPLER_DEADLINE_S):
                     while self.awaiting:
-                        await self._deliver(await self._run_blocking(await inbox.receive()))
+                        self._deliver(await self._run_blocking(await inbox.receive()))
                 while True:
                     try:
                         message = inbox.receive_nowait()
                     except trio.WouldBlock:
                         break
-                    await self._deliver(await self._run_blocking(message))
+                    self._deliver(await self._run_blocking(message))
                 if not self.batch.busy_slots:
                     continue
                 started = trio.current_time()
@@ -236,7 +236,6 @@ class Scheduler:
         self.cache = cache
         self.waiting: list[Job] = []
         self.active = 0
-        self._ids = itertools.count()
 
     @property
     def queue_depth(self) -> int:
