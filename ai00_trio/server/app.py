@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import sys
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import AsyncIterator
 import msgspec
 import numpy as np
 import trio
-from quart import Response, request, send_from_directory
+from quart import Response, g, request, send_from_directory
 from quart_trio import QuartTrio
 
 from ..config import Config
@@ -76,6 +77,18 @@ def create_app(state: ServerState) -> QuartTrio:
             if not any(secrets.compare_digest(given, key) for key in keys):
                 return error_response(unauthorized())
         return None
+
+    @app.before_request
+    async def start_clock():
+        g.request_started = time.perf_counter()
+
+    @app.after_request
+    async def log_request(response: Response) -> Response:
+        elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
+        client = request.remote_addr or "-"
+        print(f"[ai00-trio] {client} {request.method} {request.path} {response.status_code} {elapsed * 1000:.1f}ms",
+              file=sys.stderr, flush=True)
+        return response
 
     @app.errorhandler(ApiError)
     async def on_api_error(error: ApiError):

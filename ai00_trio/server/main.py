@@ -32,8 +32,7 @@ def hypercorn_config(config: Config) -> HyperConfig:
     listen = config.listen
     host = f"[{listen.ip}]" if ":" in listen.ip else listen.ip
     hyper.bind = [f"{host}:{listen.port}"]
-    hyper.accesslog = "-"
-    hyper.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+    hyper.accesslog = None  # the app logs one line per request itself (see app.py)
     if listen.tls:
         hyper.certfile, hyper.keyfile = listen.cert, listen.key
     return hyper
