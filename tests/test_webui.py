@@ -8,6 +8,7 @@ modes are also copied to docs/screenshots/.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -50,11 +51,12 @@ GROWS = """([selector, key]) => {
 
 
 def shot(page, name: str, docs: bool = False) -> None:
-    """tests/artifacts/<name>.png; with docs, also docs/screenshots/<name>.png."""
+    """tests/artifacts/<name>.png; with docs and UPDATE_SCREENSHOTS=1 in the environment, also
+    docs/screenshots/<name>.png (the README's pictures; plain test runs leave them alone)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path))
-    if docs:
+    if docs and os.environ.get("UPDATE_SCREENSHOTS") == "1":
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
 
