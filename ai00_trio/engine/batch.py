@@ -56,10 +56,8 @@ class BatchRuntime:
         source = self._initial if state is None else state
         if source.model is not self.model:
             raise ValueError("state belongs to another model")
-        size = self.runtime.slot_floats * 4
-        encoder = self.model.ctx.device.create_command_encoder()
-        encoder.copy_buffer_to_buffer(source.buffer, 0, self.runtime.state, self.runtime.slot_offset(slot), size)
-        self.model.ctx.device.queue.submit([encoder.finish()])
+        self.model.ctx.copy(source.buffer, self.runtime.state, self.runtime.slot_floats * 4,
+                            target_offset=self.runtime.slot_offset(slot))
         self._work.pop(slot, None)
 
     def reset(self, slot: int) -> None:
@@ -70,9 +68,7 @@ class BatchRuntime:
         self._check_slot(slot)
         ctx, size = self.model.ctx, self.runtime.slot_floats * 4
         copy = ctx.storage(size)
-        encoder = ctx.device.create_command_encoder()
-        encoder.copy_buffer_to_buffer(self.runtime.state, self.runtime.slot_offset(slot), copy, 0, size)
-        ctx.device.queue.submit([encoder.finish()])
+        ctx.copy(self.runtime.state, copy, size, source_offset=self.runtime.slot_offset(slot))
         return State(self.model, copy)
 
     # --- work --------------------------------------------------------------------------------

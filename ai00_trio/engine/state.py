@@ -19,9 +19,7 @@ class State:
     def copy(self) -> "State":
         ctx = self.model.ctx
         clone = ctx.storage(self.buffer.size)
-        encoder = ctx.device.create_command_encoder()
-        encoder.copy_buffer_to_buffer(self.buffer, 0, clone, 0, self.buffer.size)
-        ctx.device.queue.submit([encoder.finish()])
+        ctx.copy(self.buffer, clone, self.buffer.size)
         return State(self.model, clone)
 
     def to_numpy(self) -> list[np.ndarray]:

@@ -105,8 +105,12 @@ class GpuContext:
     def read(self, buffer: wgpu.GPUBuffer, nbytes: int, offset: int = 0) -> bytes:
         return bytes(self.device.queue.read_buffer(buffer, offset, nbytes))
 
-    def write(self, buffer: wgpu.GPUBuffer, array: np.ndarray, offset: int = 0) -> None:
-        self.device.queue.write_buffer(buffer, offset, np.ascontiguousarray(array))
+    def copy(self, source: wgpu.GPUBuffer, target: wgpu.GPUBuffer, nbytes: int,
+             source_offset: int = 0, target_offset: int = 0) -> None:
+        """A GPU-side copy, queued after everything submitted before it."""
+        encoder = self.device.create_command_encoder()
+        encoder.copy_buffer_to_buffer(source, source_offset, target, target_offset, nbytes)
+        self.device.queue.submit([encoder.finish()])
 
 
 def create_context(adapter: int | str | None = None) -> GpuContext:

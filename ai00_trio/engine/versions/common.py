@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...gpu.context import GpuContext
 from ...gpu.graph import Act, StepGraph
 from ..info import ModelInfo
 from ..upload import Uploader
@@ -28,8 +29,8 @@ class Norm:
 class Workspace:
     """Named activation buffers, each sized for the largest step; reused by every step shape."""
 
-    def __init__(self, graph_ctx, max_tokens: int) -> None:
-        self._ctx = graph_ctx
+    def __init__(self, ctx: GpuContext, max_tokens: int) -> None:
+        self._ctx = ctx
         self._max_tokens = max_tokens
         self._buffers: dict[str, tuple[object, int]] = {}
 
