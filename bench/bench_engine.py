@@ -116,21 +116,31 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024)
     parser.add_argument("--decode", type=int, default=128)
     parser.add_argument("--matvec", default=None, help="THREADS,TOKENS of the per-token matmul kernel")
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--tiled-min", type=int, default=None, help="fewest tokens for the tiled matmul")
+    parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     args = parser.parse_args()
-    if args.matvec:
-        from ai00_trio.gpu import graph
+    from ai00_trio.gpu import graph
 
+    if args.matvec:
         graph.MATVEC_THREADS, graph.MATVEC_TOKENS = (int(v) for v in args.matvec.split(","))
+    if args.tiled_min is not None:
+        graph.TILED_MIN_TOKENS = args.tiled_min
+    if args.split_groups is not None:
+        graph.SPLIT_K_GROUPS = args.split_groups
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     model = load_model(args.model, precision="fp16", chunk_size=args.chunk)
     info = model.info
     name = os.path.basename(args.model)
-    report(model=name, matvec=args.matvec, version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
+    report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
+           version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)
-    report(model=name, profile_batch1=profile_single(model))
-    report(model=name, prefill_tokens=args.prefill, prefill_tps=round(prefill(model, args.prefill, rng), 1))
+    if not args.no_profile:
+        report(model=name, profile_batch1=profile_single(model))
+    if args.prefill:
+        report(model=name, prefill_tokens=args.prefill, prefill_tps=round(prefill(model, args.prefill, rng), 1))
     for batch in [int(b) for b in args.batches.split(",")]:
         if batch == 1:
             report(model=name, batch=1, decode_tps=round(decode_single(model, args.decode), 1))

@@ -57,8 +57,13 @@ class Model:
                 out.extend(layer[i * C:(i + 1) * C].copy() for i in range(5))
             else:
                 H, N = info.n_head, info.head_size
-                out += [layer[:C].copy(), layer[C:-C].reshape(H, N, N).copy(), layer[-C:].copy()]
+                out += [layer[:C].copy(), self._wkv_layout(layer[C:-C].reshape(H, N, N)), layer[-C:].copy()]
         return out
+
+    def _wkv_layout(self, heads: np.ndarray) -> np.ndarray:
+        """v7 keeps each head's state transposed on the GPU (see wkv7.wgsl); the transpose is
+        its own inverse, so this maps both ways between the reference's layout and ours."""
+        return heads.transpose(0, 2, 1).copy() if self.info.version == "v7" else heads.copy()
 
     def state_from_numpy(self, arrays: Sequence[np.ndarray]) -> State:
         """The inverse of `State.to_numpy()` (same list layout)."""
@@ -66,7 +71,14 @@ class Model:
         expected = self.info.n_layer * per_layer
         if len(arrays) != expected:
             raise ValueError(f"a {self.info.version} state has {expected} arrays, got {len(arrays)}")
-        flat = np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrays])
+        arrays = [np.asarray(a, np.float32) for a in arrays]
+        if per_layer == 3:
+            H, N = self.info.n_head, self.info.head_size
+            for i in range(1, len(arrays), 3):
+                if arrays[i].size != H * N * N:
+                    raise ValueError(f"state array {i} has {arrays[i].size} floats, expected {H * N * N}")
+                arrays[i] = self._wkv_layout(arrays[i].reshape(H, N, N))
+        flat = np.concatenate([a.reshape(-1) for a in arrays])
         if flat.size != self.arch.slot_stride():
             raise ValueError(f"state has {flat.size} floats, expected {self.arch.slot_stride()}")
         return State(self, self.ctx.upload(flat))

@@ -59,7 +59,7 @@ class Runtime:
         """The final normalized hidden states (ln_out output) of the last step's logits rows."""
         C = self.arch.info.n_embd
         buffer = self.workspace.act("head_in", C, n_rows).buffer
-        return np.frombuffer(self.ctx.read(buffer, n_rows * C * 4), np.float32).reshape(n_rows, C).copy()
+        return self.ctx.read(buffer, n_rows * C * 4).view(np.float32).reshape(n_rows, C)
 
     def slot_offset(self, slot: int) -> int:
         return slot * self.slot_floats * 4
@@ -96,9 +96,9 @@ class Runtime:
         graph.encode(encoder)
         if after:
             after(encoder)
-        queue.submit([encoder.finish()])
         if not out_rows:
+            queue.submit([encoder.finish()])
             return None
         n_vocab = self.arch.info.n_vocab
-        raw = self.ctx.read(self.io.logits, len(out_rows) * n_vocab * 4)
-        return np.frombuffer(raw, np.float32).reshape(len(out_rows), n_vocab).copy()
+        raw = self.ctx.read(self.io.logits, len(out_rows) * n_vocab * 4, encoder=encoder)
+        return raw.view(np.float32).reshape(len(out_rows), n_vocab)

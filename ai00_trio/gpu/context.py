@@ -1,7 +1,8 @@
 """The wgpu device the engine runs on: adapter choice, limits and features."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
@@ -75,6 +76,9 @@ class GpuContext:
     device: wgpu.GPUDevice
     has_f16: bool
     allocated_bytes: int = 0  # buffers created through this context (wgpu has no memory query)
+    # One mappable buffer reused for every readback (a fresh one per read costs milliseconds).
+    _staging: wgpu.GPUBuffer | None = field(default=None, repr=False)
+    _staging_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def info(self) -> AdapterInfo:
@@ -102,8 +106,27 @@ class GpuContext:
             data=raw, usage=wgpu.BufferUsage.UNIFORM | wgpu.BufferUsage.COPY_DST
         )
 
-    def read(self, buffer: wgpu.GPUBuffer, nbytes: int, offset: int = 0) -> bytes:
-        return bytes(self.device.queue.read_buffer(buffer, offset, nbytes))
+    def read(self, buffer: wgpu.GPUBuffer, nbytes: int, offset: int = 0,
+             encoder: wgpu.GPUCommandEncoder | None = None) -> np.ndarray:
+        """`nbytes` of `buffer` from `offset` (a writable uint8 array), once all work submitted
+        before has run. An open `encoder` gets the copy appended and is submitted here (one
+        submit for a whole step)."""
+        size = (nbytes + 3) // 4 * 4
+        with self._staging_lock:
+            if self._staging is None or self._staging.size < size:
+                capacity = max(1 << 16, 1 << (size - 1).bit_length())
+                if self._staging is not None:
+                    self._staging.destroy()
+                self._staging = self.device.create_buffer(
+                    size=capacity, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+            encoder = encoder or self.device.create_command_encoder()
+            encoder.copy_buffer_to_buffer(buffer, offset, self._staging, 0, size)
+            self.device.queue.submit([encoder.finish()])
+            self._staging.map_sync(wgpu.MapMode.READ, 0, size)
+            try:
+                return np.frombuffer(self._staging.read_mapped(0, size, copy=False), np.uint8)[:nbytes].copy()
+            finally:
+                self._staging.unmap()
 
     def copy(self, source: wgpu.GPUBuffer, target: wgpu.GPUBuffer, nbytes: int,
              source_offset: int = 0, target_offset: int = 0) -> None:
@@ -113,9 +136,11 @@ class GpuContext:
         self.device.queue.submit([encoder.finish()])
 
 
-def create_context(adapter: int | str | None = None) -> GpuContext:
+def create_context(adapter: int | str | None = None, extra_features: tuple[str, ...] = ()) -> GpuContext:
+    """A device on the chosen adapter; `extra_features` (e.g. timestamp queries for profiling)
+    are requested when the adapter has them."""
     chosen = pick_adapter(adapter)
-    features = ["shader-f16"] if "shader-f16" in chosen.features else []
+    features = [f for f in ("shader-f16", *extra_features) if f in chosen.features]
     limits = chosen.limits
     wanted = {
         "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
@@ -126,4 +151,4 @@ def create_context(adapter: int | str | None = None) -> GpuContext:
         "max-compute-workgroup-size-x": min(1024, limits["max-compute-workgroup-size-x"]),
     }
     device = chosen.request_device_sync(required_features=features, required_limits=wanted)
-    return GpuContext(adapter=chosen, device=device, has_f16=bool(features))
+    return GpuContext(adapter=chosen, device=device, has_f16="shader-f16" in features)

@@ -24,6 +24,17 @@ ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.
 TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per weight read
 MATVEC_THREADS = 256   # per workgroup of the per-token kernel (4 rows each)
 MATVEC_TOKENS = 4
+NORM_SPLIT_MAX_TOKENS = 64  # norm_shift below this many tokens splits rows into column blocks
+NORM_SPLIT_COLUMNS = 256
+SPLIT_K_GROUPS = 256   # tiled matmuls with fewer 64x64 tiles than this split K to fill the GPU
+SPLIT_K_MIN_K4 = 8     # vec4 columns each part of a split K keeps at least
+
+
+def head_values(head_size: int) -> dict[str, int]:
+    """Template values of the WKV kernels: the head size and its number of vec4s."""
+    if head_size % 4:
+        raise ValueError(f"head size {head_size} is not a multiple of 4")
+    return {"HEAD_SIZE": head_size, "HEAD_VEC4": head_size // 4}
 
 
 @dataclass(frozen=True)
@@ -126,8 +137,11 @@ class StepGraph:
         buffers = [x.buffer, self.vecs, self.state, self.io.tokens, out.buffer]
         if normed is not None:
             buffers.append(normed.buffer)
-        params = pack_params(x.width, self.t, out.planes, mix_off, w_off, b_off, state_row, slot_stride, float(eps))
-        self._dispatch(kernel, params, buffers, (self.t, 1, 1))
+        # Few tokens: split each row's columns over several workgroups to use more of the GPU.
+        cols = x.width if self.t >= NORM_SPLIT_MAX_TOKENS else min(x.width, NORM_SPLIT_COLUMNS)
+        params = pack_params(x.width, self.t, out.planes, mix_off, w_off, b_off, state_row, slot_stride,
+                             float(eps), cols)
+        self._dispatch(kernel, params, buffers, (self.t, -(-x.width // cols), 1))
 
     def dynamic_mix(self, normed: Act, dynamic: Act, out: Act, mix_off: int) -> None:
         """out[k] = x̂ + (x̂_prev - x̂) ⊙ (μ_k + dynamic[k])."""
@@ -153,21 +167,38 @@ class StepGraph:
             flags.append("ACT_PER_Z")
             act = "none"
         t = x.t
-        tiled = t >= TILED_MIN_TOKENS
-        kernel = self.kernels.get("matmul.wgsl", "matmul_tiled" if tiled else "matvec", flags,
-                                  ACT=ACTIVATIONS[act], MV_WG=MATVEC_THREADS, MV_TOKENS=MATVEC_TOKENS)
         k4 = w.k // 4
         x_ts, x_zs = x_strides or (x.width, x.t * x.width)
-        params = pack_params(w.m, k4, t, w.m * k4, x.offset // 4, x_ts // 4, x_zs // 4,
-                             y.offset, y.width, y.t * y.width, z_acts)
         buffers = [w.buffer, x.buffer, y.buffer] + ([gate.buffer] if gate is not None else [])
         if gate is not None and (gate.offset != y.offset or gate.width != y.width):
             raise ValueError("gate must share the output's layout")
-        if tiled:
-            groups = (-(-w.m // 64), -(-t // 64), w.z)
-        else:
-            groups = (-(-w.m // 4), -(-t // MATVEC_TOKENS), w.z)
-        self._dispatch(kernel, params, buffers, groups)
+
+        def params(splits: int) -> bytes:
+            return pack_params(w.m, k4, t, w.m * k4, x.offset // 4, x_ts // 4, x_zs // 4,
+                               y.offset, y.width, y.t * y.width, z_acts, splits)
+
+        values = dict(ACT=ACTIVATIONS[act], MV_WG=MATVEC_THREADS, MV_TOKENS=MATVEC_TOKENS)
+        if t < TILED_MIN_TOKENS:
+            kernel = self.kernels.get("matmul.wgsl", "matvec", flags, **values)
+            self._dispatch(kernel, params(1), buffers, (-(-t // MATVEC_TOKENS), -(-w.m // 4), w.z))
+            return
+        tiles = (-(-w.m // 64), -(-t // 64), w.z)
+        splits = min(-(-SPLIT_K_GROUPS // (tiles[0] * tiles[1] * tiles[2])), k4 // SPLIT_K_MIN_K4)
+        if splits <= 1:
+            kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
+            self._dispatch(kernel, params(1), buffers, tiles)
+            return
+        # Too few tiles to fill the GPU: each workgroup sums one part of K into a scratch
+        # buffer, and a second pass adds the parts up and applies the epilogue.
+        size = splits * w.z * t * w.m * 4
+        part = self.shared.get(("split_k", size))
+        if part is None:
+            part = self.shared[("split_k", size)] = self.ctx.storage(size)
+        flags.append("SPLIT_K")
+        kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
+        self._dispatch(kernel, params(splits), buffers + [part], (tiles[0], tiles[1] * splits, w.z))
+        kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, **values)
+        self._dispatch(kernel, params(splits), buffers + [part], (-(-w.m // 64), t, w.z))
 
     def wkv4(self, kvr: Act, y: Act, state_base: int, slot_stride: int, decay_off: int, first_off: int) -> None:
         kernel = self.kernels.get("wkv4.wgsl", "wkv4")
@@ -178,7 +209,7 @@ class StepGraph:
     def wkv5(self, rkvg: Act, y: Act, head_size: int, state_base: int, slot_stride: int,
              decay_off: int, first_off: int, lnx_off: int, gated: bool, decay: Act | None = None) -> None:
         flags = (["GATE"] if gated else []) + (["DYNAMIC_DECAY"] if decay is not None else [])
-        kernel = self.kernels.get("wkv5.wgsl", "wkv5", flags, HEAD_SIZE=head_size)
+        kernel = self.kernels.get("wkv5.wgsl", "wkv5", flags, **head_values(head_size))
         params = pack_params(y.width, self.t, state_base, slot_stride, decay_off, first_off, lnx_off, 64e-5)
         buffers = [rkvg.buffer, self.vecs, self.state, self.io.runs, y.buffer]
         if decay is not None:
@@ -194,17 +225,17 @@ class StepGraph:
         params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
         heads = y.width // head_size
         if prep is None or y_raw is None:
-            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, HEAD_SIZE=head_size)
+            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, **head_values(head_size))
             buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
             self._dispatch(kernel, params, buffers, (heads, self.n_runs, 1))
             return
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, HEAD_SIZE=head_size)
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, **head_values(head_size))
         self._dispatch(kernel, params, [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, prep.buffer],
                        (heads, self.t, 1))
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7_scan", HEAD_SIZE=head_size)
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_scan", **head_values(head_size))
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, self.state, self.io.runs, y_raw.buffer],
                        (heads, self.n_runs, 1))
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", HEAD_SIZE=head_size)
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", **head_values(head_size))
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, lora.buffer, self.vecs, y_raw.buffer, y.buffer],
                        (heads, self.t, 1))
 

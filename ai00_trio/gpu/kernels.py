@@ -13,14 +13,42 @@ from typing import Sequence
 
 import wgpu
 
+_FOR = re.compile(r"^\s*#for (\w+) in (\w+)\s*$")
 _BINDING = re.compile(r"@group\(0\)\s*@binding\((\d+)\)\s*var<(\w+)(?:,\s*(\w+))?>")
 
 
+def unroll(source: str, values: dict[str, str | int]) -> str:
+    """Repeat the lines between `#for NAME in COUNT` and `#endfor` COUNT times (a number or a
+    template value), with {{NAME}} = 0, 1, ...: loops written this way index private variables
+    by constants, so the compiler keeps them in registers."""
+    out: list[str] = []
+    lines = iter(source.splitlines())
+    for line in lines:
+        head = _FOR.match(line)
+        if head is None:
+            out.append(line)
+            continue
+        name, count = head.group(1), head.group(2)
+        body = []
+        for inner in lines:
+            if inner.strip() == "#endfor":
+                break
+            if _FOR.match(inner):
+                raise ValueError("nested #for in WGSL source")
+            body.append(inner)
+        else:
+            raise ValueError("#for without #endfor in WGSL source")
+        times = int(count) if count.isdigit() else int(values[count])
+        out += [b.replace("{{" + name + "}}", str(i)) for i in range(times) for b in body]
+    return "\n".join(out)
+
+
 def preprocess(source: str, flags: Sequence[str], values: dict[str, str | int]) -> str:
-    """Keep the lines whose `#if NAME` / `#if !NAME` conditions hold; substitute {{NAME}}."""
+    """Keep the lines whose `#if NAME` / `#if !NAME` conditions hold; unroll `#for` blocks;
+    substitute {{NAME}}."""
     out: list[str] = []
     stack: list[bool] = []
-    for line in source.splitlines():
+    for line in unroll(source, values).splitlines():
         stripped = line.strip()
         if stripped.startswith("#if "):
             name = stripped[4:].strip()

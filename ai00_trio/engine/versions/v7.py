@@ -19,7 +19,7 @@ from .common import Architecture, Workspace
 MIX_NAMES = ("r", "k", "v", "w", "a", "g")
 LORAS = ("v", "w", "a", "g")                        # mixes 2..5, in this order
 LORA_ACTIVATIONS = ("none", "tanh", "none", "sigmoid")  # between each LoRA's two matrices
-WKV_SPLIT_MIN_TOKENS = 32  # from here the WKV runs as parallel prepare / serial scan / parallel output
+WKV_SPLIT_MIN_RUN = 32  # runs this long on average: parallel prepare / serial scan / parallel output
 
 
 def padded(matrix: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -71,7 +71,7 @@ class V7(Architecture):
         g.matmul(self.lora_up[layer], hidden, lora)
         v_first = ws.act("v_first", C, T)
         y = ws.act("att_y", C, T)
-        split = T >= WKV_SPLIT_MIN_TOKENS
+        split = T >= WKV_SPLIT_MIN_RUN * g.n_runs
         g.wkv7(rkv, lora, v_first, y, info.head_size, self.layer_base(layer), self.slot_stride(),
                self.params[layer], first_layer=layer == 0,
                prep=ws.act("att_prep", C, T, 5) if split else None,

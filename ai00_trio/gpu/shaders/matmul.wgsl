@@ -17,6 +17,7 @@ struct Params {
     y_ts: u32,   // output token stride
     y_zs: u32,   // output stride between stacked outputs
     z_acts: u32, // with ACT_PER_Z: activation code of matrix z in bits 4z..4z+3
+    splits: u32, // with SPLIT_K: the K range is cut into this many parts, summed by matmul_reduce
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -39,6 +40,9 @@ fn load_w(i: u32) -> vec4<f32> {
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #if GATE
 @group(0) @binding(4) var<storage, read> gate: array<f32>;
+#endif
+#if SPLIT_K
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;  // [splits, z, t, m] partial sums
 #endif
 
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
@@ -82,8 +86,8 @@ var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
 
 @compute @workgroup_size(MV_WG)
 fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let m0 = wg.x * 4u;
-    let t0 = wg.y * TOKENS;
+    let m0 = wg.y * 4u;
+    let t0 = wg.x * TOKENS;
     let z = wg.z;
     let nt = min(TOKENS, p.t - t0);
     var acc: array<vec4<f32>, TOKENS>;
@@ -122,26 +126,37 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
 // Many tokens (prefill, large batches): 64 rows x 64 tokens per workgroup, K in steps of 32.
 // Thread (x, y) owns rows x + 16r (r < 4) and tokens 4y + j (j < 4); weight rows are padded to
 // 9 vec4 in workgroup memory so neighbouring threads read different banks.
+// With SPLIT_K (too few tiles to fill the GPU), workgroup y also picks one of p.splits parts of
+// K and writes its partial sums to `part`; matmul_reduce then adds them up: y = Σ_s part_s.
 const TILE_K4: u32 = 8u;
 var<workgroup> tile_w: array<array<vec4<f32>, 9>, 64>;
 var<workgroup> tile_x: array<array<vec4<f32>, 8>, 64>;
 
 @compute @workgroup_size(16, 16)
-fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {
+fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>,
+                @builtin(num_workgroups) groups: vec3<u32>) {
+    let token_tiles = (p.t + 63u) / 64u;
+    let split = wg.y / token_tiles;
     let m0 = wg.x * 64u;
-    let t0 = wg.y * 64u;
+    let t0 = (wg.y % token_tiles) * 64u;
     let z = wg.z;
     let flat = lid.y * 16u + lid.x;
-    var acc: array<vec4<f32>, 4>;  // acc[token j][row r]
-    for (var k0 = 0u; k0 < p.k4; k0 += TILE_K4) {
+    let k_part = (p.k4 + p.splits * TILE_K4 - 1u) / (p.splits * TILE_K4) * TILE_K4;
+    let k_begin = split * k_part;
+    let k_end = min(p.k4, k_begin + k_part);
+    var acc0 = vec4<f32>(0.0);  // token 4y + j: acc_j[r] for rows x + 16r
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    for (var k0 = k_begin; k0 < k_end; k0 += TILE_K4) {
         for (var i = flat; i < 64u * TILE_K4; i += 256u) {
             let r = i / TILE_K4;
             let kk = k0 + i % TILE_K4;
             var wv = vec4<f32>(0.0);
-            if m0 + r < p.m && kk < p.k4 { wv = load_w(z * p.w_zs + (m0 + r) * p.k4 + kk); }
+            if m0 + r < p.m && kk < k_end { wv = load_w(z * p.w_zs + (m0 + r) * p.k4 + kk); }
             tile_w[r][i % TILE_K4] = wv;
             var xv = vec4<f32>(0.0);
-            if t0 + r < p.t && kk < p.k4 { xv = load_x(z, t0 + r, kk); }
+            if t0 + r < p.t && kk < k_end { xv = load_x(z, t0 + r, kk); }
             tile_x[r][i % TILE_K4] = xv;
         }
         workgroupBarrier();
@@ -150,18 +165,49 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
             let a1 = tile_w[lid.x + 16u][q];
             let a2 = tile_w[lid.x + 32u][q];
             let a3 = tile_w[lid.x + 48u][q];
-            for (var j = 0u; j < 4u; j++) {
-                let b = tile_x[lid.y * 4u + j][q];
-                acc[j] += vec4<f32>(dot(a0, b), dot(a1, b), dot(a2, b), dot(a3, b));
-            }
+            let b0 = tile_x[lid.y * 4u][q];
+            let b1 = tile_x[lid.y * 4u + 1u][q];
+            let b2 = tile_x[lid.y * 4u + 2u][q];
+            let b3 = tile_x[lid.y * 4u + 3u][q];
+            acc0 += vec4<f32>(dot(a0, b0), dot(a1, b0), dot(a2, b0), dot(a3, b0));
+            acc1 += vec4<f32>(dot(a0, b1), dot(a1, b1), dot(a2, b1), dot(a3, b1));
+            acc2 += vec4<f32>(dot(a0, b2), dot(a1, b2), dot(a2, b2), dot(a3, b2));
+            acc3 += vec4<f32>(dot(a0, b3), dot(a1, b3), dot(a2, b3), dot(a3, b3));
         }
         workgroupBarrier();
     }
-    for (var j = 0u; j < 4u; j++) {
-        let t = t0 + lid.y * 4u + j;
-        for (var r = 0u; r < 4u; r++) {
-            let m = m0 + lid.x + 16u * r;
-            if t < p.t && m < p.m { store(z, t, m, acc[j][r]); }
-        }
-    }
+    tiled_out(split, groups.z, z, t0 + lid.y * 4u, m0 + lid.x, acc0);
+    tiled_out(split, groups.z, z, t0 + lid.y * 4u + 1u, m0 + lid.x, acc1);
+    tiled_out(split, groups.z, z, t0 + lid.y * 4u + 2u, m0 + lid.x, acc2);
+    tiled_out(split, groups.z, z, t0 + lid.y * 4u + 3u, m0 + lid.x, acc3);
 }
+
+// out[t][m + 16r] = v[r] for r < 4
+fn tiled_out(split: u32, zs: u32, z: u32, t: u32, m: u32, v: vec4<f32>) {
+    if t >= p.t { return; }
+#if SPLIT_K
+    let i = ((split * zs + z) * p.t + t) * p.m + m;
+    if m < p.m { part[i] = v.x; }
+    if m + 16u < p.m { part[i + 16u] = v.y; }
+    if m + 32u < p.m { part[i + 32u] = v.z; }
+    if m + 48u < p.m { part[i + 48u] = v.w; }
+#else
+    if m < p.m { store(z, t, m, v.x); }
+    if m + 16u < p.m { store(z, t, m + 16u, v.y); }
+    if m + 32u < p.m { store(z, t, m + 32u, v.z); }
+    if m + 48u < p.m { store(z, t, m + 48u, v.w); }
+#endif
+}
+
+#if SPLIT_K
+@compute @workgroup_size(64)
+fn matmul_reduce(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let m = id.x;
+    let t = id.y;
+    let z = id.z;
+    if m >= p.m { return; }
+    var sum = 0.0;
+    for (var s = 0u; s < p.splits; s++) { sum += part[((s * groups.z + z) * p.t + t) * p.m + m]; }
+    store(z, t, m, sum);
+}
+#endif

@@ -4,8 +4,10 @@
 //     x_k[t] = x̂_t + (x̂_{t-1} - x̂_t) ⊙ μ_k        for each of K mixes
 // x̂_{t-1} is the previous token of the same sequence, or the slot's saved x̂ for the first
 // token of a run. (v4/v5 write x̂·μ + x̂_prev·(1-μ): we store 1-μ for them.)
-// The workgroup of a run's first token is the only one to touch the slot's shift state: it
-// reads the saved x̂, then stores the run's last x̂ there (so no other workgroup races it).
+// Workgroup (t, part) makes columns [part·cols, (part+1)·cols) of token t (few tokens: several
+// workgroups per token, each computing the row's statistics itself). The workgroups of a run's
+// first token are the only ones to touch the slot's shift state, each in its own columns: they
+// read the saved x̂, then store the run's last x̂ there (so no other workgroup races them).
 
 // @entry norm_shift
 struct Params {
@@ -18,6 +20,7 @@ struct Params {
     state_row: u32,    // this layer's shift row in slot 0 of `state`
     slot_stride: u32,
     eps: f32,
+    cols: u32,         // columns per workgroup
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,7 +67,8 @@ fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     }
     let inv = inverseSqrt(sum3(lid, q) / n + p.eps);
     let slot_row = p.state_row + info.x * p.slot_stride;
-    for (var c = lid; c < p.c; c += WG) {
+    let end = min(p.c, (wg.y + 1u) * p.cols);
+    for (var c = wg.y * p.cols + lid; c < end; c += WG) {
         let w = vecs[p.w_off + c];
         let b = vecs[p.b_off + c];
         let cur = (x[row + c] - mean.x) * inv.x * w + b;

@@ -17,6 +17,7 @@ struct Params {
 }
 
 const N: u32 = {{HEAD_SIZE}}u;
+const N4: u32 = {{HEAD_VEC4}}u;  // the state column as N4 vec4 registers s0, s1, ... (unrolled by #for)
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> rkvg: array<f32>;  // planes r, k, v, g: [4, t, c]
@@ -28,10 +29,10 @@ const N: u32 = {{HEAD_SIZE}}u;
 @group(0) @binding(6) var<storage, read> decay: array<f32>;  // [t, c]
 #endif
 
-var<workgroup> sr: array<f32, N>;
-var<workgroup> sk: array<f32, N>;
-var<workgroup> sw: array<f32, N>;
-var<workgroup> su: array<f32, N>;
+var<workgroup> sr: array<vec4<f32>, N4>;
+var<workgroup> sk: array<vec4<f32>, N4>;
+var<workgroup> sw: array<vec4<f32>, N4>;
+var<workgroup> su: array<vec4<f32>, N4>;
 var<workgroup> red: array<vec2<f32>, N>;
 var<workgroup> run_info: vec4<u32>;
 
@@ -54,26 +55,29 @@ fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
     if j == 0u { run_info = runs[wg.y]; }
     let run = workgroupUniformLoad(&run_info);
     let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
-    var s: array<f32, N>;
-    for (var i = 0u; i < N; i++) { s[i] = state[base + i * N]; }
-    su[j] = vecs[p.first_off + c];
-    sw[j] = vecs[p.decay_off + c];
+#for q in HEAD_VEC4
+    var s{{q}} = vec4<f32>(state[base + {{q}}u * 4u * N], state[base + ({{q}}u * 4u + 1u) * N],
+                           state[base + ({{q}}u * 4u + 2u) * N], state[base + ({{q}}u * 4u + 3u) * N]);
+#endfor
+    let lane = j % 4u;
+    su[j / 4u][lane] = vecs[p.first_off + c];
+    sw[j / 4u][lane] = vecs[p.decay_off + c];
     let plane = p.t * p.c;
     for (var t = run.y; t < run.y + run.z; t++) {
         let at = t * p.c + c;
-        sr[j] = rkvg[at];
-        sk[j] = rkvg[plane + at];
+        sr[j / 4u][lane] = rkvg[at];
+        sk[j / 4u][lane] = rkvg[plane + at];
 #if DYNAMIC_DECAY
-        sw[j] = exp(-exp(vecs[p.decay_off + c] + decay[at]));
+        sw[j / 4u][lane] = exp(-exp(vecs[p.decay_off + c] + decay[at]));
 #endif
         workgroupBarrier();
         let v = rkvg[2u * plane + at];
         var out = 0.0;
-        for (var i = 0u; i < N; i++) {
-            let kv = sk[i] * v;
-            out += sr[i] * (su[i] * kv + s[i]);
-            s[i] = s[i] * sw[i] + kv;
-        }
+#for q in HEAD_VEC4
+        let kv{{q}} = sk[{{q}}] * v;
+        out += dot(sr[{{q}}], su[{{q}}] * kv{{q}} + s{{q}});
+        s{{q}} = s{{q}} * sw[{{q}}] + kv{{q}};
+#endfor
         // GroupNorm: mean and variance from one reduction
         let sums = head_sum(j, vec2<f32>(out, out * out)) / f32(N);
         let variance = max(sums.y - sums.x * sums.x, 0.0);
@@ -84,5 +88,10 @@ fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
 #endif
         y[at] = o;
     }
-    for (var i = 0u; i < N; i++) { state[base + i * N] = s[i]; }
+#for q in HEAD_VEC4
+    state[base + {{q}}u * 4u * N] = s{{q}}.x;
+    state[base + ({{q}}u * 4u + 1u) * N] = s{{q}}.y;
+    state[base + ({{q}}u * 4u + 2u) * N] = s{{q}}.z;
+    state[base + ({{q}}u * 4u + 3u) * N] = s{{q}}.w;
+#endfor
 }

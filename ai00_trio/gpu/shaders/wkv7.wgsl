@@ -6,7 +6,8 @@
 //     κ = normalize(k ⊙ k_k),  k ← k ⊙ (1 + (a - 1) ⊙ k_a)
 //     S ← S diag(w) + (S (-κ)) (κ ⊙ a)ᵀ + v kᵀ,   y = S r
 // then o = (GroupNorm(y) + (Σ_i r_i k_i ρ_i) v) ⊙ g  with ρ = r_k, GroupNorm eps 64e-5.
-// State per slot: [att shift c][S: h, j (value), i (key)][ffn shift c].
+// State per slot: [att shift c][S: h, i (key), j (value)][ffn shift c]: S is stored transposed
+// (the reference's S[j][i] at [i][j]) so that the threads of a head read neighbouring floats.
 // Small steps (decode) run everything per token in one kernel (`wkv7`). Long prompts split it
 // in three so that only the state update stays serial over tokens: `wkv7_prepare` (every token
 // in parallel: decay, a, κ, k̃, value residual), `wkv7_scan` (the recurrence, no barriers),
@@ -22,6 +23,7 @@ struct Params {
 }
 
 const N: u32 = {{HEAD_SIZE}}u;
+const N4: u32 = {{HEAD_VEC4}}u;  // the state row as N4 vec4 registers s0, s1, ... (unrolled by #for)
 
 @group(0) @binding(0) var<uniform> p: Params;
 
@@ -49,11 +51,11 @@ fn head_sum3(j: u32, v: vec3<f32>) -> vec3<f32> {
 @group(0) @binding(6) var<storage, read> runs: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
 
-var<workgroup> sr: array<f32, N>;
-var<workgroup> sw: array<f32, N>;
-var<workgroup> sk: array<f32, N>;
-var<workgroup> skk: array<f32, N>;
-var<workgroup> skka: array<f32, N>;
+var<workgroup> sr: array<vec4<f32>, N4>;
+var<workgroup> sw: array<vec4<f32>, N4>;
+var<workgroup> sk: array<vec4<f32>, N4>;
+var<workgroup> skk: array<vec4<f32>, N4>;
+var<workgroup> skka: array<vec4<f32>, N4>;
 var<workgroup> run_info: vec4<u32>;
 
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
@@ -66,10 +68,13 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
     let c = h * N + j;
     if j == 0u { run_info = runs[wg.y]; }
     let run = workgroupUniformLoad(&run_info);
-    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j * N;
-    var s: array<f32, N>;
-    for (var i = 0u; i < N; i++) { s[i] = state[base + i]; }
+    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
+#for q in HEAD_VEC4
+    var s{{q}} = vec4<f32>(state[base + {{q}}u * 4u * N], state[base + ({{q}}u * 4u + 1u) * N],
+                           state[base + ({{q}}u * 4u + 2u) * N], state[base + ({{q}}u * 4u + 3u) * N]);
+#endfor
     let plane = p.t * p.c;
+    let lane = j % 4u;
     for (var t = run.y; t < run.y + run.z; t++) {
         let at = t * p.c + c;
         let r = rkv[at];
@@ -85,19 +90,21 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         let kk_raw = k * vec_at(3u, c);
         let kk = kk_raw / max(sqrt(head_sum3(j, vec3<f32>(kk_raw * kk_raw, 0.0, 0.0)).x), 1e-12);
         k = k * (1.0 + (a - 1.0) * vec_at(4u, c));
-        sr[j] = r;
-        sw[j] = w;
-        sk[j] = k;
-        skk[j] = kk;
-        skka[j] = kk * a;
+        sr[j / 4u][lane] = r;
+        sw[j / 4u][lane] = w;
+        sk[j / 4u][lane] = k;
+        skk[j / 4u][lane] = kk;
+        skka[j / 4u][lane] = kk * a;
         workgroupBarrier();
         var sa = 0.0;
-        for (var i = 0u; i < N; i++) { sa -= s[i] * skk[i]; }
+#for q in HEAD_VEC4
+        sa -= dot(s{{q}}, skk[{{q}}]);
+#endfor
         var out = 0.0;
-        for (var i = 0u; i < N; i++) {
-            s[i] = s[i] * sw[i] + sa * skka[i] + v * sk[i];
-            out += s[i] * sr[i];
-        }
+#for q in HEAD_VEC4
+        s{{q}} = s{{q}} * sw[{{q}}] + sa * skka[{{q}}] + v * sk[{{q}}];
+        out += dot(s{{q}}, sr[{{q}}]);
+#endfor
         // one reduction for the GroupNorm's mean and variance and the bonus's dot product
         let sums = head_sum3(j, vec3<f32>(out, out * out, r * k * vec_at(5u, c)));
         let mean = sums.x / f32(N);
@@ -106,7 +113,12 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         let bonus = sums.z * v;
         y[at] = (normed + bonus) * lora[3u * plane + at];
     }
-    for (var i = 0u; i < N; i++) { state[base + i] = s[i]; }
+#for q in HEAD_VEC4
+    state[base + {{q}}u * 4u * N] = s{{q}}.x;
+    state[base + ({{q}}u * 4u + 1u) * N] = s{{q}}.y;
+    state[base + ({{q}}u * 4u + 2u) * N] = s{{q}}.z;
+    state[base + ({{q}}u * 4u + 3u) * N] = s{{q}}.w;
+#endfor
 }
 
 // @entry wkv7_prepare
@@ -148,11 +160,11 @@ fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) 
 @group(0) @binding(4) var<storage, read> runs: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;      // S r per token, before GroupNorm
 
-var<workgroup> tw: array<f32, N>;
-var<workgroup> tkk: array<f32, N>;
-var<workgroup> tkka: array<f32, N>;
-var<workgroup> tk: array<f32, N>;
-var<workgroup> tr: array<f32, N>;
+var<workgroup> tw: array<vec4<f32>, N4>;
+var<workgroup> tkk: array<vec4<f32>, N4>;
+var<workgroup> tkka: array<vec4<f32>, N4>;
+var<workgroup> tk: array<vec4<f32>, N4>;
+var<workgroup> tr: array<vec4<f32>, N4>;
 var<workgroup> scan_run: vec4<u32>;
 
 @compute @workgroup_size(N)
@@ -160,30 +172,40 @@ fn wkv7_scan(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg:
     let h = wg.x;
     if j == 0u { scan_run = runs[wg.y]; }
     let run = workgroupUniformLoad(&scan_run);
-    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j * N;
-    var s: array<f32, N>;
-    for (var i = 0u; i < N; i++) { s[i] = state[base + i]; }
+    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
+#for q in HEAD_VEC4
+    var s{{q}} = vec4<f32>(state[base + {{q}}u * 4u * N], state[base + ({{q}}u * 4u + 1u) * N],
+                           state[base + ({{q}}u * 4u + 2u) * N], state[base + ({{q}}u * 4u + 3u) * N]);
+#endfor
     let plane = p.t * p.c;
+    let lane = j % 4u;
     for (var t = run.y; t < run.y + run.z; t++) {
         let at = t * p.c + h * N + j;
-        tw[j] = prep[at];
-        tkk[j] = prep[plane + at];
-        tkka[j] = prep[2u * plane + at];
-        tk[j] = prep[3u * plane + at];
-        tr[j] = rkv[at];
+        tw[j / 4u][lane] = prep[at];
+        tkk[j / 4u][lane] = prep[plane + at];
+        tkka[j / 4u][lane] = prep[2u * plane + at];
+        tk[j / 4u][lane] = prep[3u * plane + at];
+        tr[j / 4u][lane] = rkv[at];
         let v = prep[4u * plane + at];
         workgroupBarrier();
         var sa = 0.0;
-        for (var i = 0u; i < N; i++) { sa += s[i] * tkk[i]; }
+#for q in HEAD_VEC4
+        sa += dot(s{{q}}, tkk[{{q}}]);
+#endfor
         var out = 0.0;
-        for (var i = 0u; i < N; i++) {
-            s[i] = s[i] * tw[i] + sa * tkka[i] + v * tk[i];
-            out += s[i] * tr[i];
-        }
+#for q in HEAD_VEC4
+        s{{q}} = s{{q}} * tw[{{q}}] + sa * tkka[{{q}}] + v * tk[{{q}}];
+        out += dot(s{{q}}, tr[{{q}}]);
+#endfor
         y[at] = out;
         workgroupBarrier();
     }
-    for (var i = 0u; i < N; i++) { state[base + i] = s[i]; }
+#for q in HEAD_VEC4
+    state[base + {{q}}u * 4u * N] = s{{q}}.x;
+    state[base + ({{q}}u * 4u + 1u) * N] = s{{q}}.y;
+    state[base + ({{q}}u * 4u + 2u) * N] = s{{q}}.z;
+    state[base + ({{q}}u * 4u + 3u) * N] = s{{q}}.w;
+#endfor
 }
 
 // @entry wkv7_output

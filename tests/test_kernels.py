@@ -1,0 +1,33 @@
+"""The WGSL preprocessor: conditional lines, unrolled loops and template values."""
+import pytest
+
+from ai00_trio.gpu.kernels import preprocess
+
+
+def test_for_unrolls_with_constant_indices():
+    source = "var total = 0.0;\n#for q in COUNT\ntotal += dot(s{{q}}, x[{{q}}]);\n#endfor\nreturn total;"
+    out = preprocess(source, [], {"COUNT": 3})
+    assert out.splitlines() == [
+        "var total = 0.0;",
+        "total += dot(s0, x[0]);",
+        "total += dot(s1, x[1]);",
+        "total += dot(s2, x[2]);",
+        "return total;",
+    ]
+
+
+def test_for_with_literal_count_inside_a_condition():
+    source = "#if FAST\n#for i in 2\na{{i}} = {{V}};\n#endfor\n#else\nslow();\n#endif"
+    assert preprocess(source, ["FAST"], {"V": 7}).splitlines() == ["a0 = 7;", "a1 = 7;"]
+    assert preprocess(source, [], {"V": 7}).splitlines() == ["slow();"]
+
+
+@pytest.mark.parametrize("source, message", [
+    ("#for q in 2\nx;", "without #endfor"),
+    ("#for q in 2\n#for r in 2\n#endfor\n#endfor", "nested"),
+    ("#if A\nx;", "unbalanced"),
+    ("{{MISSING}}", "unsubstituted"),
+])
+def test_malformed_sources_are_explained(source, message):
+    with pytest.raises(ValueError, match=message):
+        preprocess(source, [], {})
