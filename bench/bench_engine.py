@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--matvec", default=None, help="THREADS,TOKENS of the per-token matmul kernel")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--tiled-min", type=int, default=None, help="fewest tokens for the tiled matmul")
+    parser.add_argument("--norm-split", type=int, default=None, help="fewest tokens with whole-row LayerNorm")
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     args = parser.parse_args()
     from ai00_trio.gpu import graph
@@ -126,6 +127,8 @@ def main() -> None:
         graph.MATVEC_THREADS, graph.MATVEC_TOKENS = (int(v) for v in args.matvec.split(","))
     if args.tiled_min is not None:
         graph.TILED_MIN_TOKENS = args.tiled_min
+    if args.norm_split is not None:
+        graph.NORM_SPLIT_MAX_TOKENS = args.norm_split
     if args.split_groups is not None:
         graph.SPLIT_K_GROUPS = args.split_groups
     rng = np.random.default_rng(0)
@@ -133,7 +136,9 @@ def main() -> None:
     model = load_model(args.model, precision="fp16", chunk_size=args.chunk)
     info = model.info
     name = os.path.basename(args.model)
+    decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
+           norm_split=graph.NORM_SPLIT_MAX_TOKENS,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)

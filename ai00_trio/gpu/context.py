@@ -114,7 +114,7 @@ class GpuContext:
         size = (nbytes + 3) // 4 * 4
         with self._staging_lock:
             if self._staging is None or self._staging.size < size:
-                capacity = max(1 << 16, 1 << (size - 1).bit_length())
+                capacity = max(1 << 16, -(-size // (1 << 20)) * (1 << 20))  # whole MiB
                 if self._staging is not None:
                     self._staging.destroy()
                 self._staging = self.device.create_buffer(

@@ -22,9 +22,9 @@ ACTIVATIONS = {
 }
 ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.wgsl's per-z switch
 TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per weight read
-MATVEC_THREADS = 256   # per workgroup of the per-token kernel (4 rows each)
+MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each)
 MATVEC_TOKENS = 4
-NORM_SPLIT_MAX_TOKENS = 64  # norm_shift below this many tokens splits rows into column blocks
+NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_SPLIT_COLUMNS = 256
 SPLIT_K_GROUPS = 256   # tiled matmuls with fewer 64x64 tiles than this split K to fill the GPU
 SPLIT_K_MIN_K4 = 8     # vec4 columns each part of a split K keeps at least
@@ -190,10 +190,14 @@ class StepGraph:
             return
         # Too few tiles to fill the GPU: each workgroup sums one part of K into a scratch
         # buffer, and a second pass adds the parts up and applies the epilogue.
-        size = splits * w.z * t * w.m * 4
-        part = self.shared.get(("split_k", size))
+        # splits < SPLIT_K_GROUPS / tiles + 1 and each tile holds at most 64 x 64 outputs, so one
+        # scratch buffer of 2 x SPLIT_K_GROUPS tiles serves every split matmul of every graph.
+        capacity = 2 * SPLIT_K_GROUPS * 64 * 64 * 4
+        if splits * w.z * t * w.m * 4 > capacity:
+            raise AssertionError("split-K scratch too small")
+        part = self.shared.get("split_k")
         if part is None:
-            part = self.shared[("split_k", size)] = self.ctx.storage(size)
+            part = self.shared["split_k"] = self.ctx.storage(capacity)
         flags.append("SPLIT_K")
         kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
         self._dispatch(kernel, params(splits), buffers + [part], (tiles[0], tiles[1] * splits, w.z))
