@@ -37,8 +37,9 @@ def decode_single(model, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def decode_batched(model, batch: int, n: int, rng) -> tuple[float, float]:
+def decode_batched(model, batch: int, n: int, rng, prerecord: bool) -> tuple[float, float]:
     runtime = BatchRuntime(model, max_batch=batch, token_chunk_size=max(256, batch))
+    runtime.runtime.prerecord = prerecord
     for slot in range(batch):
         runtime.submit(slot, rng.integers(1, model.info.n_vocab, 8).tolist())
     while runtime.busy_slots:
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--tiled-min", type=int, default=None, help="fewest tokens for the tiled matmul")
     parser.add_argument("--norm-split", type=int, default=None, help="fewest tokens with whole-row LayerNorm")
+    parser.add_argument("--no-prerecord", action="store_true", help="record each step after its inputs")
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     args = parser.parse_args()
     from ai00_trio.gpu import graph
@@ -136,9 +138,11 @@ def main() -> None:
     model = load_model(args.model, precision="fp16", chunk_size=args.chunk)
     info = model.info
     name = os.path.basename(args.model)
+    model._single.prerecord = not args.no_prerecord
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
+           prerecord=not args.no_prerecord,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)
@@ -149,7 +153,7 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         if batch == 1:
             report(model=name, batch=1, decode_tps=round(decode_single(model, args.decode), 1))
-        tps, encode = decode_batched(model, batch, max(16, args.decode // 2), rng)
+        tps, encode = decode_batched(model, batch, max(16, args.decode // 2), rng, not args.no_prerecord)
         report(model=name, batch=batch, runtime="BatchRuntime", decode_tps=round(tps, 1),
                python_encode_ms=round(encode * 1000, 3),
                dispatches=len(model.runtime(1, 1)._graph(1, 1, 1).dispatches) if batch == 1 else None)

@@ -99,14 +99,15 @@ class Model:
         slot_bytes = runtime.slot_floats * 4
         outputs = []
         chunks = [tokens[i:i + self.chunk_size] for i in range(0, len(tokens), self.chunk_size)]
+        # copies and steps run in queue order: state in, the chunks, state out
+        self.ctx.copy(state.buffer, runtime.state, slot_bytes)
         for index, chunk in enumerate(chunks):
-            first, last = index == 0, index == len(chunks) - 1
+            last = index == len(chunks) - 1
             rows = list(range(len(chunk))) if full else ([len(chunk) - 1] if last else [])
-            before = (lambda enc: enc.copy_buffer_to_buffer(state.buffer, 0, runtime.state, 0, slot_bytes)) if first else None
-            after = (lambda enc: enc.copy_buffer_to_buffer(runtime.state, 0, state.buffer, 0, slot_bytes)) if last else None
-            logits = runtime.step([Run(0, chunk)], rows, before=before, after=after)
+            logits = runtime.step([Run(0, chunk)], rows)
             if logits is not None:
                 outputs.append(logits)
+        self.ctx.copy(runtime.state, state.buffer, slot_bytes)
         return np.concatenate(outputs) if full else outputs[-1][0]
 
 

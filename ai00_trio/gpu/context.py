@@ -68,6 +68,42 @@ def pick_adapter(choice: int | str | None = None) -> wgpu.GPUAdapter:
     return matches[0]
 
 
+class Readback:
+    """A mappable buffer reused for copies back to the host (a fresh one per read costs
+    milliseconds). Not thread-safe: each user holds its own, or a lock around it."""
+
+    def __init__(self, device: wgpu.GPUDevice) -> None:
+        self._device = device
+        self.buffer: wgpu.GPUBuffer | None = None
+
+    def reserve(self, nbytes: int) -> bool:
+        """Make room for `nbytes`; True when that replaced the buffer (commands recorded
+        against the old one are void)."""
+        size = (nbytes + 3) // 4 * 4
+        if self.buffer is not None and self.buffer.size >= size:
+            return False
+        if self.buffer is not None:
+            self.buffer.destroy()
+        capacity = max(1 << 16, -(-size // (1 << 20)) * (1 << 20))  # whole MiB
+        self.buffer = self._device.create_buffer(
+            size=capacity, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+        return True
+
+    def record(self, encoder: wgpu.GPUCommandEncoder, source: wgpu.GPUBuffer, nbytes: int,
+               offset: int = 0) -> None:
+        """Append the copy of `nbytes` of `source` into this buffer (after `reserve`)."""
+        encoder.copy_buffer_to_buffer(source, offset, self.buffer, 0, (nbytes + 3) // 4 * 4)
+
+    def fetch(self, nbytes: int) -> np.ndarray:
+        """Wait for the submitted copy; its first `nbytes` as a writable uint8 array."""
+        size = (nbytes + 3) // 4 * 4
+        self.buffer.map_sync(wgpu.MapMode.READ, 0, size)
+        try:
+            return np.frombuffer(self.buffer.read_mapped(0, size, copy=False), np.uint8)[:nbytes].copy()
+        finally:
+            self.buffer.unmap()
+
+
 @dataclass
 class GpuContext:
     """One device and its queue, plus the helpers every buffer upload and readback uses."""
@@ -76,9 +112,8 @@ class GpuContext:
     device: wgpu.GPUDevice
     has_f16: bool
     allocated_bytes: int = 0  # buffers created through this context (wgpu has no memory query)
-    # One mappable buffer reused for every readback (a fresh one per read costs milliseconds).
-    _staging: wgpu.GPUBuffer | None = field(default=None, repr=False)
-    _staging_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _readback: Readback | None = field(default=None, repr=False)
+    _readback_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def info(self) -> AdapterInfo:
@@ -111,22 +146,14 @@ class GpuContext:
         """`nbytes` of `buffer` from `offset` (a writable uint8 array), once all work submitted
         before has run. An open `encoder` gets the copy appended and is submitted here (one
         submit for a whole step)."""
-        size = (nbytes + 3) // 4 * 4
-        with self._staging_lock:
-            if self._staging is None or self._staging.size < size:
-                capacity = max(1 << 16, -(-size // (1 << 20)) * (1 << 20))  # whole MiB
-                if self._staging is not None:
-                    self._staging.destroy()
-                self._staging = self.device.create_buffer(
-                    size=capacity, usage=wgpu.BufferUsage.MAP_READ | wgpu.BufferUsage.COPY_DST)
+        with self._readback_lock:
+            if self._readback is None:
+                self._readback = Readback(self.device)
+            self._readback.reserve(nbytes)
             encoder = encoder or self.device.create_command_encoder()
-            encoder.copy_buffer_to_buffer(buffer, offset, self._staging, 0, size)
+            self._readback.record(encoder, buffer, nbytes, offset)
             self.device.queue.submit([encoder.finish()])
-            self._staging.map_sync(wgpu.MapMode.READ, 0, size)
-            try:
-                return np.frombuffer(self._staging.read_mapped(0, size, copy=False), np.uint8)[:nbytes].copy()
-            finally:
-                self._staging.unmap()
+            return self._readback.fetch(nbytes)
 
     def copy(self, source: wgpu.GPUBuffer, target: wgpu.GPUBuffer, nbytes: int,
              source_offset: int = 0, target_offset: int = 0) -> None:
