@@ -117,3 +117,34 @@ def test_embed_batch_equals_one_at_a_time(load_tiny):
         hidden = model._single.read_hidden(1)[0]
         assert abs(np.linalg.norm(vector) - 1) < 1e-5
         assert np.abs(vector - hidden / np.linalg.norm(hidden)).max() < 1e-4
+
+
+def test_prerecorded_steps_equal_freshly_recorded_ones(load_tiny, references):
+    """Each step records the next step of its shape ahead; shape changes (a perplexity request
+    needing a bigger readback, state moves in between) must not reuse a stale recording."""
+    model, ref = load_tiny("v7"), references("v7")
+    prompt, text = ref.tokens("sentence_20"), ref.tokens("paragraph_200")[:100]
+
+    def trace(prerecord: bool) -> list[np.ndarray]:
+        batch = BatchRuntime(model, max_batch=2, token_chunk_size=128)
+        batch.runtime.prerecord = prerecord
+        out = []
+        batch.submit(0, prompt)
+        logits = batch.step()[0]
+        for i in range(6):
+            if i == 3:  # every token's logits: the readback buffer must grow (100 KB)
+                batch.submit(0, text, want="all")
+                out.extend(batch.step()[0])
+                saved = batch.save(0)
+                batch.load(1, saved)
+            batch.submit(0, [int(np.argmax(logits))])
+            logits = batch.step()[0]
+            out.append(logits)
+        batch.submit(1, [7])
+        out.append(batch.step()[1])
+        return out
+
+    fresh, ahead = trace(False), trace(True)
+    assert len(fresh) == len(ahead) == 107  # 6 decoded, 100 perplexity rows, the moved state
+    for a, b in zip(fresh, ahead):
+        assert np.array_equal(a, b)
