@@ -1,4 +1,4 @@
-"""WGSL kernels: a tiny preprocessor (#if/#else/#endif, {{NAME}}) and a pipeline cache.
+"""WGSL kernels: a tiny preprocessor (#if/#else/#endif, #for/#endfor, {{NAME}}) and a pipeline cache.
 
 Bind group layouts are read from the kernel source itself (`@group(0) @binding(i) var<...>`),
 so a kernel's Python side never restates what its WGSL already says.
