@@ -31,3 +31,14 @@ def test_for_with_literal_count_inside_a_condition():
 def test_malformed_sources_are_explained(source, message):
     with pytest.raises(ValueError, match=message):
         preprocess(source, [], {})
+
+
+def test_a_section_can_serve_several_entry_points():
+    from ai00_trio.gpu.kernels import _only_entry
+
+    code = "head\n// @entry a b\nshared\n// @entry a\nonly_a\n// @entry c\nonly_c\n"
+    assert _only_entry(code, "a").split() == ["head", "shared", "only_a"]
+    assert _only_entry(code, "b").split() == ["head", "shared"]
+    assert _only_entry(code, "c").split() == ["head", "only_c"]
+    with pytest.raises(KeyError):
+        _only_entry(code, "d")

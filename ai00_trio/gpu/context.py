@@ -68,6 +68,11 @@ def pick_adapter(choice: int | str | None = None) -> wgpu.GPUAdapter:
     return matches[0]
 
 
+def _aligned(nbytes: int) -> int:
+    """Copy and map sizes must be multiples of 4 bytes."""
+    return (nbytes + 3) // 4 * 4
+
+
 class Readback:
     """A mappable buffer reused for copies back to the host (a fresh one per read costs
     milliseconds). Not thread-safe: each user holds its own, or a lock around it."""
@@ -79,7 +84,7 @@ class Readback:
     def reserve(self, nbytes: int) -> bool:
         """Make room for `nbytes`; True when that replaced the buffer (commands recorded
         against the old one are void)."""
-        size = (nbytes + 3) // 4 * 4
+        size = _aligned(nbytes)
         if self.buffer is not None and self.buffer.size >= size:
             return False
         if self.buffer is not None:
@@ -92,11 +97,11 @@ class Readback:
     def record(self, encoder: wgpu.GPUCommandEncoder, source: wgpu.GPUBuffer, nbytes: int,
                offset: int = 0) -> None:
         """Append the copy of `nbytes` of `source` into this buffer (after `reserve`)."""
-        encoder.copy_buffer_to_buffer(source, offset, self.buffer, 0, (nbytes + 3) // 4 * 4)
+        encoder.copy_buffer_to_buffer(source, offset, self.buffer, 0, _aligned(nbytes))
 
     def fetch(self, nbytes: int) -> np.ndarray:
         """Wait for the submitted copy; its first `nbytes` as a writable uint8 array."""
-        size = (nbytes + 3) // 4 * 4
+        size = _aligned(nbytes)
         self.buffer.map_sync(wgpu.MapMode.READ, 0, size)
         try:
             return np.frombuffer(self.buffer.read_mapped(0, size, copy=False), np.uint8)[:nbytes].copy()

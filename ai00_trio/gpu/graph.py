@@ -236,7 +236,7 @@ class StepGraph:
         kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, **head_values(head_size))
         self._dispatch(kernel, params, [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, prep.buffer],
                        (heads, self.t, 1))
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7_scan", **head_values(head_size))
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["SCAN"], **head_values(head_size))
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, self.state, self.io.runs, y_raw.buffer],
                        (heads, self.n_runs, 1))
         kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", **head_values(head_size))

@@ -133,12 +133,13 @@ class KernelCache:
 
 
 def _only_entry(code: str, entry: str) -> str:
-    """Files with several entry points separate them by `// @entry NAME` markers, if any."""
-    marker = re.compile(r"^// @entry (\w+)\s*$", re.M)
+    """Files with several entry points separate them by `// @entry NAME [NAME ...]` markers, if
+    any: the text before the first marker, then every section that names this entry point."""
+    marker = re.compile(r"^// @entry (\w+(?: \w+)*)\s*$", re.M)
     parts = marker.split(code)
     if len(parts) == 1:
         return code
-    head, sections = parts[0], dict(zip(parts[1::2], parts[2::2]))
-    if entry not in sections:
+    chosen = [body for names, body in zip(parts[1::2], parts[2::2]) if entry in names.split()]
+    if not chosen:
         raise KeyError(f"no entry point {entry!r}")
-    return head + sections[entry]
+    return parts[0] + "".join(chosen)

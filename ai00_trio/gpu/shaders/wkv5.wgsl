@@ -48,6 +48,20 @@ fn head_sum(j: u32, v: vec2<f32>) -> vec2<f32> {
     return total;
 }
 
+// Keys 4q..4q+3 of thread j's state column: key i at base + i·N (base includes j).
+fn load_state(base: u32, q: u32) -> vec4<f32> {
+    let i = base + 4u * q * N;
+    return vec4<f32>(state[i], state[i + N], state[i + 2u * N], state[i + 3u * N]);
+}
+
+fn store_state(base: u32, q: u32, s: vec4<f32>) {
+    let i = base + 4u * q * N;
+    state[i] = s.x;
+    state[i + N] = s.y;
+    state[i + 2u * N] = s.z;
+    state[i + 3u * N] = s.w;
+}
+
 @compute @workgroup_size(N)
 fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let h = wg.x;
@@ -56,8 +70,7 @@ fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
     let run = workgroupUniformLoad(&run_info);
     let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
 #for q in HEAD_VEC4
-    var s{{q}} = vec4<f32>(state[base + {{q}}u * 4u * N], state[base + ({{q}}u * 4u + 1u) * N],
-                           state[base + ({{q}}u * 4u + 2u) * N], state[base + ({{q}}u * 4u + 3u) * N]);
+    var s{{q}} = load_state(base, {{q}}u);
 #endfor
     let lane = j % 4u;
     su[j / 4u][lane] = vecs[p.first_off + c];
@@ -89,9 +102,6 @@ fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         y[at] = o;
     }
 #for q in HEAD_VEC4
-    state[base + {{q}}u * 4u * N] = s{{q}}.x;
-    state[base + ({{q}}u * 4u + 1u) * N] = s{{q}}.y;
-    state[base + ({{q}}u * 4u + 2u) * N] = s{{q}}.z;
-    state[base + ({{q}}u * 4u + 3u) * N] = s{{q}}.w;
+    store_state(base, {{q}}u, s{{q}});
 #endfor
 }

@@ -8,9 +8,9 @@
 // then o = (GroupNorm(y) + (Σ_i r_i k_i ρ_i) v) ⊙ g  with ρ = r_k, GroupNorm eps 64e-5.
 // State per slot: [att shift c][S: h, i (key), j (value)][ffn shift c]: S is stored transposed
 // (the reference's S[j][i] at [i][j]) so that the threads of a head read neighbouring floats.
-// Small steps (decode) run everything per token in one kernel (`wkv7`). Long prompts split it
-// in three so that only the state update stays serial over tokens: `wkv7_prepare` (every token
-// in parallel: decay, a, κ, k̃, value residual), `wkv7_scan` (the recurrence, no barriers),
+// Short runs (decode) do everything per token in one kernel (`wkv7`). Long runs split it in
+// three so that only the state update stays serial over tokens: `wkv7_prepare` (every token in
+// parallel: decay, a, κ, k̃, value residual), `wkv7` with SCAN (the recurrence alone), and
 // `wkv7_output` (every token in parallel: GroupNorm, bonus, gate).
 
 struct Params {
@@ -42,101 +42,30 @@ fn head_sum3(j: u32, v: vec3<f32>) -> vec3<f32> {
     return total;
 }
 
-// @entry wkv7
+// @entry wkv7 wkv7_prepare
+#if !SCAN
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;     // planes r, k, v: [3, t, c]
 @group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes ν, d, α, g: [4, t, c]
 @group(0) @binding(3) var<storage, read_write> v_first: array<f32>;
 @group(0) @binding(4) var<storage, read> vecs: array<f32>;
-@group(0) @binding(5) var<storage, read_write> state: array<f32>;
-@group(0) @binding(6) var<storage, read> runs: array<vec4<u32>>;
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;
-
-var<workgroup> sr: array<vec4<f32>, N4>;
-var<workgroup> sw: array<vec4<f32>, N4>;
-var<workgroup> sk: array<vec4<f32>, N4>;
-var<workgroup> skk: array<vec4<f32>, N4>;
-var<workgroup> skka: array<vec4<f32>, N4>;
-var<workgroup> run_info: vec4<u32>;
 
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
 
 fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
 
-@compute @workgroup_size(N)
-fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let h = wg.x;
-    let c = h * N + j;
-    if j == 0u { run_info = runs[wg.y]; }
-    let run = workgroupUniformLoad(&run_info);
-    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
-#for q in HEAD_VEC4
-    var s{{q}} = vec4<f32>(state[base + {{q}}u * 4u * N], state[base + ({{q}}u * 4u + 1u) * N],
-                           state[base + ({{q}}u * 4u + 2u) * N], state[base + ({{q}}u * 4u + 3u) * N]);
-#endfor
-    let plane = p.t * p.c;
-    let lane = j % 4u;
-    for (var t = run.y; t < run.y + run.z; t++) {
-        let at = t * p.c + c;
-        let r = rkv[at];
-        var k = rkv[plane + at];
-        var v = rkv[2u * plane + at];
-        let w = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[plane + at]));
-        let a = sigmoid(vec_at(1u, c) + lora[2u * plane + at]);
-#if LAYER0
-        v_first[at] = v;
-#else
-        v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[at]);
-#endif
-        let kk_raw = k * vec_at(3u, c);
-        let kk = kk_raw / max(sqrt(head_sum3(j, vec3<f32>(kk_raw * kk_raw, 0.0, 0.0)).x), 1e-12);
-        k = k * (1.0 + (a - 1.0) * vec_at(4u, c));
-        sr[j / 4u][lane] = r;
-        sw[j / 4u][lane] = w;
-        sk[j / 4u][lane] = k;
-        skk[j / 4u][lane] = kk;
-        skka[j / 4u][lane] = kk * a;
-        workgroupBarrier();
-        var sa = 0.0;
-#for q in HEAD_VEC4
-        sa -= dot(s{{q}}, skk[{{q}}]);
-#endfor
-        var out = 0.0;
-#for q in HEAD_VEC4
-        s{{q}} = s{{q}} * sw[{{q}}] + sa * skka[{{q}}] + v * sk[{{q}}];
-        out += dot(s{{q}}, sr[{{q}}]);
-#endfor
-        // one reduction for the GroupNorm's mean and variance and the bonus's dot product
-        let sums = head_sum3(j, vec3<f32>(out, out * out, r * k * vec_at(5u, c)));
-        let mean = sums.x / f32(N);
-        let variance = max(sums.y / f32(N) - mean * mean, 0.0);
-        let normed = (out - mean) * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
-        let bonus = sums.z * v;
-        y[at] = (normed + bonus) * lora[3u * plane + at];
-    }
-#for q in HEAD_VEC4
-    state[base + {{q}}u * 4u * N] = s{{q}}.x;
-    state[base + ({{q}}u * 4u + 1u) * N] = s{{q}}.y;
-    state[base + ({{q}}u * 4u + 2u) * N] = s{{q}}.z;
-    state[base + ({{q}}u * 4u + 3u) * N] = s{{q}}.w;
-#endfor
+// What the state update needs of token `at` in thread j's channel c: w, -κ, κ ⊙ a, k̃ and the
+// value after the residual (layer 0 stores its value as v_first instead).
+struct Keyed {
+    w: f32,
+    nkk: f32,
+    kka: f32,
+    k: f32,
+    v: f32,
 }
 
-// @entry wkv7_prepare
-@group(0) @binding(1) var<storage, read> rkv: array<f32>;          // r, k, v: [3, t, c]
-@group(0) @binding(2) var<storage, read> lora: array<f32>;         // ν, d, α, g: [4, t, c]
-@group(0) @binding(3) var<storage, read_write> v_first: array<f32>;
-@group(0) @binding(4) var<storage, read> vecs: array<f32>;
-@group(0) @binding(5) var<storage, read_write> prep: array<f32>;   // w, -κ, κ⊙a, k̃, v: [5, t, c]
-
-fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
-fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
-
-@compute @workgroup_size(N)
-fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let c = wg.x * N + j;
+fn keyed(j: u32, c: u32, at: u32) -> Keyed {
     let plane = p.t * p.c;
-    let at = wg.y * p.c + c;
-    var k = rkv[plane + at];
+    let k = rkv[plane + at];
     var v = rkv[2u * plane + at];
     let a = sigmoid(vec_at(1u, c) + lora[2u * plane + at]);
 #if LAYER0
@@ -146,66 +75,132 @@ fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) 
 #endif
     let kk_raw = k * vec_at(3u, c);
     let kk = kk_raw / max(sqrt(head_sum3(j, vec3<f32>(kk_raw * kk_raw, 0.0, 0.0)).x), 1e-12);
-    prep[at] = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[plane + at]));
-    prep[plane + at] = -kk;
-    prep[2u * plane + at] = kk * a;
-    prep[3u * plane + at] = k * (1.0 + (a - 1.0) * vec_at(4u, c));
-    prep[4u * plane + at] = v;
+    let w = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[plane + at]));
+    return Keyed(w, -kk, kk * a, k * (1.0 + (a - 1.0) * vec_at(4u, c)), v);
 }
+#endif
 
-// @entry wkv7_scan
+// @entry wkv7 wkv7_output
+#if !SCAN
+// o = (GroupNorm(S r) + (Σ_i r_i k̃_i ρ_i) v) ⊙ g for token `at` in thread j's channel c,
+// given S r (`out`) and r k̃.
+fn finish_token(j: u32, c: u32, at: u32, out: f32, rk: f32, v: f32) -> f32 {
+    // one reduction for the GroupNorm's mean and variance and the bonus's dot product
+    let sums = head_sum3(j, vec3<f32>(out, out * out, rk * vec_at(5u, c)));
+    let mean = sums.x / f32(N);
+    let variance = max(sums.y / f32(N) - mean * mean, 0.0);
+    let normed = (out - mean) * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
+    return (normed + sums.z * v) * lora[3u * p.t * p.c + at];
+}
+#endif
+
+// @entry wkv7
+// Thread j keeps its state row in registers (s0, s1, ... unrolled by #for) and each token's
+// per-key vectors r, w, k̃, -κ, κ ⊙ a are staged in workgroup memory as vec4s. Without SCAN
+// this kernel computes them itself and finishes each token (GroupNorm, bonus, gate); with SCAN
+// (long runs) it reads them from wkv7_prepare and writes S r for wkv7_output.
+#if SCAN
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;
 @group(0) @binding(2) var<storage, read> prep: array<f32>;
 @group(0) @binding(3) var<storage, read_write> state: array<f32>;
 @group(0) @binding(4) var<storage, read> runs: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;      // S r per token, before GroupNorm
+#else
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+@group(0) @binding(6) var<storage, read> runs: array<vec4<u32>>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+#endif
 
-var<workgroup> tw: array<vec4<f32>, N4>;
-var<workgroup> tkk: array<vec4<f32>, N4>;
-var<workgroup> tkka: array<vec4<f32>, N4>;
-var<workgroup> tk: array<vec4<f32>, N4>;
-var<workgroup> tr: array<vec4<f32>, N4>;
-var<workgroup> scan_run: vec4<u32>;
+var<workgroup> st_r: array<vec4<f32>, N4>;
+var<workgroup> st_w: array<vec4<f32>, N4>;
+var<workgroup> st_k: array<vec4<f32>, N4>;
+var<workgroup> st_nkk: array<vec4<f32>, N4>;
+var<workgroup> st_kka: array<vec4<f32>, N4>;
+var<workgroup> run_info: vec4<u32>;
+
+// Keys 4q..4q+3 of thread j's row, stored transposed: key i of row j at base + i·N (base
+// includes j), so the threads of a head touch neighbouring floats.
+fn load_state(base: u32, q: u32) -> vec4<f32> {
+    let i = base + 4u * q * N;
+    return vec4<f32>(state[i], state[i + N], state[i + 2u * N], state[i + 3u * N]);
+}
+
+fn store_state(base: u32, q: u32, s: vec4<f32>) {
+    let i = base + 4u * q * N;
+    state[i] = s.x;
+    state[i + N] = s.y;
+    state[i + 2u * N] = s.z;
+    state[i + 3u * N] = s.w;
+}
 
 @compute @workgroup_size(N)
-fn wkv7_scan(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let h = wg.x;
-    if j == 0u { scan_run = runs[wg.y]; }
-    let run = workgroupUniformLoad(&scan_run);
+    let c = h * N + j;
+    if j == 0u { run_info = runs[wg.y]; }
+    let run = workgroupUniformLoad(&run_info);
     let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
 #for q in HEAD_VEC4
-    var s{{q}} = vec4<f32>(state[base + {{q}}u * 4u * N], state[base + ({{q}}u * 4u + 1u) * N],
-                           state[base + ({{q}}u * 4u + 2u) * N], state[base + ({{q}}u * 4u + 3u) * N]);
+    var s{{q}} = load_state(base, {{q}}u);
 #endfor
     let plane = p.t * p.c;
     let lane = j % 4u;
     for (var t = run.y; t < run.y + run.z; t++) {
-        let at = t * p.c + h * N + j;
-        tw[j / 4u][lane] = prep[at];
-        tkk[j / 4u][lane] = prep[plane + at];
-        tkka[j / 4u][lane] = prep[2u * plane + at];
-        tk[j / 4u][lane] = prep[3u * plane + at];
-        tr[j / 4u][lane] = rkv[at];
+        let at = t * p.c + c;
+#if SCAN
+        st_r[j / 4u][lane] = rkv[at];
+        st_w[j / 4u][lane] = prep[at];
+        st_nkk[j / 4u][lane] = prep[plane + at];
+        st_kka[j / 4u][lane] = prep[2u * plane + at];
+        st_k[j / 4u][lane] = prep[3u * plane + at];
         let v = prep[4u * plane + at];
+#else
+        let r = rkv[at];
+        let token = keyed(j, c, at);
+        let k = token.k;
+        let v = token.v;
+        st_r[j / 4u][lane] = r;
+        st_w[j / 4u][lane] = token.w;
+        st_k[j / 4u][lane] = k;
+        st_nkk[j / 4u][lane] = token.nkk;
+        st_kka[j / 4u][lane] = token.kka;
+#endif
         workgroupBarrier();
         var sa = 0.0;
 #for q in HEAD_VEC4
-        sa += dot(s{{q}}, tkk[{{q}}]);
+        sa += dot(s{{q}}, st_nkk[{{q}}]);
 #endfor
         var out = 0.0;
 #for q in HEAD_VEC4
-        s{{q}} = s{{q}} * tw[{{q}}] + sa * tkka[{{q}}] + v * tk[{{q}}];
-        out += dot(s{{q}}, tr[{{q}}]);
+        s{{q}} = s{{q}} * st_w[{{q}}] + sa * st_kka[{{q}}] + v * st_k[{{q}}];
+        out += dot(s{{q}}, st_r[{{q}}]);
 #endfor
+#if SCAN
         y[at] = out;
         workgroupBarrier();
+#else
+        y[at] = finish_token(j, c, at, out, r * k, v);
+#endif
     }
 #for q in HEAD_VEC4
-    state[base + {{q}}u * 4u * N] = s{{q}}.x;
-    state[base + ({{q}}u * 4u + 1u) * N] = s{{q}}.y;
-    state[base + ({{q}}u * 4u + 2u) * N] = s{{q}}.z;
-    state[base + ({{q}}u * 4u + 3u) * N] = s{{q}}.w;
+    store_state(base, {{q}}u, s{{q}});
 #endfor
+}
+
+// @entry wkv7_prepare
+@group(0) @binding(5) var<storage, read_write> prep: array<f32>;   // w, -κ, κ⊙a, k̃, v: [5, t, c]
+
+@compute @workgroup_size(N)
+fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let c = wg.x * N + j;
+    let plane = p.t * p.c;
+    let at = wg.y * p.c + c;
+    let token = keyed(j, c, at);
+    prep[at] = token.w;
+    prep[plane + at] = token.nkk;
+    prep[2u * plane + at] = token.kka;
+    prep[3u * plane + at] = token.k;
+    prep[4u * plane + at] = token.v;
 }
 
 // @entry wkv7_output
@@ -223,10 +218,5 @@ fn wkv7_output(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) w
     let c = wg.x * N + j;
     let plane = p.t * p.c;
     let at = wg.y * p.c + c;
-    let out = y_raw[at];
-    let sums = head_sum3(j, vec3<f32>(out, out * out, rkv[at] * prep[3u * plane + at] * vec_at(5u, c)));
-    let mean = sums.x / f32(N);
-    let variance = max(sums.y / f32(N) - mean * mean, 0.0);
-    let normed = (out - mean) * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
-    y[at] = (normed + sums.z * prep[4u * plane + at]) * lora[3u * plane + at];
+    y[at] = finish_token(j, c, at, y_raw[at], rkv[at] * prep[3u * plane + at], prep[4u * plane + at]);
 }
