@@ -122,8 +122,13 @@ def main() -> None:
     parser.add_argument("--norm-split", type=int, default=None, help="fewest tokens with whole-row LayerNorm")
     parser.add_argument("--no-prerecord", action="store_true", help="record each step after its inputs")
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
+    parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
+    parser.add_argument("--no-subgroups", action="store_true", help="per-token matmul sums in workgroup memory only")
     args = parser.parse_args()
     from ai00_trio.gpu import graph
+
+    graph.MATVEC_WIDE = not args.no_wide
+    graph.MATVEC_SUBGROUPS = not args.no_subgroups
 
     if args.matvec:
         graph.MATVEC_THREADS, graph.MATVEC_TOKENS = (int(v) for v in args.matvec.split(","))
@@ -142,7 +147,7 @@ def main() -> None:
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
-           prerecord=not args.no_prerecord,
+           prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=graph.MATVEC_SUBGROUPS,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)

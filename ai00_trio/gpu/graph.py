@@ -24,6 +24,8 @@ ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.
 TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per weight read
 MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each)
 MATVEC_TOKENS = 4
+MATVEC_WIDE = True       # f16 weights read 16 bytes at a time when rows hold whole 16-byte words
+MATVEC_SUBGROUPS = True  # per-token kernel sums within subgroups where the device has them
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_SPLIT_COLUMNS = 256
 SPLIT_K_GROUPS = 256   # tiled matmuls with fewer 64x64 tiles than this split K to fill the GPU
@@ -179,6 +181,10 @@ class StepGraph:
 
         values = dict(ACT=ACTIVATIONS[act], MV_WG=MATVEC_THREADS, MV_TOKENS=MATVEC_TOKENS)
         if t < TILED_MIN_TOKENS:
+            if MATVEC_WIDE and w.fmt != "f32" and k4 % 2 == 0:
+                flags.append("W_WIDE")
+            if MATVEC_SUBGROUPS and self.ctx.has_subgroups:
+                flags.append("SUBGROUPS")
             kernel = self.kernels.get("matmul.wgsl", "matvec", flags, **values)
             self._dispatch(kernel, params(1), buffers, (-(-t // MATVEC_TOKENS), -(-w.m // 4), w.z))
             return
@@ -220,19 +226,26 @@ class StepGraph:
             buffers.append(decay.buffer)
         self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
 
-    def wkv7(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int, state_base: int,
-             slot_stride: int, vec_off: int, first_layer: bool, prep: Act | None = None,
-             y_raw: Act | None = None) -> None:
-        """RWKV-7 attention core. With `prep` and `y_raw` (long steps), the per-token work runs
-        in parallel around a serial state scan; otherwise one kernel does all of it per token."""
+    def wkv7(self, rkv: Act, hidden: Act, lora_up: Matrix, v_first: Act, y: Act, head_size: int,
+             state_base: int, slot_stride: int, vec_off: int, first_layer: bool) -> None:
+        """RWKV-7 attention core, per token in one kernel (short runs): the four LoRAs'
+        second matrices (`lora_up` [4, c, r] applied to `hidden` [4, t, r]) included."""
+        flags = (["LAYER0"] if first_layer else []) + (["W_F32"] if lora_up.fmt == "f32" else [])
+        if lora_up.z != 4 or lora_up.m != y.width or hidden.width != lora_up.k or lora_up.k % 8:
+            raise ValueError(f"LoRA-up {lora_up.z}x{lora_up.m}x{lora_up.k} for hidden width {hidden.width}")
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, LORA_VEC4=lora_up.k // 4, **head_values(head_size))
+        params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
+        buffers = [rkv.buffer, hidden.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer,
+                   lora_up.buffer]
+        self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
+
+    def wkv7_split(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int, state_base: int,
+                   slot_stride: int, vec_off: int, first_layer: bool, prep: Act, y_raw: Act) -> None:
+        """RWKV-7 attention core for long runs: the per-token work (`lora` holds the LoRA
+        outputs ν, d, α, g) runs in parallel around a serial state scan."""
         flags = ["LAYER0"] if first_layer else []
         params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
         heads = y.width // head_size
-        if prep is None or y_raw is None:
-            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, **head_values(head_size))
-            buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
-            self._dispatch(kernel, params, buffers, (heads, self.n_runs, 1))
-            return
         kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, **head_values(head_size))
         self._dispatch(kernel, params, [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, prep.buffer],
                        (heads, self.t, 1))
@@ -240,6 +253,5 @@ class StepGraph:
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, self.state, self.io.runs, y_raw.buffer],
                        (heads, self.n_runs, 1))
         kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", **head_values(head_size))
-        self._dispatch(kernel, params, [rkv.buffer, prep.buffer, lora.buffer, self.vecs, y_raw.buffer, y.buffer],
+        self._dispatch(kernel, params, [rkv.buffer, lora.buffer, prep.buffer, self.vecs, y_raw.buffer, y.buffer],
                        (heads, self.t, 1))
-

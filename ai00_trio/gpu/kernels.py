@@ -105,12 +105,12 @@ class KernelCache:
         return kernel
 
     def _compile(self, file: str, entry: str, flags: Sequence[str], values: dict) -> Kernel:
-        code = preprocess(self._source(file), flags, values)
         # Each entry point declares its own bindings; keep those its body can reach.
-        code = _only_entry(code, entry)
+        code = preprocess(_only_entry(self._source(file), entry), flags, values)
         entries = []
         bindings = []
-        for match in _BINDING.finditer(code):
+        # sorted by index: callers pass their buffers in binding order
+        for match in sorted(_BINDING.finditer(code), key=lambda m: int(m.group(1))):
             index, space, access = int(match.group(1)), match.group(2), match.group(3)
             if space == "uniform":
                 layout = {"type": wgpu.BufferBindingType.uniform}

@@ -3,7 +3,8 @@
     x_{r,k,v,w,a,g} = x̂ + (x̂_prev - x̂) ⊙ μ_{r,k,v,w,a,g}
     r, k, v = W_r x_r, W_k x_k, W_v x_v
     ν = V2 V1 x_v (layers > 0),  d = W2 tanh(W1 x_w),  α = A2 A1 x_a,  g = G2 σ(G1 x_g)
-        (the four LoRAs run as two stacked matmuls: their first and second halves)
+        (the four LoRAs' first matrices run as one stacked matmul; their second ones inside the
+         WKV kernel for short runs, as a second matmul before it for long runs)
     y = wkv7(r, k, v, d, α, ν)            (decay, ICLR, value residual, κ, state update: wkv7.wgsl)
     x += W_o ((GroupNorm(y) + bonus) ⊙ g)
     x += W_v relu(W_k (x̂ + (x̂_prev - x̂) ⊙ μ_k))²
@@ -40,7 +41,7 @@ class V7(Architecture):
         self.att_mix, self.rkv, self.output, self.params = [], [], [], []
         self.lora_down, self.lora_up = [], []
         C = info.n_embd
-        self.lora_dim = max(info.w_dim, info.a_dim, info.g_dim, info.v_dim)
+        self.lora_dim = -(-max(info.w_dim, info.a_dim, info.g_dim, info.v_dim) // 8) * 8  # whole 16-byte f16 words
         for i in range(n):
             a = f"blocks.{i}.att."
             self.att_mix.append(up.vectors.add(*(t[a + f"x_{m}"] for m in MIX_NAMES)))
@@ -67,15 +68,16 @@ class V7(Architecture):
         g.matmul(self.rkv[layer], mixed.plane(0, 3), rkv)        # r, k, v
         hidden = ws.act("att_lora_h", self.lora_dim, T, 4)
         g.matmul(self.lora_down[layer], mixed.plane(2, 4), hidden, act=LORA_ACTIVATIONS)
-        lora = ws.act("att_lora", C, T, 4)                       # ν, d, α, g
-        g.matmul(self.lora_up[layer], hidden, lora)
         v_first = ws.act("v_first", C, T)
         y = ws.act("att_y", C, T)
-        split = T >= WKV_SPLIT_MIN_RUN * g.n_runs
-        g.wkv7(rkv, lora, v_first, y, info.head_size, self.layer_base(layer), self.slot_stride(),
-               self.params[layer], first_layer=layer == 0,
-               prep=ws.act("att_prep", C, T, 5) if split else None,
-               y_raw=ws.act("att_y_raw", C, T) if split else None)
+        where = (info.head_size, self.layer_base(layer), self.slot_stride(), self.params[layer], layer == 0)
+        if T >= WKV_SPLIT_MIN_RUN * g.n_runs:                    # long runs
+            lora = ws.act("att_lora", C, T, 4)                   # ν, d, α, g
+            g.matmul(self.lora_up[layer], hidden, lora)
+            g.wkv7_split(rkv, lora, v_first, y, *where, prep=ws.act("att_prep", C, T, 5),
+                         y_raw=ws.act("att_y_raw", C, T))
+        else:
+            g.wkv7(rkv, hidden, self.lora_up[layer], v_first, y, *where)
         g.matmul(self.output[layer], y, x, add=True)
 
     def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:

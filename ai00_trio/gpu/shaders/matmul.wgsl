@@ -25,6 +25,14 @@ struct Params {
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
 fn load_w(i: u32) -> vec4<f32> { return w[i]; }
 #endif
+#if W_WIDE
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // f16 weights, 8 per element
+fn load_w(i: u32) -> vec4<f32> {
+    let q = w[i / 2u];
+    let half = select(q.xy, q.zw, (i & 1u) == 1u);
+    return vec4<f32>(unpack2x16float(half.x), unpack2x16float(half.y));
+}
+#else
 #if W_F16
 @group(0) @binding(1) var<storage, read> w: array<vec4<f16>>;
 fn load_w(i: u32) -> vec4<f32> { return vec4<f32>(w[i]); }
@@ -35,6 +43,7 @@ fn load_w(i: u32) -> vec4<f32> {
     let q = w[i];
     return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
 }
+#endif
 #endif
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -79,13 +88,28 @@ fn load_x(z: u32, t: u32, k: u32) -> vec4<f32> {
 }
 
 // Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
-// reading each weight once; the threads split K and sum their parts in workgroup memory.
+// reading each weight once; the threads split K and then add their parts up, first within
+// each subgroup (SUBGROUPS) and then in workgroup memory. W_WIDE reads f16 weights 8 at a time
+// (16 bytes) as u32 words, with or without shader-f16.
 const MV_WG: u32 = {{MV_WG}}u;
 const TOKENS: u32 = {{MV_TOKENS}}u;
 var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
 
+#if W_WIDE
+// Σ of 8 weights (one 16-byte word) times x0 (first 4) and x1 (last 4)
+fn dot8(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
+    return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), x0)
+         + dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), x1);
+}
+#endif
+
 @compute @workgroup_size(MV_WG)
-fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
+#if SUBGROUPS
+          @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_id) subgroup: u32,
+          @builtin(num_subgroups) subgroups: u32,
+#endif
+         ) {
     let m0 = wg.y * 4u;
     let t0 = wg.x * TOKENS;
     let z = wg.z;
@@ -96,6 +120,19 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     let r1 = (z * p.w_zs) + min(m0 + 1u, last) * p.k4;
     let r2 = (z * p.w_zs) + min(m0 + 2u, last) * p.k4;
     let r3 = (z * p.w_zs) + min(m0 + 3u, last) * p.k4;
+#if W_WIDE
+    for (var k = lid; k < p.k4 / 2u; k += MV_WG) {
+        let w0 = w[r0 / 2u + k];
+        let w1 = w[r1 / 2u + k];
+        let w2 = w[r2 / 2u + k];
+        let w3 = w[r3 / 2u + k];
+        for (var j = 0u; j < nt; j++) {
+            let x0 = load_x(z, t0 + j, 2u * k);
+            let x1 = load_x(z, t0 + j, 2u * k + 1u);
+            acc[j] += vec4<f32>(dot8(w0, x0, x1), dot8(w1, x0, x1), dot8(w2, x0, x1), dot8(w3, x0, x1));
+        }
+    }
+#else
     for (var k = lid; k < p.k4; k += MV_WG) {
         let w0 = load_w(r0 + k);
         let w1 = load_w(r1 + k);
@@ -106,6 +143,15 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             acc[j] += vec4<f32>(dot(w0, xv), dot(w1, xv), dot(w2, xv), dot(w3, xv));
         }
     }
+#endif
+#if SUBGROUPS
+    for (var j = 0u; j < TOKENS; j++) {
+        let sum = subgroupAdd(acc[j]);
+        if lane == 0u { partial[subgroup][j] = sum; }
+    }
+    workgroupBarrier();
+    let parts = subgroups;
+#else
     for (var j = 0u; j < nt; j++) { partial[lid][j] = acc[j]; }
     workgroupBarrier();
     for (var s = MV_WG / 2u; s > 0u; s >>= 1u) {
@@ -114,11 +160,15 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
         }
         workgroupBarrier();
     }
+    let parts = 1u;
+#endif
     if lid < 4u * TOKENS {
         let j = lid / 4u;
         let r = lid % 4u;
         if j < nt && m0 + r < p.m {
-            store(z, t0 + j, m0 + r, partial[0][j][r]);
+            var sum = 0.0;
+            for (var i = 0u; i < parts; i++) { sum += partial[i][j][r]; }
+            store(z, t0 + j, m0 + r, sum);
         }
     }
 }

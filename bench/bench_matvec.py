@@ -1,0 +1,117 @@
+"""GPU micro-benchmark of the few-token matmul (decode) and of waiting on the GPU.
+
+    python bench/bench_matvec.py [--repeat 100]
+
+For each weight shape of a 1.5B-class RWKV-7 layer (and the head), times `repeat` chained
+dispatches of the same matmul in one compute pass (each writes the buffer the next one writes,
+so the GPU orders them, as in a real step) under each kernel variant, and reports µs per
+dispatch and the weight bandwidth that implies. Prints one JSON line per figure.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from ai00_trio.gpu import graph as graph_module  # noqa: E402
+from ai00_trio.gpu.context import Readback, create_context  # noqa: E402
+from ai00_trio.gpu.graph import Act, Matrix, StepGraph  # noqa: E402
+from ai00_trio.gpu.kernels import KernelCache  # noqa: E402
+
+SHAPES = {  # name: (stacked matrices, rows, input width)
+    "rkv": (3, 2048, 2048),
+    "ffn_key": (1, 8192, 2048),
+    "ffn_value": (1, 2048, 8192),
+    "output": (1, 2048, 2048),
+    "lora_down": (4, 128, 2048),
+    "lora_up": (4, 2048, 128),
+    "head": (1, 65536, 2048),
+}
+
+
+def report(**fields) -> None:
+    print("RESULT", json.dumps(fields), flush=True)
+
+
+def timed(ctx, back: Readback, source, encode, repeat: int) -> float:
+    """Seconds per repetition of what `encode(encoder)` records, best of 3."""
+    best = float("inf")
+    for _ in range(4):
+        encoder = ctx.device.create_command_encoder()
+        encode(encoder)
+        back.record(encoder, source, 4)
+        command = encoder.finish()
+        started = time.perf_counter()
+        ctx.device.queue.submit([command])
+        back.fetch(4)
+        best = min(best, time.perf_counter() - started)
+    return best / repeat
+
+
+FLOOR_KERNEL = """
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) { out[id.x] = out[id.x] + 1.0; }
+"""
+
+
+def floor_probe(ctx, back: Readback, repeat: int) -> None:
+    """What a dispatch costs when it does (almost) nothing: `repeat` one-workgroup dispatches
+    that each write the same buffer (so each waits on the one before it), or each its own."""
+    device = ctx.device
+    module = device.create_shader_module(code=FLOOR_KERNEL)
+    pipeline = device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+    buffers = [ctx.storage(256) for _ in range(repeat)]
+    groups = [device.create_bind_group(layout=pipeline.get_bind_group_layout(0),
+                                       entries=[{"binding": 0, "resource": {"buffer": b}}]) for b in buffers]
+    for name, chosen in (("same buffer", [groups[0]] * repeat), ("own buffers", groups)):
+        def encode(encoder, chosen=chosen):
+            compute = encoder.begin_compute_pass()
+            compute.set_pipeline(pipeline)
+            for group in chosen:
+                compute.set_bind_group(0, group)
+                compute.dispatch_workgroups(1)
+            compute.end()
+        per = timed(ctx, back, buffers[0], encode, repeat)
+        report(probe=f"tiny dispatch, {name}", us=round(per * 1e6, 2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=100)
+    parser.add_argument("--tokens", default="1,4")
+    args = parser.parse_args()
+    ctx = create_context()
+    back = Readback(ctx.device)
+    back.reserve(4)
+    report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16)
+
+    floor_probe(ctx, back, args.repeat)
+    rng = np.random.default_rng(0)
+    kernels = KernelCache(ctx.device)
+    for name, (z, m, k) in SHAPES.items():
+        weights = (rng.standard_normal((z, m, k)) * 0.02).astype(np.float16)
+        w = Matrix(ctx.upload(weights), z, m, k, "f16" if ctx.has_f16 else "f16_packed")
+        for t in (int(x) for x in args.tokens.split(",")):
+            x = Act(ctx.upload(rng.standard_normal((z, t, k)).astype(np.float32)), k, t, z)
+            y = Act(ctx.storage(z * t * m * 4), m, t, z)
+            for wide, subgroups, threads in itertools.product((False, True), (False, True), (128, 256)):
+                graph_module.MATVEC_WIDE, graph_module.MATVEC_SUBGROUPS = wide, subgroups
+                graph_module.MATVEC_THREADS = threads
+                g = StepGraph(ctx, kernels, t, 1, None, None, None)
+                for _ in range(args.repeat):
+                    g.matmul(w, x, y)
+                per = timed(ctx, back, y.buffer, g.encode, args.repeat)
+                report(shape=name, z=z, m=m, k=k, tokens=t, wide=wide, subgroups=subgroups, threads=threads,
+                       label=g.labels[0], us=round(per * 1e6, 2), weight_gbps=round(weights.nbytes / per / 1e9, 1))
+
+
+if __name__ == "__main__":
+    main()
