@@ -101,6 +101,50 @@ def profile_single(model) -> dict:
                 logits_readback_ms=round(readback * 1e3, 3))
 
 
+def trace_single(model, n: int = 64) -> dict:
+    """A batch-1 decode step of `Runtime.step`, phase by phase on the host (median ms): the
+    input writes, the submit, recording the next step, waiting for the logits, the argmax;
+    and the same step submitted alone and waited for, without any of the host work."""
+    from ai00_trio.engine.runtime import Run
+
+    runtime = model.runtime(1, 16)
+    runtime.step([Run(0, [1])], [0])
+    graph = runtime._graph(1, 1, 1)
+    queue = model.ctx.device.queue
+    nbytes = model.info.n_vocab * 4
+    phases: dict[str, list[float]] = {k: [] for k in ("write", "submit", "record", "wait", "argmax", "total")}
+    token = 1
+    command = runtime._record(graph, 1)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        queue.write_buffer(runtime.io.ids, 0, np.array([token], np.uint32))
+        queue.write_buffer(runtime.io.tokens, 0, np.array([[0, 1, 0, 0]], np.uint32))
+        queue.write_buffer(runtime.io.runs, 0, np.array([[0, 0, 1, 0]], np.uint32))
+        queue.write_buffer(runtime.io.out_rows, 0, np.zeros(1, np.uint32))
+        t1 = time.perf_counter()
+        queue.submit([command])
+        t2 = time.perf_counter()
+        command = runtime._record(graph, 1)
+        t3 = time.perf_counter()
+        logits = runtime._logits_back.fetch(nbytes).view(np.float32)
+        t4 = time.perf_counter()
+        token = int(np.argmax(logits))
+        t5 = time.perf_counter()
+        for key, a, b in (("write", t0, t1), ("submit", t1, t2), ("record", t2, t3), ("wait", t3, t4),
+                          ("argmax", t4, t5), ("total", t0, t5)):
+            phases[key].append(b - a)
+    alone = []
+    for _ in range(n):
+        command = runtime._record(graph, 1)
+        t0 = time.perf_counter()
+        queue.submit([command])
+        runtime._logits_back.fetch(4)
+        alone.append(time.perf_counter() - t0)
+    out = {k: round(float(np.median(v)) * 1e3, 3) for k, v in phases.items()}
+    out["step_alone"] = round(float(np.median(alone)) * 1e3, 3)
+    return out
+
+
 def prefill(model, n: int, rng) -> float:
     tokens = rng.integers(1, model.info.n_vocab, n).tolist()
     model.forward(tokens, model.new_state())  # build the step graphs once
@@ -123,12 +167,11 @@ def main() -> None:
     parser.add_argument("--no-prerecord", action="store_true", help="record each step after its inputs")
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
-    parser.add_argument("--no-subgroups", action="store_true", help="per-token matmul sums in workgroup memory only")
+    parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
     args = parser.parse_args()
     from ai00_trio.gpu import graph
 
     graph.MATVEC_WIDE = not args.no_wide
-    graph.MATVEC_SUBGROUPS = not args.no_subgroups
 
     if args.matvec:
         graph.MATVEC_THREADS, graph.MATVEC_TOKENS = (int(v) for v in args.matvec.split(","))
@@ -144,15 +187,17 @@ def main() -> None:
     info = model.info
     name = os.path.basename(args.model)
     model._single.prerecord = not args.no_prerecord
+    model.ctx.has_subgroups = model.ctx.has_subgroups and not args.no_subgroups
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
-           prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=graph.MATVEC_SUBGROUPS,
+           prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)
     if not args.no_profile:
         report(model=name, profile_batch1=profile_single(model))
+        report(model=name, trace_batch1_ms=trace_single(model))
     if args.prefill:
         report(model=name, prefill_tokens=args.prefill, prefill_tps=round(prefill(model, args.prefill, rng), 1))
     for batch in [int(b) for b in args.batches.split(",")]:

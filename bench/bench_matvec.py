@@ -94,6 +94,7 @@ def main() -> None:
     report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16)
 
     floor_probe(ctx, back, args.repeat)
+    has_subgroups = ctx.has_subgroups
     rng = np.random.default_rng(0)
     kernels = KernelCache(ctx.device)
     for name, (z, m, k) in SHAPES.items():
@@ -102,8 +103,8 @@ def main() -> None:
         for t in (int(x) for x in args.tokens.split(",")):
             x = Act(ctx.upload(rng.standard_normal((z, t, k)).astype(np.float32)), k, t, z)
             y = Act(ctx.storage(z * t * m * 4), m, t, z)
-            for wide, subgroups, threads in itertools.product((False, True), (False, True), (128, 256)):
-                graph_module.MATVEC_WIDE, graph_module.MATVEC_SUBGROUPS = wide, subgroups
+            for wide, subgroups, threads in itertools.product((False, True), (False, True), (32, 64, 128)):
+                graph_module.MATVEC_WIDE, ctx.has_subgroups = wide, subgroups and has_subgroups
                 graph_module.MATVEC_THREADS = threads
                 g = StepGraph(ctx, kernels, t, 1, None, None, None)
                 for _ in range(args.repeat):

@@ -179,6 +179,28 @@ def test_fp16_without_shader_f16_uses_packed_halves(references):
     assert np.abs(logits - ref["sentence_20/logits_last"]).max() <= FP16_LOGITS
 
 
+@pytest.mark.parametrize("version", ["v5.2", "v7"])
+def test_devices_without_subgroups_sum_in_workgroup_memory(version, references):
+    """Without the subgroup feature every reduction takes the workgroup-memory path: same math."""
+    from ai00_trio.engine import load_model
+    from ai00_trio.gpu.context import create_context
+    from conftest import TINY_MODELS
+
+    ctx = create_context()
+    ctx.has_subgroups = False
+    model = load_model(TINY_MODELS[version][0], precision="fp32", context=ctx)
+    ref = references(version)
+    state = model.new_state()
+    for prompt in ("sentence_20", "quote_in"):
+        tokens = ref.tokens(prompt)
+        logits = model.forward(tokens, model.new_state())
+        assert np.abs(logits - ref[f"{prompt}/logits_last"]).max() <= FP32_LOGITS
+    decoded = [model.forward([t], state) for t in tokens]  # per-token kernels (matvec, fused WKV)
+    assert np.abs(decoded[-1] - ref[f"{prompt}/logits_last"]).max() <= FP32_LOGITS
+    graph = model._single._graph(1, 1, 1)
+    assert not any("SUBGROUPS" in label for label in graph.labels)
+
+
 def test_adapter_choice_errors_are_clear():
     from ai00_trio.gpu.context import NoAdapterError, list_adapters, pick_adapter
 

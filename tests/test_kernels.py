@@ -1,7 +1,7 @@
 """The WGSL preprocessor: conditional lines, unrolled loops and template values."""
 import pytest
 
-from ai00_trio.gpu.kernels import preprocess
+from ai00_trio.gpu.kernels import expand_includes, preprocess
 
 
 def test_for_unrolls_with_constant_indices():
@@ -42,3 +42,20 @@ def test_a_section_can_serve_several_entry_points():
     assert _only_entry(code, "c").split() == ["head", "only_c"]
     with pytest.raises(KeyError):
         _only_entry(code, "d")
+
+
+def test_include_pastes_a_shared_file_once_deep():
+    files = {"sum.wgsl": "fn total() {}", "loop.wgsl": "#include sum.wgsl"}
+    out = expand_includes("head\n#include sum.wgsl\ntail", files.__getitem__)
+    assert out.splitlines() == ["head", "fn total() {}", "tail"]
+    with pytest.raises(ValueError, match="one level"):
+        expand_includes("#include loop.wgsl", files.__getitem__)
+
+
+def test_every_shader_file_pastes_its_includes(gpu):
+    from ai00_trio.gpu.kernels import KernelCache
+
+    cache = KernelCache(gpu.device)
+    for file in ("token_shift.wgsl", "layer_norm.wgsl", "wkv5.wgsl", "wkv7.wgsl"):
+        assert "#include" not in cache._source(file)
+        assert "fn workgroup_sum" in cache._source(file)

@@ -22,14 +22,27 @@ ACTIVATIONS = {
 }
 ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.wgsl's per-z switch
 TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per weight read
-MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each)
+MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each), at most
+MATVEC_BUSY_THREADS = 49152  # the per-token kernel's threads per dispatch that kept an H100's memory busy
 MATVEC_TOKENS = 4
 MATVEC_WIDE = True       # f16 weights read 16 bytes at a time when rows hold whole 16-byte words
-MATVEC_SUBGROUPS = True  # per-token kernel sums within subgroups where the device has them
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_SPLIT_COLUMNS = 256
 SPLIT_K_GROUPS = 256   # tiled matmuls with fewer 64x64 tiles than this split K to fill the GPU
 SPLIT_K_MIN_K4 = 8     # vec4 columns each part of a split K keeps at least
+
+
+def matvec_threads(workgroups: int, k4: int) -> int:
+    """Threads per workgroup of the per-token kernel: the fewest (each reading more of its rows)
+    that still make MATVEC_BUSY_THREADS in all, and never more than the rows have 16-byte words
+    (run 3 of 2026-11-25, bench_matvec.py: 2048-wide rows 11.6 → 9.5 µs with 32 threads
+    instead of 128 for r/k/v, while 2048 x 8192 needs 128)."""
+    wanted = max(32, min(MATVEC_THREADS, -(-MATVEC_BUSY_THREADS // workgroups)))
+    words = max(1, k4 // 2)
+    threads = 32
+    while threads < wanted and threads < words:
+        threads *= 2
+    return threads
 
 
 def head_values(head_size: int) -> dict[str, int]:
@@ -92,6 +105,10 @@ class StepGraph:
     dispatches: list[tuple] = field(default_factory=list)  # (pipeline, group, workgroups, native)
     labels: list[str] = field(default_factory=list)        # kernel of each dispatch, for profiling
 
+    def _subgroups(self) -> list[str]:
+        """The flag of kernels that sum with subgroup operations where the device has them."""
+        return ["SUBGROUPS"] if self.ctx.has_subgroups else []
+
     def _dispatch(self, kernel: Kernel, params: bytes, buffers: list, groups: tuple[int, int, int]) -> None:
         key = (id(kernel), params, tuple(id(b) for b in buffers))
         group = self.shared.get(key)
@@ -126,7 +143,7 @@ class StepGraph:
 
     def layer_norm_rows(self, x: Act, out: Act, w_off: int, b_off: int, eps: float = 1e-5) -> None:
         """out row i = LN(x[out_rows[i]]): the rows whose logits are wanted."""
-        kernel = self.kernels.get("layer_norm.wgsl", "layer_norm")
+        kernel = self.kernels.get("layer_norm.wgsl", "layer_norm", self._subgroups())
         buffers = [x.buffer, out.buffer, self.vecs, self.io.out_rows]
         self._dispatch(kernel, pack_params(x.width, float(eps), w_off, b_off), buffers, (out.t, 1, 1))
 
@@ -134,7 +151,7 @@ class StepGraph:
                    slot_stride: int, normed: Act | None = None, eps: float = 1e-5) -> None:
         """x̂ = LN(x); out[k] = x̂ + (x̂_prev - x̂) ⊙ μ_k for out.planes mixes; the shift state of
         each run becomes its last x̂. `normed` (2 planes) also receives x̂ and x̂_prev."""
-        flags = ["WRITE_NORM"] if normed is not None else []
+        flags = (["WRITE_NORM"] if normed is not None else []) + self._subgroups()
         kernel = self.kernels.get("token_shift.wgsl", "norm_shift", flags)
         buffers = [x.buffer, self.vecs, self.state, self.io.tokens, out.buffer]
         if normed is not None:
@@ -183,8 +200,8 @@ class StepGraph:
         if t < TILED_MIN_TOKENS:
             if MATVEC_WIDE and w.fmt != "f32" and k4 % 2 == 0:
                 flags.append("W_WIDE")
-            if MATVEC_SUBGROUPS and self.ctx.has_subgroups:
-                flags.append("SUBGROUPS")
+            flags += self._subgroups()
+            values["MV_WG"] = matvec_threads(w.z * -(-w.m // 4), k4)
             kernel = self.kernels.get("matmul.wgsl", "matvec", flags, **values)
             self._dispatch(kernel, params(1), buffers, (-(-t // MATVEC_TOKENS), -(-w.m // 4), w.z))
             return
@@ -218,7 +235,7 @@ class StepGraph:
 
     def wkv5(self, rkvg: Act, y: Act, head_size: int, state_base: int, slot_stride: int,
              decay_off: int, first_off: int, lnx_off: int, gated: bool, decay: Act | None = None) -> None:
-        flags = (["GATE"] if gated else []) + (["DYNAMIC_DECAY"] if decay is not None else [])
+        flags = (["GATE"] if gated else []) + (["DYNAMIC_DECAY"] if decay is not None else []) + self._subgroups()
         kernel = self.kernels.get("wkv5.wgsl", "wkv5", flags, **head_values(head_size))
         params = pack_params(y.width, self.t, state_base, slot_stride, decay_off, first_off, lnx_off, 64e-5)
         buffers = [rkvg.buffer, self.vecs, self.state, self.io.runs, y.buffer]
@@ -226,32 +243,26 @@ class StepGraph:
             buffers.append(decay.buffer)
         self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
 
-    def wkv7(self, rkv: Act, hidden: Act, lora_up: Matrix, v_first: Act, y: Act, head_size: int,
-             state_base: int, slot_stride: int, vec_off: int, first_layer: bool) -> None:
-        """RWKV-7 attention core, per token in one kernel (short runs): the four LoRAs'
-        second matrices (`lora_up` [4, c, r] applied to `hidden` [4, t, r]) included."""
-        flags = (["LAYER0"] if first_layer else []) + (["W_F32"] if lora_up.fmt == "f32" else [])
-        if lora_up.z != 4 or lora_up.m != y.width or hidden.width != lora_up.k or lora_up.k % 8:
-            raise ValueError(f"LoRA-up {lora_up.z}x{lora_up.m}x{lora_up.k} for hidden width {hidden.width}")
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, LORA_VEC4=lora_up.k // 4, **head_values(head_size))
-        params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
-        buffers = [rkv.buffer, hidden.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer,
-                   lora_up.buffer]
-        self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
-
-    def wkv7_split(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int, state_base: int,
-                   slot_stride: int, vec_off: int, first_layer: bool, prep: Act, y_raw: Act) -> None:
-        """RWKV-7 attention core for long runs: the per-token work (`lora` holds the LoRA
-        outputs ν, d, α, g) runs in parallel around a serial state scan."""
-        flags = ["LAYER0"] if first_layer else []
+    def wkv7(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int, state_base: int,
+             slot_stride: int, vec_off: int, first_layer: bool, prep: Act | None = None,
+             y_raw: Act | None = None) -> None:
+        """RWKV-7 attention core. With `prep` and `y_raw` (long steps), the per-token work runs
+        in parallel around a serial state scan; otherwise one kernel does all of it per token."""
+        flags = (["LAYER0"] if first_layer else []) + self._subgroups()
         params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
         heads = y.width // head_size
+        if prep is None or y_raw is None:
+            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, **head_values(head_size))
+            buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
+            self._dispatch(kernel, params, buffers, (heads, self.n_runs, 1))
+            return
         kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, **head_values(head_size))
         self._dispatch(kernel, params, [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, prep.buffer],
                        (heads, self.t, 1))
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["SCAN"], **head_values(head_size))
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["SCAN"] + self._subgroups(), **head_values(head_size))
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, self.state, self.io.runs, y_raw.buffer],
                        (heads, self.n_runs, 1))
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", **head_values(head_size))
-        self._dispatch(kernel, params, [rkv.buffer, lora.buffer, prep.buffer, self.vecs, y_raw.buffer, y.buffer],
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", self._subgroups(), **head_values(head_size))
+        self._dispatch(kernel, params, [rkv.buffer, prep.buffer, lora.buffer, self.vecs, y_raw.buffer, y.buffer],
                        (heads, self.t, 1))
+

@@ -1,4 +1,5 @@
-"""WGSL kernels: a tiny preprocessor (#if/#else/#endif, #for/#endfor, {{NAME}}) and a pipeline cache.
+"""WGSL kernels: a tiny preprocessor (#include, #if/#else/#endif, #for/#endfor, {{NAME}}) and a
+pipeline cache.
 
 Bind group layouts are read from the kernel source itself (`@group(0) @binding(i) var<...>`),
 so a kernel's Python side never restates what its WGSL already says.
@@ -9,12 +10,24 @@ import re
 import struct
 from dataclasses import dataclass
 from importlib import resources
-from typing import Sequence
+from typing import Callable, Sequence
 
 import wgpu
 
+_INCLUDE = re.compile(r"^#include ([\w.]+)\s*$", re.M)
 _FOR = re.compile(r"^\s*#for (\w+) in (\w+)\s*$")
 _BINDING = re.compile(r"@group\(0\)\s*@binding\((\d+)\)\s*var<(\w+)(?:,\s*(\w+))?>")
+
+
+def expand_includes(source: str, read: Callable[[str], str]) -> str:
+    """Replace each `#include FILE` line with FILE's text (one level: included files include
+    nothing), e.g. helpers that several kernel files share."""
+    def included(match: re.Match) -> str:
+        text = read(match.group(1))
+        if _INCLUDE.search(text):
+            raise ValueError(f"{match.group(1)} includes another file; one level only")
+        return text
+    return _INCLUDE.sub(included, source)
 
 
 def unroll(source: str, values: dict[str, str | int]) -> str:
@@ -93,7 +106,9 @@ class KernelCache:
 
     def _source(self, file: str) -> str:
         if file not in self._sources:
-            self._sources[file] = resources.files(__package__).joinpath("shaders", file).read_text()
+            def read(name: str) -> str:
+                return resources.files(__package__).joinpath("shaders", name).read_text()
+            self._sources[file] = expand_includes(read(file), read)
         return self._sources[file]
 
     def get(self, file: str, entry: str, flags: Sequence[str] = (), **values: str | int) -> Kernel:

@@ -3,8 +3,7 @@
     x_{r,k,v,w,a,g} = x̂ + (x̂_prev - x̂) ⊙ μ_{r,k,v,w,a,g}
     r, k, v = W_r x_r, W_k x_k, W_v x_v
     ν = V2 V1 x_v (layers > 0),  d = W2 tanh(W1 x_w),  α = A2 A1 x_a,  g = G2 σ(G1 x_g)
-        (the four LoRAs' first matrices run as one stacked matmul; their second ones inside the
-         WKV kernel for short runs, as a second matmul before it for long runs)
+        (the four LoRAs run as two stacked matmuls: their first and second halves)
     y = wkv7(r, k, v, d, α, ν)            (decay, ICLR, value residual, κ, state update: wkv7.wgsl)
     x += W_o ((GroupNorm(y) + bonus) ⊙ g)
     x += W_v relu(W_k (x̂ + (x̂_prev - x̂) ⊙ μ_k))²
@@ -68,16 +67,15 @@ class V7(Architecture):
         g.matmul(self.rkv[layer], mixed.plane(0, 3), rkv)        # r, k, v
         hidden = ws.act("att_lora_h", self.lora_dim, T, 4)
         g.matmul(self.lora_down[layer], mixed.plane(2, 4), hidden, act=LORA_ACTIVATIONS)
+        lora = ws.act("att_lora", C, T, 4)                       # ν, d, α, g
+        g.matmul(self.lora_up[layer], hidden, lora)
         v_first = ws.act("v_first", C, T)
         y = ws.act("att_y", C, T)
-        where = (info.head_size, self.layer_base(layer), self.slot_stride(), self.params[layer], layer == 0)
-        if T >= WKV_SPLIT_MIN_RUN * g.n_runs:                    # long runs
-            lora = ws.act("att_lora", C, T, 4)                   # ν, d, α, g
-            g.matmul(self.lora_up[layer], hidden, lora)
-            g.wkv7_split(rkv, lora, v_first, y, *where, prep=ws.act("att_prep", C, T, 5),
-                         y_raw=ws.act("att_y_raw", C, T))
-        else:
-            g.wkv7(rkv, hidden, self.lora_up[layer], v_first, y, *where)
+        split = T >= WKV_SPLIT_MIN_RUN * g.n_runs
+        g.wkv7(rkv, lora, v_first, y, info.head_size, self.layer_base(layer), self.slot_stride(),
+               self.params[layer], first_layer=layer == 0,
+               prep=ws.act("att_prep", C, T, 5) if split else None,
+               y_raw=ws.act("att_y_raw", C, T) if split else None)
         g.matmul(self.output[layer], y, x, add=True)
 
     def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:

@@ -14,31 +14,28 @@ struct Params {
 @group(0) @binding(3) var<storage, read> vecs: array<f32>;
 @group(0) @binding(4) var<storage, read> rows: array<u32>;
 
-var<workgroup> red: array<f32, 64>;
-
-fn row_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
-        if lid < s { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
+const REDUCE_WG: u32 = 64u;
+#include reduce.wgsl
 
 @compute @workgroup_size(64)
-fn layer_norm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn layer_norm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
+#if SUBGROUPS
+              @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
+              @builtin(num_subgroups) sub_count: u32,
+#endif
+              ) {
+#if SUBGROUPS
+    subgroups_begin(sub_lane, sub_id, sub_count);
+#endif
     let row = wg.x + wg.y * 65535u;
     let src = rows[row] * p.n;
     let dst = row * p.n;
     var s = 0.0;
     for (var i = lid; i < p.n; i += 64u) { s += x[src + i]; }
-    let mean = row_sum(lid, s) / f32(p.n);
+    let mean = workgroup_sum(lid, vec4<f32>(s)).x / f32(p.n);
     var q = 0.0;
     for (var i = lid; i < p.n; i += 64u) { let d = x[src + i] - mean; q += d * d; }
-    let inv = inverseSqrt(row_sum(lid, q) / f32(p.n) + p.eps);
+    let inv = inverseSqrt(workgroup_sum(lid, vec4<f32>(q)).x / f32(p.n) + p.eps);
     for (var i = lid; i < p.n; i += 64u) {
         y[dst + i] = (x[src + i] - mean) * inv * vecs[p.w_off + i] + vecs[p.b_off + i];
     }

@@ -34,22 +34,19 @@ struct Params {
 #endif
 
 const WG: u32 = 128u;
-var<workgroup> red: array<vec3<f32>, WG>;
-
-fn sum3(lid: u32, v: vec3<f32>) -> vec3<f32> {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s { red[lid] += red[lid + s]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
+const REDUCE_WG: u32 = WG;
+#include reduce.wgsl
 
 @compute @workgroup_size(WG)
-fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
+#if SUBGROUPS
+              @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
+              @builtin(num_subgroups) sub_count: u32,
+#endif
+              ) {
+#if SUBGROUPS
+    subgroups_begin(sub_lane, sub_id, sub_count);
+#endif
     let t = wg.x;
     let info = tokens[t];
     let has_prev = info.y == 0u;
@@ -59,13 +56,13 @@ fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     let n = f32(p.c);
     var s = vec3<f32>(0.0);
     for (var c = lid; c < p.c; c += WG) { s += vec3<f32>(x[row + c], x[prev_row + c], x[last_row + c]); }
-    let mean = sum3(lid, s) / n;
+    let mean = workgroup_sum(lid, vec4<f32>(s, 0.0)).xyz / n;
     var q = vec3<f32>(0.0);
     for (var c = lid; c < p.c; c += WG) {
         let d = vec3<f32>(x[row + c], x[prev_row + c], x[last_row + c]) - mean;
         q += d * d;
     }
-    let inv = inverseSqrt(sum3(lid, q) / n + p.eps);
+    let inv = inverseSqrt(workgroup_sum(lid, vec4<f32>(q, 0.0)).xyz / n + p.eps);
     let slot_row = p.state_row + info.x * p.slot_stride;
     let end = min(p.c, (wg.y + 1u) * p.cols);
     for (var c = wg.y * p.cols + lid; c < end; c += WG) {

@@ -33,20 +33,9 @@ var<workgroup> sr: array<vec4<f32>, N4>;
 var<workgroup> sk: array<vec4<f32>, N4>;
 var<workgroup> sw: array<vec4<f32>, N4>;
 var<workgroup> su: array<vec4<f32>, N4>;
-var<workgroup> red: array<vec2<f32>, N>;
 var<workgroup> run_info: vec4<u32>;
-
-fn head_sum(j: u32, v: vec2<f32>) -> vec2<f32> {
-    red[j] = v;
-    workgroupBarrier();
-    for (var s = N / 2u; s > 0u; s >>= 1u) {
-        if j < s { red[j] += red[j + s]; }
-        workgroupBarrier();
-    }
-    let total = red[0];
-    workgroupBarrier();
-    return total;
-}
+const REDUCE_WG: u32 = N;
+#include reduce.wgsl
 
 // Keys 4q..4q+3 of thread j's state column: key i at base + i·N (base includes j).
 fn load_state(base: u32, q: u32) -> vec4<f32> {
@@ -63,7 +52,15 @@ fn store_state(base: u32, q: u32, s: vec4<f32>) {
 }
 
 @compute @workgroup_size(N)
-fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
+        @builtin(num_subgroups) sub_count: u32,
+#endif
+        ) {
+#if SUBGROUPS
+    subgroups_begin(sub_lane, sub_id, sub_count);
+#endif
     let h = wg.x;
     let c = h * N + j;
     if j == 0u { run_info = runs[wg.y]; }
@@ -92,7 +89,7 @@ fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         s{{q}} = s{{q}} * sw[{{q}}] + kv{{q}};
 #endfor
         // GroupNorm: mean and variance from one reduction
-        let sums = head_sum(j, vec2<f32>(out, out * out)) / f32(N);
+        let sums = workgroup_sum(j, vec4<f32>(out, out * out, 0.0, 0.0)).xy / f32(N);
         let variance = max(sums.y - sums.x * sums.x, 0.0);
         var o = (out - sums.x) * inverseSqrt(variance + p.eps) * vecs[p.lnx_off + c] + vecs[p.lnx_off + p.c + c];
 #if GATE

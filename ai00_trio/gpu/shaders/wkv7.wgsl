@@ -8,11 +8,10 @@
 // then o = (GroupNorm(y) + (Σ_i r_i k_i ρ_i) v) ⊙ g  with ρ = r_k, GroupNorm eps 64e-5.
 // State per slot: [att shift c][S: h, i (key), j (value)][ffn shift c]: S is stored transposed
 // (the reference's S[j][i] at [i][j]) so that the threads of a head read neighbouring floats.
-// Short runs (decode) do everything per token in one kernel (`wkv7`), the second matrices of
-// the four LoRAs (ν, d, α, g = U_z h_z) included. Long runs split it in three so that only the
-// state update stays serial over tokens: `wkv7_prepare` (every token in parallel: decay, a, κ,
-// k̃, value residual), `wkv7` with SCAN (the recurrence alone), and `wkv7_output` (every token
-// in parallel: GroupNorm, bonus, gate); their LoRA outputs come from a matmul before.
+// Short runs (decode) do everything per token in one kernel (`wkv7`). Long runs split it in
+// three so that only the state update stays serial over tokens: `wkv7_prepare` (every token in
+// parallel: decay, a, κ, k̃, value residual), `wkv7` with SCAN (the recurrence alone), and
+// `wkv7_output` (every token in parallel: GroupNorm, bonus, gate).
 
 struct Params {
     c: u32,
@@ -28,33 +27,15 @@ const N4: u32 = {{HEAD_VEC4}}u;  // the state row as N4 vec4 registers s0, s1, .
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-// Sums over the head's N threads (all three components at once).
-var<workgroup> red3: array<vec3<f32>, N>;
+const REDUCE_WG: u32 = N;
+#include reduce.wgsl
 
-fn head_sum3(j: u32, v: vec3<f32>) -> vec3<f32> {
-    red3[j] = v;
-    workgroupBarrier();
-    for (var s = N / 2u; s > 0u; s >>= 1u) {
-        if j < s { red3[j] += red3[j + s]; }
-        workgroupBarrier();
-    }
-    let total = red3[0];
-    workgroupBarrier();
-    return total;
-}
-
-// @entry wkv7_prepare wkv7_output
-@group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes ν, d, α, g: [4, t, c]
-
-// The LoRA outputs (ν, d, α, g) of token `at` in channel at % c.
-fn lora_at(at: u32) -> vec4<f32> {
-    let plane = p.t * p.c;
-    return vec4<f32>(lora[at], lora[plane + at], lora[2u * plane + at], lora[3u * plane + at]);
-}
+fn head_sum3(j: u32, v: vec3<f32>) -> vec3<f32> { return workgroup_sum(j, vec4<f32>(v, 0.0)).xyz; }
 
 // @entry wkv7 wkv7_prepare
 #if !SCAN
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;     // planes r, k, v: [3, t, c]
+@group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes ν, d, α, g: [4, t, c]
 @group(0) @binding(3) var<storage, read_write> v_first: array<f32>;
 @group(0) @binding(4) var<storage, read> vecs: array<f32>;
 
@@ -72,20 +53,19 @@ struct Keyed {
     v: f32,
 }
 
-// `lo` holds the token's LoRA outputs (ν, d, α, g) in this channel.
-fn keyed(j: u32, c: u32, at: u32, lo: vec4<f32>) -> Keyed {
+fn keyed(j: u32, c: u32, at: u32) -> Keyed {
     let plane = p.t * p.c;
     let k = rkv[plane + at];
     var v = rkv[2u * plane + at];
-    let a = sigmoid(vec_at(1u, c) + lo.z);
+    let a = sigmoid(vec_at(1u, c) + lora[2u * plane + at]);
 #if LAYER0
     v_first[at] = v;
 #else
-    v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lo.x);
+    v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[at]);
 #endif
     let kk_raw = k * vec_at(3u, c);
     let kk = kk_raw / max(sqrt(head_sum3(j, vec3<f32>(kk_raw * kk_raw, 0.0, 0.0)).x), 1e-12);
-    let w = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lo.y));
+    let w = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[plane + at]));
     return Keyed(w, -kk, kk * a, k * (1.0 + (a - 1.0) * vec_at(4u, c)), v);
 }
 #endif
@@ -94,13 +74,13 @@ fn keyed(j: u32, c: u32, at: u32, lo: vec4<f32>) -> Keyed {
 #if !SCAN
 // o = (GroupNorm(S r) + (Σ_i r_i k̃_i ρ_i) v) ⊙ g for token `at` in thread j's channel c,
 // given S r (`out`) and r k̃.
-fn finish_token(j: u32, c: u32, at: u32, out: f32, rk: f32, v: f32, g: f32) -> f32 {
+fn finish_token(j: u32, c: u32, at: u32, out: f32, rk: f32, v: f32) -> f32 {
     // one reduction for the GroupNorm's mean and variance and the bonus's dot product
     let sums = head_sum3(j, vec3<f32>(out, out * out, rk * vec_at(5u, c)));
     let mean = sums.x / f32(N);
     let variance = max(sums.y / f32(N) - mean * mean, 0.0);
     let normed = (out - mean) * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
-    return (normed + sums.z * v) * g;
+    return (normed + sums.z * v) * lora[3u * p.t * p.c + at];
 }
 #endif
 
@@ -116,42 +96,9 @@ fn finish_token(j: u32, c: u32, at: u32, out: f32, rk: f32, v: f32, g: f32) -> f
 @group(0) @binding(4) var<storage, read> runs: array<vec4<u32>>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;      // S r per token, before GroupNorm
 #else
-@group(0) @binding(2) var<storage, read> lora_h: array<vec4<f32>>;  // LoRA hidden h_z: [4, t, r]
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read> runs: array<vec4<u32>>;
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
-#if W_F32
-@group(0) @binding(8) var<storage, read> lora_w: array<vec4<f32>>;  // U_z: [4, c, r]
-#else
-@group(0) @binding(8) var<storage, read> lora_w: array<vec4<u32>>;  // U_z as f16, 8 per word
-#endif
-
-const R4: u32 = {{LORA_VEC4}}u;  // the LoRAs' inner width r / 4
-var<workgroup> hidden: array<vec4<f32>, 4u * R4>;
-
-// (ν, d, α, g) = U_z h_z in channel c for token t: h_z staged in workgroup memory, each
-// thread reads its channel's rows of the four U_z.
-fn lora_up(j: u32, c: u32, t: u32) -> vec4<f32> {
-    for (var i = j; i < 4u * R4; i += N) { hidden[i] = lora_h[((i / R4) * p.t + t) * R4 + i % R4]; }
-    workgroupBarrier();
-    var out = vec4<f32>(0.0);
-    for (var z = 0u; z < 4u; z++) {
-        var sum = 0.0;
-#if W_F32
-        let row = (z * p.c + c) * R4;
-        for (var q = 0u; q < R4; q++) { sum += dot(lora_w[row + q], hidden[z * R4 + q]); }
-#else
-        let row = (z * p.c + c) * (R4 / 2u);
-        for (var q = 0u; q < R4 / 2u; q++) {
-            let w8 = lora_w[row + q];
-            sum += dot(vec4<f32>(unpack2x16float(w8.x), unpack2x16float(w8.y)), hidden[z * R4 + 2u * q])
-                 + dot(vec4<f32>(unpack2x16float(w8.z), unpack2x16float(w8.w)), hidden[z * R4 + 2u * q + 1u]);
-        }
-#endif
-        out[z] = sum;
-    }
-    return out;
-}
 #endif
 
 var<workgroup> st_r: array<vec4<f32>, N4>;
@@ -177,7 +124,15 @@ fn store_state(base: u32, q: u32, s: vec4<f32>) {
 }
 
 @compute @workgroup_size(N)
-fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
+#if SUBGROUPS
+        @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
+        @builtin(num_subgroups) sub_count: u32,
+#endif
+        ) {
+#if SUBGROUPS
+    subgroups_begin(sub_lane, sub_id, sub_count);
+#endif
     let h = wg.x;
     let c = h * N + j;
     if j == 0u { run_info = runs[wg.y]; }
@@ -199,8 +154,7 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         let v = prep[4u * plane + at];
 #else
         let r = rkv[at];
-        let lo = lora_up(j, c, t);
-        let token = keyed(j, c, at, lo);
+        let token = keyed(j, c, at);
         let k = token.k;
         let v = token.v;
         st_r[j / 4u][lane] = r;
@@ -223,7 +177,7 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         y[at] = out;
         workgroupBarrier();
 #else
-        y[at] = finish_token(j, c, at, out, r * k, v, lo.w);
+        y[at] = finish_token(j, c, at, out, r * k, v);
 #endif
     }
 #for q in HEAD_VEC4
@@ -235,11 +189,19 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
 @group(0) @binding(5) var<storage, read_write> prep: array<f32>;   // w, -κ, κ⊙a, k̃, v: [5, t, c]
 
 @compute @workgroup_size(N)
-fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
+#if SUBGROUPS
+                @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
+                @builtin(num_subgroups) sub_count: u32,
+#endif
+                ) {
+#if SUBGROUPS
+    subgroups_begin(sub_lane, sub_id, sub_count);
+#endif
     let c = wg.x * N + j;
     let plane = p.t * p.c;
     let at = wg.y * p.c + c;
-    let token = keyed(j, c, at, lora_at(at));
+    let token = keyed(j, c, at);
     prep[at] = token.w;
     prep[plane + at] = token.nkk;
     prep[2u * plane + at] = token.kka;
@@ -249,7 +211,8 @@ fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) 
 
 // @entry wkv7_output
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;
-@group(0) @binding(3) var<storage, read> prep: array<f32>;
+@group(0) @binding(2) var<storage, read> prep: array<f32>;
+@group(0) @binding(3) var<storage, read> lora: array<f32>;
 @group(0) @binding(4) var<storage, read> vecs: array<f32>;
 @group(0) @binding(5) var<storage, read> y_raw: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
@@ -257,10 +220,17 @@ fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) 
 fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
 
 @compute @workgroup_size(N)
-fn wkv7_output(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+fn wkv7_output(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
+#if SUBGROUPS
+               @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
+               @builtin(num_subgroups) sub_count: u32,
+#endif
+               ) {
+#if SUBGROUPS
+    subgroups_begin(sub_lane, sub_id, sub_count);
+#endif
     let c = wg.x * N + j;
     let plane = p.t * p.c;
     let at = wg.y * p.c + c;
-    y[at] = finish_token(j, c, at, y_raw[at], rkv[at] * prep[3u * plane + at], prep[4u * plane + at],
-                         lora_at(at).w);
+    y[at] = finish_token(j, c, at, y_raw[at], rkv[at] * prep[3u * plane + at], prep[4u * plane + at]);
 }
