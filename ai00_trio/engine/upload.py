@@ -1,7 +1,7 @@
 """Moving prepared numpy weights onto the GPU in the engine's precision."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -46,18 +46,29 @@ class Uploader:
 
     def matrix(self, *mats: np.ndarray) -> Matrix:
         """One matrix [m, k], or a stack of equally shaped ones as [z, m, k]."""
-        stack = np.stack([np.asarray(m) for m in mats]) if len(mats) > 1 else np.asarray(mats[0])[None]
-        z, m, k = stack.shape
+        return self.matrices(mats)[0]
+
+    def matrices(self, *stacks: Sequence[np.ndarray]) -> list[Matrix]:
+        """Several stacks (each as `matrix` takes them) of the same input width k in one buffer,
+        so that a few-token step can run them all in one pass (`StepGraph.matmuls`)."""
+        arrays = [np.stack([np.asarray(m) for m in mats]) for mats in stacks]
+        k = arrays[0].shape[2]
+        if any(a.shape[2] != k for a in arrays):
+            raise ValueError("matrices sharing a buffer need one input width")
         if k % 4:
             raise ValueError(f"matrix input width {k} is not a multiple of 4")
         if self.precision == "fp16":
-            data = stack.astype(np.float16)
-            fmt = "f16" if self.ctx.has_f16 else "f16_packed"
+            dtype, fmt = np.float16, "f16" if self.ctx.has_f16 else "f16_packed"
         else:
-            data = stack.astype(np.float32)
-            fmt = "f32"
+            dtype, fmt = np.float32, "f32"
+        data = np.concatenate([a.astype(dtype).reshape(-1) for a in arrays])
         self.bytes_uploaded += data.nbytes
-        matrix = Matrix(self.ctx.upload(data), z, m, k, fmt)
+        buffer = self.ctx.upload(data)
+        out, offset = [], 0
+        for a in arrays:
+            z, m, _ = a.shape
+            out.append(Matrix(buffer, z, m, k, fmt, offset))
+            offset += a.size
         if self.progress:
             self.progress(self.bytes_uploaded)
-        return matrix
+        return out

@@ -26,6 +26,7 @@ MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each), at
 MATVEC_BUSY_THREADS = 49152  # the per-token kernel's threads per dispatch that kept an H100's memory busy
 MATVEC_TOKENS = 4
 MATVEC_WIDE = True       # f16 weights read 16 bytes at a time when rows hold whole 16-byte words
+MATVEC_SEGMENTS = 8      # stacked matrices one per-token matmul dispatch may hold (matmul.wgsl's seg)
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_SPLIT_COLUMNS = 256
 SPLIT_K_GROUPS = 256   # tiled matmuls with fewer 64x64 tiles than this split K to fill the GPU
@@ -68,13 +69,15 @@ class Act:
 
 @dataclass(frozen=True)
 class Matrix:
-    """A stack of `z` weight matrices [m, k] (torch Linear layout) on the GPU."""
+    """A stack of `z` weight matrices [m, k] (torch Linear layout) on the GPU, from weight
+    `offset` of `buffer` on (several stacks may share a buffer)."""
 
     buffer: wgpu.GPUBuffer
     z: int
     m: int
     k: int
     fmt: str  # "f32", "f16" (native shader-f16) or "f16_packed" (halves read as u32 pairs)
+    offset: int = 0
 
     @property
     def flag(self) -> str:
@@ -177,34 +180,79 @@ class StepGraph:
         to read the z-th slice of a wider row (v6's five LoRA outputs)."""
         if (x.width != w.k and x_strides is None) or y.width != w.m:
             raise ValueError(f"matmul shapes: W {w.m}x{w.k}, x width {x.width}, y width {y.width}")
-        flags = [w.flag] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
-        z_acts = 0
-        if isinstance(act, tuple):  # one activation per stacked matrix
-            if len(act) != w.z:
-                raise ValueError(f"{len(act)} activations for {w.z} matrices")
-            z_acts = sum(ACTIVATION_CODES[a] << (4 * z) for z, a in enumerate(act))
-            flags.append("ACT_PER_Z")
-            act = "none"
+        if isinstance(act, tuple) and len(act) != w.z:
+            raise ValueError(f"{len(act)} activations for {w.z} matrices")
+        if gate is not None and (gate.offset != y.offset or gate.width != y.width):
+            raise ValueError("gate must share the output's layout")
+        if x.t < TILED_MIN_TOKENS:
+            self._matvec([(w, x, y, act)], gate, add, x_strides)
+        else:
+            self._tiled(w, x, y, act, gate, add, x_strides)
+
+    def matmuls(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]]) -> None:
+        """Several `matmul(w, x, y, act)`s. Few tokens, matrices of one upload (`Uploader.
+        matrices`), inputs in one buffer and outputs in one buffer: all in one dispatch."""
+        first_w, first_x, first_y, _ = jobs[0]
+        one_pass = first_x.t < TILED_MIN_TOKENS and all(
+            w.buffer is first_w.buffer and x.buffer is first_x.buffer and y.buffer is first_y.buffer
+            and w.k == x.width == first_w.k and y.width == w.m for w, x, y, _ in jobs)
+        if one_pass:
+            self._matvec(jobs)
+        else:
+            for w, x, y, act in jobs:
+                self.matmul(w, x, y, act)
+
+    @staticmethod
+    def _act_codes(acts: list[str]) -> tuple[list[str], str, int]:
+        """(flags, activation for every matrix, per-matrix codes) for a stack's activations."""
+        if len(set(acts)) == 1:
+            return [], acts[0], 0
+        return ["ACT_PER_Z"], "none", sum(ACTIVATION_CODES[a] << (4 * z) for z, a in enumerate(acts))
+
+    def _matvec(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
+                add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
+        """The few-token kernel over the stacked matrices of every job (one dispatch)."""
+        w0, x0, y0, _ = jobs[0]
+        t, k4 = x0.t, w0.k // 4
+        x_ts, x_zs = x_strides or (x0.width, x0.t * x0.width)
+        segments, acts = [], []
+        for w, x, y, act in jobs:
+            for z in range(w.z):
+                segments.append((w.offset // 4 + z * w.m * k4, w.m, (x.offset + z * x_zs) // 4,
+                                 y.offset + z * y.t * y.width))
+                acts.append(act[z] if isinstance(act, tuple) else act)
+        if len(segments) > MATVEC_SEGMENTS:
+            raise ValueError(f"{len(segments)} stacked matrices in one matmul, at most {MATVEC_SEGMENTS}")
+        act_flags, act, z_acts = self._act_codes(acts)
+        flags = [w0.flag, *act_flags] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
+        if MATVEC_WIDE and w0.fmt != "f32" and k4 % 2 == 0 and all(s[0] % 2 == 0 for s in segments):
+            flags.append("W_WIDE")
+        flags += self._subgroups()
+        rows = max(s[1] for s in segments)
+        threads = matvec_threads(sum(-(-s[1] // 4) for s in segments), k4)
+        kernel = self.kernels.get("matmul.wgsl", "matvec", flags, ACT=ACTIVATIONS[act], MV_WG=threads,
+                                  MV_TOKENS=MATVEC_TOKENS)
+        table = [v for s in segments for v in s] + [0] * 4 * (MATVEC_SEGMENTS - len(segments))
+        params = pack_params(rows, k4, t, 0, 0, x_ts // 4, 0, 0, 0, 0, z_acts, 1, 0, 0, 0, 0, *table)
+        buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
+        self._dispatch(kernel, params, buffers, (-(-t // MATVEC_TOKENS), -(-rows // 4), len(segments)))
+
+    def _tiled(self, w: Matrix, x: Act, y: Act, act: str | tuple[str, ...], gate: Act | None, add: bool,
+               x_strides: tuple[int, int] | None) -> None:
+        """The many-token kernel (64 x 64 tiles, split along K when there are too few tiles)."""
+        act_flags, act, z_acts = self._act_codes(list(act) if isinstance(act, tuple) else [act])
+        flags = [w.flag, *act_flags] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
         t = x.t
         k4 = w.k // 4
         x_ts, x_zs = x_strides or (x.width, x.t * x.width)
         buffers = [w.buffer, x.buffer, y.buffer] + ([gate.buffer] if gate is not None else [])
-        if gate is not None and (gate.offset != y.offset or gate.width != y.width):
-            raise ValueError("gate must share the output's layout")
 
         def params(splits: int) -> bytes:
             return pack_params(w.m, k4, t, w.m * k4, x.offset // 4, x_ts // 4, x_zs // 4,
-                               y.offset, y.width, y.t * y.width, z_acts, splits)
+                               y.offset, y.width, y.t * y.width, z_acts, splits, w.offset // 4, 0, 0, 0,
+                               *[0] * 4 * MATVEC_SEGMENTS)
 
         values = dict(ACT=ACTIVATIONS[act], MV_WG=MATVEC_THREADS, MV_TOKENS=MATVEC_TOKENS)
-        if t < TILED_MIN_TOKENS:
-            if MATVEC_WIDE and w.fmt != "f32" and k4 % 2 == 0:
-                flags.append("W_WIDE")
-            flags += self._subgroups()
-            values["MV_WG"] = matvec_threads(w.z * -(-w.m // 4), k4)
-            kernel = self.kernels.get("matmul.wgsl", "matvec", flags, **values)
-            self._dispatch(kernel, params(1), buffers, (-(-t // MATVEC_TOKENS), -(-w.m // 4), w.z))
-            return
         tiles = (-(-w.m // 64), -(-t // 64), w.z)
         splits = min(-(-SPLIT_K_GROUPS // (tiles[0] * tiles[1] * tiles[2])), k4 // SPLIT_K_MIN_K4)
         if splits <= 1:

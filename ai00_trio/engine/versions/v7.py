@@ -3,7 +3,8 @@
     x_{r,k,v,w,a,g} = x̂ + (x̂_prev - x̂) ⊙ μ_{r,k,v,w,a,g}
     r, k, v = W_r x_r, W_k x_k, W_v x_v
     ν = V2 V1 x_v (layers > 0),  d = W2 tanh(W1 x_w),  α = A2 A1 x_a,  g = G2 σ(G1 x_g)
-        (the four LoRAs run as two stacked matmuls: their first and second halves)
+        (the four LoRAs run as two stacked matmuls: their first and second halves; the first
+         shares a pass with r, k, v)
     y = wkv7(r, k, v, d, α, ν)            (decay, ICLR, value residual, κ, state update: wkv7.wgsl)
     x += W_o ((GroupNorm(y) + bonus) ⊙ g)
     x += W_v relu(W_k (x̂ + (x̂_prev - x̂) ⊙ μ_k))²
@@ -44,7 +45,6 @@ class V7(Architecture):
         for i in range(n):
             a = f"blocks.{i}.att."
             self.att_mix.append(up.vectors.add(*(t[a + f"x_{m}"] for m in MIX_NAMES)))
-            self.rkv.append(up.matrix(*(t[a + f"{m}.weight"] for m in ("receptance", "key", "value"))))
             self.output.append(up.matrix(t[a + "output.weight"]))
             v0 = t[a + "v0"] if i > 0 else np.zeros(info.n_embd, np.float32)
             self.params.append(up.vectors.add(t[a + "w0"], t[a + "a0"], v0, t[a + "k_k"], t[a + "k_a"],
@@ -52,7 +52,12 @@ class V7(Architecture):
             # layer 0 has no value LoRA: zeros keep the stacked shape (its ν is not used)
             down = [t[a + f"{m}1"].T if m != "v" or i > 0 else np.zeros((1, C), np.float32) for m in LORAS]
             up_ = [t[a + f"{m}2"].T if m != "v" or i > 0 else np.zeros((C, 1), np.float32) for m in LORAS]
-            self.lora_down.append(up.matrix(*(padded(m, self.lora_dim, C) for m in down)))
+            # r, k, v and the LoRAs' first matrices share their input width: one buffer, so that
+            # decode steps run them in one pass
+            rkv, lora_down = up.matrices([t[a + f"{m}.weight"] for m in ("receptance", "key", "value")],
+                                         [padded(m, self.lora_dim, C) for m in down])
+            self.rkv.append(rkv)
+            self.lora_down.append(lora_down)
             self.lora_up.append(up.matrix(*(padded(m, C, self.lora_dim) for m in up_)))
         self.ffn_mix = [up.vectors.add(t[f"blocks.{i}.ffn.x_k"]) for i in range(n)]
         self.ffn_key = [up.matrix(t[f"blocks.{i}.ffn.key.weight"]) for i in range(n)]
@@ -63,10 +68,12 @@ class V7(Architecture):
         C = info.n_embd
         mixed = ws.act("att_mix", C, T, 6)                       # x_r, x_k, x_v, x_w, x_a, x_g
         self.norm_shift(g, x, mixed, layer, self.att_mix[layer])
-        rkv = ws.act("att_rkv", C, T, 3)
-        g.matmul(self.rkv[layer], mixed.plane(0, 3), rkv)        # r, k, v
-        hidden = ws.act("att_lora_h", self.lora_dim, T, 4)
-        g.matmul(self.lora_down[layer], mixed.plane(2, 4), hidden, act=LORA_ACTIVATIONS)
+        r = self.lora_dim
+        proj = ws.act("att_proj", 3 * C + 4 * r, T)              # r, k, v, then the LoRA hidden h_z
+        rkv = Act(proj.buffer, C, T, 3)
+        hidden = Act(proj.buffer, r, T, 4, offset=3 * T * C)
+        g.matmuls([(self.rkv[layer], mixed.plane(0, 3), rkv, "none"),
+                   (self.lora_down[layer], mixed.plane(2, 4), hidden, LORA_ACTIVATIONS)])
         lora = ws.act("att_lora", C, T, 4)                       # ν, d, α, g
         g.matmul(self.lora_up[layer], hidden, lora)
         v_first = ws.act("v_first", C, T)

@@ -18,6 +18,14 @@ struct Params {
     y_zs: u32,   // output stride between stacked outputs
     z_acts: u32, // with ACT_PER_Z: activation code of matrix z in bits 4z..4z+3
     splits: u32, // with SPLIT_K: the K range is cut into this many parts, summed by matmul_reduce
+    w_off: u32,  // first weight, in vec4 (several matrices may share one buffer)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+    // matvec: stacked matrix z has seg[z] = (first weight / 4, rows, first input / 4, first
+    // output); its input rows are x_ts apart, its output rows as wide as it has rows. The
+    // matrices may differ in rows (a ragged stack: several matmuls on one input in one pass).
+    seg: array<vec4<u32>, 8>,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -71,7 +79,10 @@ fn act(v: f32, z: u32) -> f32 {
 }
 
 fn store(z: u32, t: u32, m: u32, v: f32) {
-    let i = p.y_off + z * p.y_zs + t * p.y_ts + m;
+    store_at(p.y_off + z * p.y_zs + t * p.y_ts + m, z, v);
+}
+
+fn store_at(i: u32, z: u32, v: f32) {
     var r = act(v, z);
 #if GATE
     r = r * gate[i];
@@ -113,13 +124,16 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     let m0 = wg.y * 4u;
     let t0 = wg.x * TOKENS;
     let z = wg.z;
+    let seg = p.seg[z];
+    let m = seg.y;
+    if m0 >= m { return; }  // a ragged stack's shorter matrix
     let nt = min(TOKENS, p.t - t0);
     var acc: array<vec4<f32>, TOKENS>;
-    let last = p.m - 1u;
-    let r0 = (z * p.w_zs) + min(m0, last) * p.k4;
-    let r1 = (z * p.w_zs) + min(m0 + 1u, last) * p.k4;
-    let r2 = (z * p.w_zs) + min(m0 + 2u, last) * p.k4;
-    let r3 = (z * p.w_zs) + min(m0 + 3u, last) * p.k4;
+    let last = m - 1u;
+    let r0 = seg.x + min(m0, last) * p.k4;
+    let r1 = seg.x + min(m0 + 1u, last) * p.k4;
+    let r2 = seg.x + min(m0 + 2u, last) * p.k4;
+    let r3 = seg.x + min(m0 + 3u, last) * p.k4;
 #if W_WIDE
     for (var k = lid; k < p.k4 / 2u; k += MV_WG) {
         let w0 = w[r0 / 2u + k];
@@ -127,8 +141,8 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
         let w2 = w[r2 / 2u + k];
         let w3 = w[r3 / 2u + k];
         for (var j = 0u; j < nt; j++) {
-            let x0 = load_x(z, t0 + j, 2u * k);
-            let x1 = load_x(z, t0 + j, 2u * k + 1u);
+            let x0 = x[seg.z + (t0 + j) * p.x_ts + 2u * k];
+            let x1 = x[seg.z + (t0 + j) * p.x_ts + 2u * k + 1u];
             acc[j] += vec4<f32>(dot8(w0, x0, x1), dot8(w1, x0, x1), dot8(w2, x0, x1), dot8(w3, x0, x1));
         }
     }
@@ -139,7 +153,7 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
         let w2 = load_w(r2 + k);
         let w3 = load_w(r3 + k);
         for (var j = 0u; j < nt; j++) {
-            let xv = load_x(z, t0 + j, k);
+            let xv = x[seg.z + (t0 + j) * p.x_ts + k];
             acc[j] += vec4<f32>(dot(w0, xv), dot(w1, xv), dot(w2, xv), dot(w3, xv));
         }
     }
@@ -165,10 +179,10 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     if lid < 4u * TOKENS {
         let j = lid / 4u;
         let r = lid % 4u;
-        if j < nt && m0 + r < p.m {
+        if j < nt && m0 + r < m {
             var sum = 0.0;
             for (var i = 0u; i < parts; i++) { sum += partial[i][j][r]; }
-            store(z, t0 + j, m0 + r, sum);
+            store_at(seg.w + (t0 + j) * m + m0 + r, z, sum);
         }
     }
 }
@@ -203,7 +217,7 @@ fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
             let r = i / TILE_K4;
             let kk = k0 + i % TILE_K4;
             var wv = vec4<f32>(0.0);
-            if m0 + r < p.m && kk < k_end { wv = load_w(z * p.w_zs + (m0 + r) * p.k4 + kk); }
+            if m0 + r < p.m && kk < k_end { wv = load_w(p.w_off + z * p.w_zs + (m0 + r) * p.k4 + kk); }
             tile_w[r][i % TILE_K4] = wv;
             var xv = vec4<f32>(0.0);
             if t0 + r < p.t && kk < k_end { xv = load_x(z, t0 + r, kk); }

@@ -1,0 +1,58 @@
+"""Linear layers on the GPU against numpy: the few-token kernel (ragged stacks in one pass,
+16-byte f16 reads, thread counts by shape) and the tiled kernel on matrices that share a buffer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ai00_trio.engine.upload import Uploader
+from ai00_trio.gpu.graph import Act, StepGraph
+from ai00_trio.gpu.kernels import KernelCache
+
+
+def run(gpu, record) -> StepGraph:
+    graph = StepGraph(gpu, KernelCache(gpu.device), 0, 1, None, None, None)
+    record(graph)
+    encoder = gpu.device.create_command_encoder()
+    graph.encode(encoder)
+    gpu.device.queue.submit([encoder.finish()])
+    return graph
+
+
+def read(gpu, act: Act) -> np.ndarray:
+    raw = gpu.read(act.buffer, (act.offset + act.planes * act.t * act.width) * 4).view(np.float32)
+    return raw[act.offset:].reshape(act.planes, act.t, act.width)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("tokens", [1, 3, 6, 40])
+def test_ragged_stack_in_one_pass_equals_numpy(gpu, precision, tokens):
+    rng = np.random.default_rng(tokens)
+    k, big, small = 64, 48, 8
+    up = Uploader(gpu, precision)
+    first = [rng.standard_normal((big, k)).astype(np.float32) for _ in range(3)]
+    second = [rng.standard_normal((small, k)).astype(np.float32) for _ in range(2)]
+    w1, w2 = up.matrices(first, second)
+    assert w1.buffer is w2.buffer and w2.offset == 3 * big * k
+    x_host = rng.standard_normal((4, tokens, k)).astype(np.float32)  # planes 0-2 feed w1, 2-3 feed w2
+    x = Act(gpu.upload(x_host), k, tokens, 4)
+    out = Act(gpu.storage((3 * big + 2 * small) * tokens * 4), big, tokens, 3)
+    hidden = Act(out.buffer, small, tokens, 2, offset=3 * big * tokens)
+    graph = run(gpu, lambda g: g.matmuls([(w1, x.plane(0, 3), out, "none"),
+                                          (w2, x.plane(2, 2), hidden, ("tanh", "sigmoid"))]))
+    assert (len(graph.dispatches) == 1) == (tokens < 32)  # many tokens: each matrix tiled on its own
+
+    def rounded(m):
+        return m.astype(np.float16).astype(np.float32) if precision == "fp16" else m
+
+    want_rkv = np.stack([x_host[z] @ rounded(first[z]).T for z in range(3)])
+    pre = [x_host[2 + z] @ rounded(second[z]).T for z in range(2)]
+    want_hidden = np.stack([np.tanh(pre[0]), 1 / (1 + np.exp(-pre[1]))])
+    np.testing.assert_allclose(read(gpu, out), want_rkv, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(read(gpu, hidden), want_hidden, rtol=1e-4, atol=1e-4)
+
+
+def test_matrices_sharing_a_buffer_need_one_input_width(gpu):
+    up = Uploader(gpu, "fp16")
+    with pytest.raises(ValueError, match="one input width"):
+        up.matrices([np.zeros((4, 8))], [np.zeros((4, 16))])
