@@ -29,6 +29,7 @@ MATVEC_WIDE = True       # f16 weights read 16 bytes at a time when rows hold wh
 MATVEC_SEGMENTS = 8      # stacked matrices one per-token matmul dispatch may hold (matmul.wgsl's seg)
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_SPLIT_COLUMNS = 256
+NORM_THREADS = 128  # token_shift.wgsl's WG
 SPLIT_K_GROUPS = 256   # tiled matmuls with fewer 64x64 tiles than this split K to fill the GPU
 SPLIT_K_MIN_K4 = 8     # vec4 columns each part of a split K keeps at least
 
@@ -155,7 +156,9 @@ class StepGraph:
         """x̂ = LN(x); out[k] = x̂ + (x̂_prev - x̂) ⊙ μ_k for out.planes mixes; the shift state of
         each run becomes its last x̂. `normed` (2 planes) also receives x̂ and x̂_prev."""
         flags = (["WRITE_NORM"] if normed is not None else []) + self._subgroups()
-        kernel = self.kernels.get("token_shift.wgsl", "norm_shift", flags)
+        if x.width % 4:
+            raise ValueError(f"LayerNorm width {x.width} is not a multiple of 4")
+        kernel = self.kernels.get("token_shift.wgsl", "norm_shift", flags, ROW_VEC4=-(-x.width // (4 * NORM_THREADS)))
         buffers = [x.buffer, self.vecs, self.state, self.io.tokens, out.buffer]
         if normed is not None:
             buffers.append(normed.buffer)

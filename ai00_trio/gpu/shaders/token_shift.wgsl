@@ -24,7 +24,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> vecs: array<f32>;
 @group(0) @binding(3) var<storage, read_write> state: array<f32>;
 @group(0) @binding(4) var<storage, read> tokens: array<vec4<u32>>;  // (slot, first?, run's last t, _)
@@ -34,8 +34,19 @@ struct Params {
 #endif
 
 const WG: u32 = 128u;
+const ROW4: u32 = {{ROW_VEC4}}u;  // vec4s of a row each thread keeps in registers: c / 4 / WG, rounded up
 const REDUCE_WG: u32 = WG;
 #include reduce.wgsl
+
+fn x_at(i: u32) -> f32 { return x[i >> 2u][i & 3u]; }
+
+// vec4 number q of the row starting at float `row` (zeros past its end)
+fn x4(row: u32, q: u32) -> vec4<f32> {
+    if q >= p.c / 4u { return vec4<f32>(0.0); }
+    return x[row / 4u + q];
+}
+
+fn total(v: vec4<f32>) -> f32 { return v.x + v.y + v.z + v.w; }
 
 @compute @workgroup_size(WG)
 fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
@@ -54,23 +65,34 @@ fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     let prev_row = select(row, row - p.c, has_prev);  // x_{t-1} (unused for a run's first token)
     let last_row = info.z * p.c;                      // the run's last token
     let n = f32(p.c);
+    // Statistics of the token, its predecessor and its run's last token, from registers: each
+    // thread loads its columns once (unrolled) and takes the variance about the mean.
     var s = vec3<f32>(0.0);
-    for (var c = lid; c < p.c; c += WG) { s += vec3<f32>(x[row + c], x[prev_row + c], x[last_row + c]); }
+#for i in ROW_VEC4
+    let a{{i}} = x4(row, lid + {{i}}u * WG);
+    let b{{i}} = x4(prev_row, lid + {{i}}u * WG);
+    let l{{i}} = x4(last_row, lid + {{i}}u * WG);
+    s += vec3<f32>(total(a{{i}}), total(b{{i}}), total(l{{i}}));
+#endfor
     let mean = workgroup_sum(lid, vec4<f32>(s, 0.0)).xyz / n;
     var q = vec3<f32>(0.0);
-    for (var c = lid; c < p.c; c += WG) {
-        let d = vec3<f32>(x[row + c], x[prev_row + c], x[last_row + c]) - mean;
-        q += d * d;
+#for i in ROW_VEC4
+    if lid + {{i}}u * WG < p.c / 4u {
+        let da{{i}} = a{{i}} - mean.x;
+        let db{{i}} = b{{i}} - mean.y;
+        let dl{{i}} = l{{i}} - mean.z;
+        q += vec3<f32>(dot(da{{i}}, da{{i}}), dot(db{{i}}, db{{i}}), dot(dl{{i}}, dl{{i}}));
     }
+#endfor
     let inv = inverseSqrt(workgroup_sum(lid, vec4<f32>(q, 0.0)).xyz / n + p.eps);
     let slot_row = p.state_row + info.x * p.slot_stride;
     let end = min(p.c, (wg.y + 1u) * p.cols);
     for (var c = wg.y * p.cols + lid; c < end; c += WG) {
         let w = vecs[p.w_off + c];
         let b = vecs[p.b_off + c];
-        let cur = (x[row + c] - mean.x) * inv.x * w + b;
+        let cur = (x_at(row + c) - mean.x) * inv.x * w + b;
         var prev = state[slot_row + c];
-        if has_prev { prev = (x[prev_row + c] - mean.y) * inv.y * w + b; }
+        if has_prev { prev = (x_at(prev_row + c) - mean.y) * inv.y * w + b; }
         for (var k = 0u; k < p.k; k++) {
             out[(k * p.t + t) * p.c + c] = cur + (prev - cur) * vecs[p.mix_off + k * p.c + c];
         }
@@ -78,7 +100,7 @@ fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
         normed[row + c] = cur;
         normed[p.t * p.c + row + c] = prev;
 #endif
-        if !has_prev { state[slot_row + c] = (x[last_row + c] - mean.z) * inv.z * w + b; }
+        if !has_prev { state[slot_row + c] = (x_at(last_row + c) - mean.z) * inv.z * w + b; }
     }
 }
 
