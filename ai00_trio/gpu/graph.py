@@ -28,8 +28,8 @@ MATVEC_TOKENS = 4
 MATVEC_WIDE = True       # f16 weights read 16 bytes at a time when rows hold whole 16-byte words
 MATVEC_SEGMENTS = 8      # stacked matrices one per-token matmul dispatch may hold (matmul.wgsl's seg)
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
-NORM_SPLIT_COLUMNS = 256
 NORM_THREADS = 128  # token_shift.wgsl's WG
+NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
 SPLIT_K_GROUPS = 256   # tiled matmuls with fewer 64x64 tiles than this split K to fill the GPU
 SPLIT_K_MIN_K4 = 8     # vec4 columns each part of a split K keeps at least
 
@@ -158,14 +158,14 @@ class StepGraph:
         flags = (["WRITE_NORM"] if normed is not None else []) + self._subgroups()
         if x.width % 4:
             raise ValueError(f"LayerNorm width {x.width} is not a multiple of 4")
-        kernel = self.kernels.get("token_shift.wgsl", "norm_shift", flags, ROW_VEC4=-(-x.width // (4 * NORM_THREADS)))
+        kernel = self.kernels.get("token_shift.wgsl", "norm_shift", flags, MIXES=out.planes,
+                                  ROW_VEC4=-(-x.width // (4 * NORM_THREADS)))
         buffers = [x.buffer, self.vecs, self.state, self.io.tokens, out.buffer]
         if normed is not None:
             buffers.append(normed.buffer)
         # Few tokens: split each row's columns over several workgroups to use more of the GPU.
         cols = x.width if self.t >= NORM_SPLIT_MAX_TOKENS else min(x.width, NORM_SPLIT_COLUMNS)
-        params = pack_params(x.width, self.t, out.planes, mix_off, w_off, b_off, state_row, slot_stride,
-                             float(eps), cols)
+        params = pack_params(x.width, self.t, mix_off, w_off, b_off, state_row, slot_stride, float(eps), cols)
         self._dispatch(kernel, params, buffers, (self.t, -(-x.width // cols), 1))
 
     def dynamic_mix(self, normed: Act, dynamic: Act, out: Act, mix_off: int) -> None:

@@ -14,10 +14,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read> vecs: array<f32>;
 @group(0) @binding(4) var<storage, read> rows: array<u32>;
 
-const REDUCE_WG: u32 = 64u;
+const WG: u32 = 256u;  // a row of a few thousand floats: a few loads per thread
+const REDUCE_WG: u32 = WG;
 #include reduce.wgsl
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn layer_norm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
 #if SUBGROUPS
               @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
@@ -31,12 +32,12 @@ fn layer_norm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     let src = rows[row] * p.n;
     let dst = row * p.n;
     var s = 0.0;
-    for (var i = lid; i < p.n; i += 64u) { s += x[src + i]; }
+    for (var i = lid; i < p.n; i += WG) { s += x[src + i]; }
     let mean = workgroup_sum(lid, vec4<f32>(s)).x / f32(p.n);
     var q = 0.0;
-    for (var i = lid; i < p.n; i += 64u) { let d = x[src + i] - mean; q += d * d; }
+    for (var i = lid; i < p.n; i += WG) { let d = x[src + i] - mean; q += d * d; }
     let inv = inverseSqrt(workgroup_sum(lid, vec4<f32>(q)).x / f32(p.n) + p.eps);
-    for (var i = lid; i < p.n; i += 64u) {
+    for (var i = lid; i < p.n; i += WG) {
         y[dst + i] = (x[src + i] - mean) * inv * vecs[p.w_off + i] + vecs[p.b_off + i];
     }
 }

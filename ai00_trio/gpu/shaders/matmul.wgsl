@@ -159,7 +159,7 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     }
 #endif
 #if SUBGROUPS
-    for (var j = 0u; j < TOKENS; j++) {
+    for (var j = 0u; j < nt; j++) {  // nt is the same for the whole workgroup
         let sum = subgroupAdd(acc[j]);
         if lane == 0u { partial[subgroup][j] = sum; }
     }

@@ -1,7 +1,7 @@
 // Token shift (RWKV's mixing of each token with the previous one), fused with the LayerNorm
 // before it (Ba et al. 2016) and with saving the sequence's last x̂ as the shift state:
 //     x̂_t = LN(x_t)
-//     x_k[t] = x̂_t + (x̂_{t-1} - x̂_t) ⊙ μ_k        for each of K mixes
+//     x_k[t] = x̂_t + (x̂_{t-1} - x̂_t) ⊙ μ_k        for each of the MIXES mixes
 // x̂_{t-1} is the previous token of the same sequence, or the slot's saved x̂ for the first
 // token of a run. (v4/v5 write x̂·μ + x̂_prev·(1-μ): we store 1-μ for them.)
 // Workgroup (t, part) makes columns [part·cols, (part+1)·cols) of token t (few tokens: several
@@ -13,7 +13,6 @@
 struct Params {
     c: u32,
     t: u32,
-    k: u32,            // number of mixes
     mix_off: u32,      // μ_0 in `vecs`; μ_k follow every c floats
     w_off: u32,        // LayerNorm weight and bias in `vecs`
     b_off: u32,
@@ -88,19 +87,25 @@ fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) 
     let slot_row = p.state_row + info.x * p.slot_stride;
     let end = min(p.c, (wg.y + 1u) * p.cols);
     for (var c = wg.y * p.cols + lid; c < end; c += WG) {
+        // every load before the first store (the compiler may not move loads past stores)
         let w = vecs[p.w_off + c];
         let b = vecs[p.b_off + c];
+        let saved = state[slot_row + c];
+        let x_prev = x_at(prev_row + c);
+        let x_last = x_at(last_row + c);
+#for k in MIXES
+        let mu{{k}} = vecs[p.mix_off + {{k}}u * p.c + c];
+#endfor
         let cur = (x_at(row + c) - mean.x) * inv.x * w + b;
-        var prev = state[slot_row + c];
-        if has_prev { prev = (x_at(prev_row + c) - mean.y) * inv.y * w + b; }
-        for (var k = 0u; k < p.k; k++) {
-            out[(k * p.t + t) * p.c + c] = cur + (prev - cur) * vecs[p.mix_off + k * p.c + c];
-        }
+        let prev = select(saved, (x_prev - mean.y) * inv.y * w + b, has_prev);
+#for k in MIXES
+        out[({{k}}u * p.t + t) * p.c + c] = cur + (prev - cur) * mu{{k}};
+#endfor
 #if WRITE_NORM
         normed[row + c] = cur;
         normed[p.t * p.c + row + c] = prev;
 #endif
-        if !has_prev { state[slot_row + c] = (x_at(last_row + c) - mean.z) * inv.z * w + b; }
+        if !has_prev { state[slot_row + c] = (x_last - mean.z) * inv.z * w + b; }
     }
 }
 

@@ -32,16 +32,36 @@ const REDUCE_WG: u32 = N;
 
 fn head_sum3(j: u32, v: vec3<f32>) -> vec3<f32> { return workgroup_sum(j, vec4<f32>(v, 0.0)).xyz; }
 
+// @entry wkv7 wkv7_prepare wkv7_output
+#if !SCAN
+@group(0) @binding(4) var<storage, read> vecs: array<f32>;
+
+// This layer's per-channel constants, loaded once per thread.
+struct Channel {
+    w0: f32,
+    a0: f32,
+    v0: f32,
+    k_k: f32,
+    k_a: f32,
+    r_k: f32,
+    ln_w: f32,
+    ln_b: f32,
+}
+
+fn channel(c: u32) -> Channel {
+    let at = p.vec_off + c;
+    return Channel(vecs[at], vecs[at + p.c], vecs[at + 2u * p.c], vecs[at + 3u * p.c], vecs[at + 4u * p.c],
+                   vecs[at + 5u * p.c], vecs[at + 6u * p.c], vecs[at + 7u * p.c]);
+}
+#endif
+
 // @entry wkv7 wkv7_prepare
 #if !SCAN
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;     // planes r, k, v: [3, t, c]
 @group(0) @binding(2) var<storage, read> lora: array<f32>;    // planes ν, d, α, g: [4, t, c]
 @group(0) @binding(3) var<storage, read_write> v_first: array<f32>;
-@group(0) @binding(4) var<storage, read> vecs: array<f32>;
 
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
-
-fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
 
 // What the state update needs of token `at` in thread j's channel c: w, -κ, κ ⊙ a, k̃ and the
 // value after the residual (layer 0 stores its value as v_first instead).
@@ -53,20 +73,20 @@ struct Keyed {
     v: f32,
 }
 
-fn keyed(j: u32, c: u32, at: u32) -> Keyed {
+fn keyed(j: u32, at: u32, ch: Channel) -> Keyed {
     let plane = p.t * p.c;
     let k = rkv[plane + at];
     var v = rkv[2u * plane + at];
-    let a = sigmoid(vec_at(1u, c) + lora[2u * plane + at]);
+    let a = sigmoid(ch.a0 + lora[2u * plane + at]);
 #if LAYER0
     v_first[at] = v;
 #else
-    v = v + (v_first[at] - v) * sigmoid(vec_at(2u, c) + lora[at]);
+    v = v + (v_first[at] - v) * sigmoid(ch.v0 + lora[at]);
 #endif
-    let kk_raw = k * vec_at(3u, c);
+    let kk_raw = k * ch.k_k;
     let kk = kk_raw / max(sqrt(head_sum3(j, vec3<f32>(kk_raw * kk_raw, 0.0, 0.0)).x), 1e-12);
-    let w = exp(-0.6065306597 * sigmoid(vec_at(0u, c) + lora[plane + at]));
-    return Keyed(w, -kk, kk * a, k * (1.0 + (a - 1.0) * vec_at(4u, c)), v);
+    let w = exp(-0.6065306597 * sigmoid(ch.w0 + lora[plane + at]));
+    return Keyed(w, -kk, kk * a, k * (1.0 + (a - 1.0) * ch.k_a), v);
 }
 #endif
 
@@ -74,13 +94,13 @@ fn keyed(j: u32, c: u32, at: u32) -> Keyed {
 #if !SCAN
 // o = (GroupNorm(S r) + (Σ_i r_i k̃_i ρ_i) v) ⊙ g for token `at` in thread j's channel c,
 // given S r (`out`) and r k̃.
-fn finish_token(j: u32, c: u32, at: u32, out: f32, rk: f32, v: f32) -> f32 {
+fn finish_token(j: u32, at: u32, out: f32, rk: f32, v: f32, g: f32, ch: Channel) -> f32 {
     // one reduction for the GroupNorm's mean and variance and the bonus's dot product
-    let sums = head_sum3(j, vec3<f32>(out, out * out, rk * vec_at(5u, c)));
+    let sums = head_sum3(j, vec3<f32>(out, out * out, rk * ch.r_k));
     let mean = sums.x / f32(N);
     let variance = max(sums.y / f32(N) - mean * mean, 0.0);
-    let normed = (out - mean) * inverseSqrt(variance + p.eps) * vec_at(6u, c) + vec_at(7u, c);
-    return (normed + sums.z * v) * lora[3u * p.t * p.c + at];
+    let normed = (out - mean) * inverseSqrt(variance + p.eps) * ch.ln_w + ch.ln_b;
+    return (normed + sums.z * v) * g;
 }
 #endif
 
@@ -135,6 +155,9 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
 #endif
     let h = wg.x;
     let c = h * N + j;
+#if !SCAN
+    let ch = channel(c);
+#endif
     if j == 0u { run_info = runs[wg.y]; }
     let run = workgroupUniformLoad(&run_info);
     let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
@@ -154,7 +177,8 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         let v = prep[4u * plane + at];
 #else
         let r = rkv[at];
-        let token = keyed(j, c, at);
+        let g = lora[3u * plane + at];
+        let token = keyed(j, at, ch);
         let k = token.k;
         let v = token.v;
         st_r[j / 4u][lane] = r;
@@ -177,7 +201,7 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
         y[at] = out;
         workgroupBarrier();
 #else
-        y[at] = finish_token(j, c, at, out, r * k, v);
+        y[at] = finish_token(j, at, out, r * k, v, g, ch);
 #endif
     }
 #for q in HEAD_VEC4
@@ -201,7 +225,7 @@ fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) 
     let c = wg.x * N + j;
     let plane = p.t * p.c;
     let at = wg.y * p.c + c;
-    let token = keyed(j, c, at);
+    let token = keyed(j, at, channel(c));
     prep[at] = token.w;
     prep[plane + at] = token.nkk;
     prep[2u * plane + at] = token.kka;
@@ -213,11 +237,8 @@ fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) 
 @group(0) @binding(1) var<storage, read> rkv: array<f32>;
 @group(0) @binding(2) var<storage, read> prep: array<f32>;
 @group(0) @binding(3) var<storage, read> lora: array<f32>;
-@group(0) @binding(4) var<storage, read> vecs: array<f32>;
 @group(0) @binding(5) var<storage, read> y_raw: array<f32>;
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
-
-fn vec_at(which: u32, c: u32) -> f32 { return vecs[p.vec_off + which * p.c + c]; }
 
 @compute @workgroup_size(N)
 fn wkv7_output(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
@@ -232,5 +253,6 @@ fn wkv7_output(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) w
     let c = wg.x * N + j;
     let plane = p.t * p.c;
     let at = wg.y * p.c + c;
-    y[at] = finish_token(j, c, at, y_raw[at], rkv[at] * prep[3u * plane + at], prep[4u * plane + at]);
+    y[at] = finish_token(j, at, y_raw[at], rkv[at] * prep[3u * plane + at], prep[4u * plane + at],
+                         lora[3u * plane + at], channel(c));
 }
