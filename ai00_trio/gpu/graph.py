@@ -37,7 +37,7 @@ SPLIT_K_MIN_K4 = 8     # vec4 columns each part of a split K keeps at least
 def matvec_threads(workgroups: int, k4: int) -> int:
     """Threads per workgroup of the per-token kernel: the fewest (each reading more of its rows)
     that still make MATVEC_BUSY_THREADS in all, and never more than the rows have 16-byte words
-    (run 3 of 2026-11-25, bench_matvec.py: 2048-wide rows 11.6 → 9.5 µs with 32 threads
+    (run 18 in bench/RESULTS.md: 2048-wide rows 11.6 → 9.5 µs with 32 threads
     instead of 128 for r/k/v, while 2048 x 8192 needs 128)."""
     wanted = max(32, min(MATVEC_THREADS, -(-MATVEC_BUSY_THREADS // workgroups)))
     words = max(1, k4 // 2)
