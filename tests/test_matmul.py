@@ -56,3 +56,12 @@ def test_matrices_sharing_a_buffer_need_one_input_width(gpu):
     up = Uploader(gpu, "fp16")
     with pytest.raises(ValueError, match="one input width"):
         up.matrices([np.zeros((4, 8))], [np.zeros((4, 16))])
+
+
+def test_one_activation_per_stacked_matrix(gpu):
+    up = Uploader(gpu, "fp32")
+    (w,) = up.matrices([np.zeros((4, 8)), np.zeros((4, 8))])
+    x = Act(gpu.storage(2 * 8 * 4), 8, 1, 2)
+    y = Act(gpu.storage(2 * 4 * 4), 4, 1, 2)
+    with pytest.raises(ValueError, match="3 activations for 2 matrices"):
+        run(gpu, lambda g: g.matmuls([(w, x, y, ("tanh", "tanh", "none"))]))

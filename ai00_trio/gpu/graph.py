@@ -196,6 +196,9 @@ class StepGraph:
     def matmuls(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]]) -> None:
         """Several `matmul(w, x, y, act)`s. Few tokens, matrices of one upload (`Uploader.
         matrices`), inputs in one buffer and outputs in one buffer: all in one dispatch."""
+        for w, _, _, act in jobs:
+            if isinstance(act, tuple) and len(act) != w.z:
+                raise ValueError(f"{len(act)} activations for {w.z} matrices")
         first_w, first_x, first_y, _ = jobs[0]
         one_pass = first_x.t < TILED_MIN_TOKENS and all(
             w.buffer is first_w.buffer and x.buffer is first_x.buffer and y.buffer is first_y.buffer
