@@ -40,8 +40,12 @@ class V6(ReceptanceChannelMix, Architecture):
             self.maa_w1.append(up.matrix(np.concatenate([w1[z] for z in LORA_ORDER])))
             w2 = t[a + "time_maa_w2"]
             self.maa_w2.append(up.matrix(*(w2[z].T for z in LORA_ORDER)))
-            self.rkvg.append(up.matrix(*(t[a + f"{m}.weight"] for m in ("receptance", "key", "value", "gate"))))
-            self.decay_w1.append(up.matrix(t[a + "time_decay_w1"].T))
+            # r, k, v, g and the decay LoRA's first matrix share their input width: one buffer, so
+            # that decode steps run them in one pass
+            rkvg, decay_w1 = up.matrices([t[a + f"{m}.weight"] for m in ("receptance", "key", "value", "gate")],
+                                         [t[a + "time_decay_w1"].T])
+            self.rkvg.append(rkvg)
+            self.decay_w1.append(decay_w1)
             self.decay_w2.append(up.matrix(t[a + "time_decay_w2"].T))
             self.decay.append(up.vectors.add(t[a + "time_decay"]))
             self.first.append(up.vectors.add(t[a + "time_faaaa"]))
@@ -62,10 +66,11 @@ class V6(ReceptanceChannelMix, Architecture):
         g.matmul(self.maa_w2[layer], Act(lora_h.buffer, D, T, 5), lora_m, x_strides=(5 * D, D))
         mixed = ws.act("att_mix", C, T, 5)                       # x_w, x_r, x_k, x_v, x_g
         g.dynamic_mix(normed, lora_m, mixed, self.mix5[layer])
-        rkvg = ws.act("att_rkvg", C, T, 4)
-        g.matmul(self.rkvg[layer], mixed.plane(1, 4), rkvg)       # r, k, v, g
-        decay_h = ws.act("att_decay_h", info.decay_dim, T)
-        g.matmul(self.decay_w1[layer], mixed.plane(0), decay_h, act="tanh")
+        proj = ws.act("att_proj", 4 * C + info.decay_dim, T)     # r, k, v, g, then the decay LoRA hidden
+        rkvg = Act(proj.buffer, C, T, 4)
+        decay_h = Act(proj.buffer, info.decay_dim, T, 1, offset=4 * T * C)
+        g.matmuls([(self.rkvg[layer], mixed.plane(1, 4), rkvg, "none"),
+                   (self.decay_w1[layer], mixed.plane(0), decay_h, "tanh")])
         decay = ws.act("att_decay", C, T)
         g.matmul(self.decay_w2[layer], decay_h, decay)
         y = ws.act("att_y", C, T)
