@@ -19,15 +19,8 @@ const REDUCE_WG: u32 = WG;
 #include reduce.wgsl
 
 @compute @workgroup_size(WG)
-fn layer_norm(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
-#if SUBGROUPS
-              @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
-              @builtin(num_subgroups) sub_count: u32,
-#endif
-              ) {
-#if SUBGROUPS
-    subgroups_begin(sub_lane, sub_id, sub_count);
-#endif
+fn layer_norm(lanes: Lanes, @builtin(workgroup_id) wg: vec3<u32>) {
+    let lid = lanes_begin(lanes);
     let row = wg.x + wg.y * 65535u;
     let src = rows[row] * p.n;
     let dst = row * p.n;

@@ -1,18 +1,34 @@
 // Sums over a workgroup of REDUCE_WG threads (a const of the including kernel); every thread
-// gets the total. With SUBGROUPS, each subgroup first adds up its lanes (the entry point calls
-// subgroups_begin with its subgroup builtins), so one barrier does the work of log2(REDUCE_WG).
+// gets the total. With SUBGROUPS, each subgroup first adds up its lanes, so one barrier does the
+// work of log2(REDUCE_WG).
 var<workgroup> sum_parts: array<vec4<f32>, REDUCE_WG>;
-#if SUBGROUPS
 var<private> sg_lane: u32;
 var<private> sg_index: u32;
 var<private> sg_count: u32;
 
-fn subgroups_begin(lane: u32, index: u32, count: u32) {
-    sg_lane = lane;
-    sg_index = index;
-    sg_count = count;
+// An entry point takes `lanes: Lanes` and starts with `let lid = lanes_begin(lanes);`: the
+// thread's index in the workgroup, and with SUBGROUPS its place among the subgroups.
+#if SUBGROUPS
+struct Lanes {
+    @builtin(local_invocation_index) index: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_id) subgroup: u32,
+    @builtin(num_subgroups) subgroups: u32,
+}
+#else
+struct Lanes {
+    @builtin(local_invocation_index) index: u32,
 }
 #endif
+
+fn lanes_begin(lanes: Lanes) -> u32 {
+#if SUBGROUPS
+    sg_lane = lanes.lane;
+    sg_index = lanes.subgroup;
+    sg_count = lanes.subgroups;
+#endif
+    return lanes.index;
+}
 
 fn workgroup_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
 #if SUBGROUPS

@@ -48,15 +48,8 @@ fn x4(row: u32, q: u32) -> vec4<f32> {
 fn total(v: vec4<f32>) -> f32 { return v.x + v.y + v.z + v.w; }
 
 @compute @workgroup_size(WG)
-fn norm_shift(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
-#if SUBGROUPS
-              @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
-              @builtin(num_subgroups) sub_count: u32,
-#endif
-              ) {
-#if SUBGROUPS
-    subgroups_begin(sub_lane, sub_id, sub_count);
-#endif
+fn norm_shift(lanes: Lanes, @builtin(workgroup_id) wg: vec3<u32>) {
+    let lid = lanes_begin(lanes);
     let t = wg.x;
     let info = tokens[t];
     let has_prev = info.y == 0u;

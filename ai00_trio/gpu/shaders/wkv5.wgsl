@@ -33,39 +33,18 @@ var<workgroup> sr: array<vec4<f32>, N4>;
 var<workgroup> sk: array<vec4<f32>, N4>;
 var<workgroup> sw: array<vec4<f32>, N4>;
 var<workgroup> su: array<vec4<f32>, N4>;
-var<workgroup> run_info: vec4<u32>;
 const REDUCE_WG: u32 = N;
 #include reduce.wgsl
 
-// Keys 4q..4q+3 of thread j's state column: key i at base + i·N (base includes j).
-fn load_state(base: u32, q: u32) -> vec4<f32> {
-    let i = base + 4u * q * N;
-    return vec4<f32>(state[i], state[i + N], state[i + 2u * N], state[i + 3u * N]);
-}
-
-fn store_state(base: u32, q: u32, s: vec4<f32>) {
-    let i = base + 4u * q * N;
-    state[i] = s.x;
-    state[i + N] = s.y;
-    state[i + 2u * N] = s.z;
-    state[i + 3u * N] = s.w;
-}
+#include wkv_state.wgsl
 
 @compute @workgroup_size(N)
-fn wkv5(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
-#if SUBGROUPS
-        @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
-        @builtin(num_subgroups) sub_count: u32,
-#endif
-        ) {
-#if SUBGROUPS
-    subgroups_begin(sub_lane, sub_id, sub_count);
-#endif
+fn wkv5(lanes: Lanes, @builtin(workgroup_id) wg: vec3<u32>) {
+    let j = lanes_begin(lanes);
     let h = wg.x;
     let c = h * N + j;
-    if j == 0u { run_info = runs[wg.y]; }
-    let run = workgroupUniformLoad(&run_info);
-    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
+    let run = run_at(j, wg.y);
+    let base = state_base(run, h, j);
 #for q in HEAD_VEC4
     var s{{q}} = load_state(base, {{q}}u);
 #endfor

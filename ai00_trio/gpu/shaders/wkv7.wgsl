@@ -126,41 +126,19 @@ var<workgroup> st_w: array<vec4<f32>, N4>;
 var<workgroup> st_k: array<vec4<f32>, N4>;
 var<workgroup> st_nkk: array<vec4<f32>, N4>;
 var<workgroup> st_kka: array<vec4<f32>, N4>;
-var<workgroup> run_info: vec4<u32>;
 
-// Keys 4q..4q+3 of thread j's row, stored transposed: key i of row j at base + i·N (base
-// includes j), so the threads of a head touch neighbouring floats.
-fn load_state(base: u32, q: u32) -> vec4<f32> {
-    let i = base + 4u * q * N;
-    return vec4<f32>(state[i], state[i + N], state[i + 2u * N], state[i + 3u * N]);
-}
-
-fn store_state(base: u32, q: u32, s: vec4<f32>) {
-    let i = base + 4u * q * N;
-    state[i] = s.x;
-    state[i + N] = s.y;
-    state[i + 2u * N] = s.z;
-    state[i + 3u * N] = s.w;
-}
+#include wkv_state.wgsl
 
 @compute @workgroup_size(N)
-fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
-#if SUBGROUPS
-        @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
-        @builtin(num_subgroups) sub_count: u32,
-#endif
-        ) {
-#if SUBGROUPS
-    subgroups_begin(sub_lane, sub_id, sub_count);
-#endif
+fn wkv7(lanes: Lanes, @builtin(workgroup_id) wg: vec3<u32>) {
+    let j = lanes_begin(lanes);
     let h = wg.x;
     let c = h * N + j;
 #if !SCAN
     let ch = channel(c);
 #endif
-    if j == 0u { run_info = runs[wg.y]; }
-    let run = workgroupUniformLoad(&run_info);
-    let base = p.state_base + run.x * p.slot_stride + p.c + h * N * N + j;
+    let run = run_at(j, wg.y);
+    let base = state_base(run, h, j);
 #for q in HEAD_VEC4
     var s{{q}} = load_state(base, {{q}}u);
 #endfor
@@ -213,15 +191,8 @@ fn wkv7(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3
 @group(0) @binding(5) var<storage, read_write> prep: array<f32>;   // w, -κ, κ⊙a, k̃, v: [5, t, c]
 
 @compute @workgroup_size(N)
-fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
-#if SUBGROUPS
-                @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
-                @builtin(num_subgroups) sub_count: u32,
-#endif
-                ) {
-#if SUBGROUPS
-    subgroups_begin(sub_lane, sub_id, sub_count);
-#endif
+fn wkv7_prepare(lanes: Lanes, @builtin(workgroup_id) wg: vec3<u32>) {
+    let j = lanes_begin(lanes);
     let c = wg.x * N + j;
     let plane = p.t * p.c;
     let at = wg.y * p.c + c;
@@ -241,15 +212,8 @@ fn wkv7_prepare(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) 
 @group(0) @binding(6) var<storage, read_write> y: array<f32>;
 
 @compute @workgroup_size(N)
-fn wkv7_output(@builtin(local_invocation_index) j: u32, @builtin(workgroup_id) wg: vec3<u32>,
-#if SUBGROUPS
-               @builtin(subgroup_invocation_id) sub_lane: u32, @builtin(subgroup_id) sub_id: u32,
-               @builtin(num_subgroups) sub_count: u32,
-#endif
-               ) {
-#if SUBGROUPS
-    subgroups_begin(sub_lane, sub_id, sub_count);
-#endif
+fn wkv7_output(lanes: Lanes, @builtin(workgroup_id) wg: vec3<u32>) {
+    let j = lanes_begin(lanes);
     let c = wg.x * N + j;
     let plane = p.t * p.c;
     let at = wg.y * p.c + c;
