@@ -44,6 +44,16 @@ class Workspace:
             raise ValueError(f"workspace buffer {name!r} too small")
         return Act(entry[0], width, t, planes)
 
+    def packed(self, name: str, t: int, *shapes: tuple[int, int]) -> list[Act]:
+        """Activations of (width, planes) each, back to back in one buffer: e.g. the outputs of
+        one `StepGraph.matmuls` pass."""
+        buffer = self.act(name, sum(width * planes for width, planes in shapes), t).buffer
+        out, offset = [], 0
+        for width, planes in shapes:
+            out.append(Act(buffer, width, t, planes, offset))
+            offset += width * t * planes
+        return out
+
 
 class Architecture:
     """Weights of one model on the GPU and the recipe that records its forward pass.

@@ -66,9 +66,7 @@ class V6(ReceptanceChannelMix, Architecture):
         g.matmul(self.maa_w2[layer], Act(lora_h.buffer, D, T, 5), lora_m, x_strides=(5 * D, D))
         mixed = ws.act("att_mix", C, T, 5)                       # x_w, x_r, x_k, x_v, x_g
         g.dynamic_mix(normed, lora_m, mixed, self.mix5[layer])
-        proj = ws.act("att_proj", 4 * C + info.decay_dim, T)     # r, k, v, g, then the decay LoRA hidden
-        rkvg = Act(proj.buffer, C, T, 4)
-        decay_h = Act(proj.buffer, info.decay_dim, T, 1, offset=4 * T * C)
+        rkvg, decay_h = ws.packed("att_proj", T, (C, 4), (info.decay_dim, 1))  # r, k, v, g; decay LoRA hidden
         g.matmuls([(self.rkvg[layer], mixed.plane(1, 4), rkvg, "none"),
                    (self.decay_w1[layer], mixed.plane(0), decay_h, "tanh")])
         decay = ws.act("att_decay", C, T)

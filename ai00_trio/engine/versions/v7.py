@@ -68,10 +68,7 @@ class V7(Architecture):
         C = info.n_embd
         mixed = ws.act("att_mix", C, T, 6)                       # x_r, x_k, x_v, x_w, x_a, x_g
         self.norm_shift(g, x, mixed, layer, self.att_mix[layer])
-        r = self.lora_dim
-        proj = ws.act("att_proj", 3 * C + 4 * r, T)              # r, k, v, then the LoRA hidden h_z
-        rkv = Act(proj.buffer, C, T, 3)
-        hidden = Act(proj.buffer, r, T, 4, offset=3 * T * C)
+        rkv, hidden = ws.packed("att_proj", T, (C, 3), (self.lora_dim, 4))  # r, k, v; the LoRA hidden h_z
         g.matmuls([(self.rkv[layer], mixed.plane(0, 3), rkv, "none"),
                    (self.lora_down[layer], mixed.plane(2, 4), hidden, LORA_ACTIVATIONS)])
         lora = ws.act("att_lora", C, T, 4)                       # ν, d, α, g
