@@ -59,3 +59,5 @@ def test_every_shader_file_pastes_its_includes(gpu):
     for file in ("token_shift.wgsl", "layer_norm.wgsl", "wkv5.wgsl", "wkv7.wgsl"):
         assert "#include" not in cache._source(file)
         assert "fn workgroup_sum" in cache._source(file)
+    for file in ("wkv5.wgsl", "wkv7.wgsl"):
+        assert "fn load_state" in cache._source(file)
