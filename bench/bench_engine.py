@@ -167,6 +167,7 @@ def main() -> None:
     parser.add_argument("--no-prerecord", action="store_true", help="record each step after its inputs")
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
+    parser.add_argument("--tile", default=None, help="ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4 of the tiled matmul")
     parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
     args = parser.parse_args()
     from ai00_trio.gpu import graph
@@ -179,6 +180,8 @@ def main() -> None:
         graph.TILED_MIN_TOKENS = args.tiled_min
     if args.norm_split is not None:
         graph.NORM_SPLIT_MAX_TOKENS = args.norm_split
+    if args.tile:
+        graph.TILE = graph.TileShape(*(int(v) for v in args.tile.split(",")))
     if args.split_groups is not None:
         graph.SPLIT_K_GROUPS = args.split_groups
     rng = np.random.default_rng(0)
@@ -190,6 +193,7 @@ def main() -> None:
     model.ctx.has_subgroups = model.ctx.has_subgroups and not args.no_subgroups
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
+           tile=list(vars(graph.TILE).values()),
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
            prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,

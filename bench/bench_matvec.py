@@ -1,6 +1,8 @@
-"""GPU micro-benchmark of the few-token matmul (decode) and of waiting on the GPU.
+"""GPU micro-benchmark of the few-token matmul (decode), of the tiled matmul's tile shapes
+(batches, prefill) and of waiting on the GPU.
 
     python bench/bench_matvec.py [--repeat 100]
+    python bench/bench_matvec.py --tiled [--repeat 20]
 
 For each weight shape of a 1.5B-class RWKV-7 layer (and the head), times `repeat` chained
 dispatches of the same matmul in one compute pass (each writes the buffer the next one writes,
@@ -83,15 +85,54 @@ def floor_probe(ctx, back: Readback, repeat: int) -> None:
         report(probe=f"tiny dispatch, {name}", us=round(per * 1e6, 2))
 
 
+TILES = [  # rows per thread, tokens per thread, row threads, token threads, vec4 per K step
+    (4, 4, 16, 16, 8), (8, 8, 16, 8, 8), (8, 4, 16, 16, 8), (4, 8, 16, 8, 8), (8, 8, 8, 8, 8),
+    (8, 8, 16, 8, 4), (8, 8, 32, 8, 4),
+]
+
+
+def tiled_shapes(ctx, back: Readback, kernels, repeat: int) -> None:
+    """Each tile shape (and split-K target) on each layer matmul at a 64-sequence decode step and
+    a 1024-token prefill chunk: µs per matmul (with its reduce pass) and TFLOP/s."""
+    rng = np.random.default_rng(0)
+    fmt = "f16" if ctx.has_f16 else "f16_packed"
+    for name, (z, m, k) in SHAPES.items():
+        if name.startswith("lora"):
+            continue
+        w = Matrix(ctx.upload((rng.standard_normal((z, m, k)) * 0.02).astype(np.float16)), z, m, k, fmt)
+        for t in (64, 1024) if name != "head" else (64,):
+            x = Act(ctx.upload(rng.standard_normal((z, t, k)).astype(np.float32)), k, t, z)
+            y = Act(ctx.storage(z * t * m * 4), m, t, z)
+            seen = set()
+            for tile, groups in itertools.product(TILES, (132, 264, 528)):
+                shape = graph_module.TileShape(*tile)
+                graph_module.TILE, graph_module.SPLIT_K_GROUPS = shape, groups
+                g = StepGraph(ctx, kernels, t, 1, None, None, None)
+                for _ in range(repeat):
+                    g.matmul(w, x, y)
+                key = (tile, len(g.dispatches))
+                if len(g.dispatches) == repeat and key in seen:
+                    continue  # no split: the split target changes nothing
+                seen.add(key)
+                per = timed(ctx, back, y.buffer, g.encode, repeat)
+                report(tiled=name, z=z, m=m, k=k, tokens=t, tile=tile, split_groups=groups,
+                       dispatches=len(g.dispatches) // repeat, us=round(per * 1e6, 2),
+                       tflops=round(2 * z * m * k * t / per / 1e12, 2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--tokens", default="1,4")
+    parser.add_argument("--tiled", action="store_true", help="time the tiled kernel's tile shapes instead")
     args = parser.parse_args()
     ctx = create_context()
     back = Readback(ctx.device)
     back.reserve(4)
     report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16)
+    if args.tiled:
+        tiled_shapes(ctx, back, KernelCache(ctx.device), args.repeat)
+        return
 
     floor_probe(ctx, back, args.repeat)
     has_subgroups = ctx.has_subgroups

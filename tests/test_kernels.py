@@ -22,9 +22,15 @@ def test_for_with_literal_count_inside_a_condition():
     assert preprocess(source, [], {"V": 7}).splitlines() == ["slow();"]
 
 
+def test_for_loops_nest():
+    source = "#for j in 2\n#for g in G\nacc[{{j}}][{{g}}] += {{j}}{{g}};\n#endfor\n#endfor"
+    assert preprocess(source, [], {"G": 2}).splitlines() == [
+        "acc[0][0] += 00;", "acc[0][1] += 01;", "acc[1][0] += 10;", "acc[1][1] += 11;"]
+
+
 @pytest.mark.parametrize("source, message", [
     ("#for q in 2\nx;", "without #endfor"),
-    ("#for q in 2\n#for r in 2\n#endfor\n#endfor", "nested"),
+    ("#for q in 2\n#for r in 2\n#endfor\nx;", "without #endfor"),
     ("#if A\nx;", "unbalanced"),
     ("{{MISSING}}", "unsubstituted"),
 ])

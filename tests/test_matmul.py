@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ai00_trio.engine.upload import Uploader
-from ai00_trio.gpu.graph import TILED_MIN_TOKENS, Act, StepGraph
+from ai00_trio.gpu import graph as graph_module
+from ai00_trio.gpu.graph import TILED_MIN_TOKENS, Act, StepGraph, TileShape
 from ai00_trio.gpu.kernels import KernelCache
 
 
@@ -65,3 +66,23 @@ def test_one_activation_per_stacked_matrix(gpu):
     y = Act(gpu.storage(2 * 4 * 4), 4, 1, 2)
     with pytest.raises(ValueError, match="3 activations for 2 matrices"):
         run(gpu, lambda g: g.matmuls([(w, x, y, ("tanh", "tanh", "none"))]))
+
+
+@pytest.mark.parametrize("tile", [TileShape(), TileShape(4, 4, 16, 16), TileShape(8, 4, 16, 16, 4)],
+                         ids=["8x8", "4x4", "8x4-k16"])
+@pytest.mark.parametrize("split_groups", [1, 256], ids=["whole-k", "split-k"])
+def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
+    """Rows, tokens and K that fill no tile evenly, with and without splitting K, each tile shape."""
+    monkeypatch.setattr(graph_module, "TILE", tile)
+    monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", split_groups)
+    rng = np.random.default_rng(7)
+    z, m, k, tokens = 2, 136, 264, 70
+    (w,) = Uploader(gpu, "fp16").matrices([rng.standard_normal((m, k)).astype(np.float32) for _ in range(z)])
+    weights = gpu.read(w.buffer, z * m * k * 2).view(np.float16).astype(np.float32).reshape(z, m, k)
+    x_host = rng.standard_normal((z, tokens, k)).astype(np.float32)
+    x = Act(gpu.upload(x_host), k, tokens, z)
+    y = Act(gpu.upload(np.ones((z, tokens, m), np.float32)), m, tokens, z)
+    graph = run(gpu, lambda g: g.matmul(w, x, y, "relu_sq", add=True))
+    assert len(graph.dispatches) == (2 if split_groups > 1 else 1)
+    want = 1 + np.maximum(np.einsum("ztk,zmk->ztm", x_host, weights), 0) ** 2
+    np.testing.assert_allclose(read(gpu, y), want, rtol=1e-4, atol=1e-3)

@@ -31,8 +31,41 @@ MATVEC_SEGMENTS = 8      # stacked matrices one per-token matmul dispatch may ho
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_THREADS = 128  # token_shift.wgsl's WG
 NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
-SPLIT_K_GROUPS = 256   # tiled matmuls with fewer 64x64 tiles than this split K to fill the GPU
+SPLIT_K_GROUPS = 256   # tiled matmuls with fewer tiles than this split K to fill the GPU
 SPLIT_K_MIN_K4 = 8     # vec4 columns each part of a split K keeps at least
+
+
+@dataclass(frozen=True)
+class TileShape:
+    """How matmul.wgsl's many-token kernel cuts its work: each of row_threads x token_threads
+    threads sums rows_per rows x tokens_per tokens, over K steps of 4 * k4."""
+
+    rows_per: int = 8
+    tokens_per: int = 8
+    row_threads: int = 16
+    token_threads: int = 8
+    k4: int = 8
+
+    @property
+    def rows(self) -> int:
+        return self.row_threads * self.rows_per
+
+    @property
+    def tokens(self) -> int:
+        return self.token_threads * self.tokens_per
+
+    def values(self) -> dict[str, int]:
+        threads = self.row_threads * self.token_threads
+        w_loads, x_loads = self.rows * self.k4, self.tokens * self.k4
+        if self.rows_per % 4 or w_loads % threads or x_loads % threads:
+            raise ValueError(f"tile {self} does not split evenly over its threads")
+        return dict(ROW_THREADS=self.row_threads, TOKEN_THREADS=self.token_threads, ROWS_PER=self.rows_per,
+                    TOKENS_PER=self.tokens_per, TILE_K4=self.k4, TILE_K4_PADDED=self.k4 + 1,
+                    ROW_GROUPS=self.rows_per // 4, ACCUMULATORS=self.tokens_per * self.rows_per // 4,
+                    W_LOADS=w_loads // threads, X_LOADS=x_loads // threads)
+
+
+TILE = TileShape()
 
 
 def matvec_threads(workgroups: int, k4: int) -> int:
@@ -246,7 +279,7 @@ class StepGraph:
 
     def _tiled(self, w: Matrix, x: Act, y: Act, act: str | tuple[str, ...], gate: Act | None, add: bool,
                x_strides: tuple[int, int] | None) -> None:
-        """The many-token kernel (64 x 64 tiles, split along K when there are too few tiles)."""
+        """The many-token kernel (TILE-shaped tiles, split along K when there are too few tiles)."""
         act_flags, act, z_acts = self._act_codes(list(act) if isinstance(act, tuple) else [act])
         flags = [w.flag, *act_flags] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
         t = x.t
@@ -259,8 +292,9 @@ class StepGraph:
                                y.offset, y.width, y.t * y.width, z_acts, splits, w.offset // 4, 0, 0, 0,
                                *[0] * 4 * MATVEC_SEGMENTS)
 
-        values = dict(ACT=ACTIVATIONS[act], MV_WG=MATVEC_THREADS, MV_TOKENS=MATVEC_TOKENS)
-        tiles = (-(-w.m // 64), -(-t // 64), w.z)
+        tile = TILE
+        values = dict(ACT=ACTIVATIONS[act], **tile.values())
+        tiles = (-(-w.m // tile.rows), -(-t // tile.tokens), w.z)
         splits = min(-(-SPLIT_K_GROUPS // (tiles[0] * tiles[1] * tiles[2])), k4 // SPLIT_K_MIN_K4)
         if splits <= 1:
             kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
@@ -268,18 +302,18 @@ class StepGraph:
             return
         # Too few tiles to fill the GPU: each workgroup sums one part of K into a scratch
         # buffer, and a second pass adds the parts up and applies the epilogue.
-        # splits < SPLIT_K_GROUPS / tiles + 1 and each tile holds at most 64 x 64 outputs, so one
-        # scratch buffer of 2 x SPLIT_K_GROUPS tiles serves every split matmul of every graph.
-        capacity = 2 * SPLIT_K_GROUPS * 64 * 64 * 4
+        # splits < SPLIT_K_GROUPS / tiles + 1, so one scratch buffer of 2 x SPLIT_K_GROUPS tiles
+        # serves every split matmul of every graph.
+        capacity = 2 * SPLIT_K_GROUPS * tile.rows * tile.tokens * 4
         if splits * w.z * t * w.m * 4 > capacity:
             raise AssertionError("split-K scratch too small")
-        part = self.shared.get("split_k")
+        part = self.shared.get(("split_k", capacity))
         if part is None:
-            part = self.shared["split_k"] = self.ctx.storage(capacity)
+            part = self.shared[("split_k", capacity)] = self.ctx.storage(capacity)
         flags.append("SPLIT_K")
         kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
         self._dispatch(kernel, params(splits), buffers + [part], (tiles[0], tiles[1] * splits, w.z))
-        kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, **values)
+        kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, ACT=ACTIVATIONS[act])
         self._dispatch(kernel, params(splits), buffers + [part], (-(-w.m // 64), t, w.z))
 
     def wkv4(self, kvr: Act, y: Act, state_base: int, slot_stride: int, decay_off: int, first_off: int) -> None:

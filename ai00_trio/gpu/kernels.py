@@ -31,9 +31,9 @@ def expand_includes(source: str, read: Callable[[str], str]) -> str:
 
 
 def unroll(source: str, values: dict[str, str | int]) -> str:
-    """Repeat the lines between `#for NAME in COUNT` and `#endfor` COUNT times (a number or a
-    template value), with {{NAME}} = 0, 1, ...: loops written this way index private variables
-    by constants, so the compiler keeps them in registers."""
+    """Repeat the lines between `#for NAME in COUNT` and its `#endfor` COUNT times (a number or
+    a template value), with {{NAME}} = 0, 1, ...; loops may nest. Loops written this way index
+    private variables by constants, so the compiler keeps them in registers."""
     out: list[str] = []
     lines = iter(source.splitlines())
     for line in lines:
@@ -42,17 +42,20 @@ def unroll(source: str, values: dict[str, str | int]) -> str:
             out.append(line)
             continue
         name, count = head.group(1), head.group(2)
-        body = []
+        body, depth = [], 1
         for inner in lines:
-            if inner.strip() == "#endfor":
-                break
             if _FOR.match(inner):
-                raise ValueError("nested #for in WGSL source")
+                depth += 1
+            elif inner.strip() == "#endfor":
+                depth -= 1
+                if depth == 0:
+                    break
             body.append(inner)
         else:
             raise ValueError("#for without #endfor in WGSL source")
         times = int(count) if count.isdigit() else int(values[count])
-        out += [b.replace("{{" + name + "}}", str(i)) for i in range(times) for b in body]
+        text = "\n".join(body)
+        out += [unroll(text.replace("{{" + name + "}}", str(i)), values) for i in range(times) if body]
     return "\n".join(out)
 
 

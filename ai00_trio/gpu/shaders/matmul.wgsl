@@ -98,6 +98,7 @@ fn load_x(z: u32, t: u32, k: u32) -> vec4<f32> {
     return x[p.x_off + z * p.x_zs + t * p.x_ts + k];
 }
 
+// @entry matvec
 // Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
 // reading each weight once; the threads split K and then add their parts up, first within
 // each subgroup (SUBGROUPS) and then in workgroup memory. W_WIDE reads f16 weights 8 at a time
@@ -187,82 +188,122 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     }
 }
 
-// Many tokens (prefill, large batches): 64 rows x 64 tokens per workgroup, K in steps of 32.
-// Thread (x, y) owns rows x + 16r (r < 4) and tokens 4y + j (j < 4); weight rows are padded to
-// 9 vec4 in workgroup memory so neighbouring threads read different banks.
+// @entry matmul_tiled
+// Many tokens (prefill, large batches): a workgroup of ROW_THREADS x TOKEN_THREADS threads
+// makes TILE_M = ROW_THREADS * ROWS_PER rows for TILE_T = TOKEN_THREADS * TOKENS_PER tokens, K in
+// steps of 4 * TILE_K4. Thread (rx, ty) owns rows rx + ROW_THREADS * i (i < ROWS_PER) and tokens
+// ty * TOKENS_PER + j (j < TOKENS_PER): ROWS_PER x TOKENS_PER sums in registers, so each value
+// read from workgroup memory feeds several multiply-adds. Tile rows are padded to TILE_K4 + 1
+// vec4 so neighbouring threads read different banks. The next K step's weights and inputs are
+// fetched into registers while the current one is multiplied.
 // With SPLIT_K (too few tiles to fill the GPU), workgroup y also picks one of p.splits parts of
 // K and writes its partial sums to `part`; matmul_reduce then adds them up: y = Σ_s part_s.
-const TILE_K4: u32 = 8u;
-var<workgroup> tile_w: array<array<vec4<f32>, 9>, 64>;
-var<workgroup> tile_x: array<array<vec4<f32>, 8>, 64>;
+const ROW_THREADS: u32 = {{ROW_THREADS}}u;
+const TOKEN_THREADS: u32 = {{TOKEN_THREADS}}u;
+const ROWS_PER: u32 = {{ROWS_PER}}u;
+const TOKENS_PER: u32 = {{TOKENS_PER}}u;
+const TILE_K4: u32 = {{TILE_K4}}u;
+const TILE_M: u32 = ROW_THREADS * ROWS_PER;
+const TILE_T: u32 = TOKEN_THREADS * TOKENS_PER;
+const THREADS: u32 = ROW_THREADS * TOKEN_THREADS;
+var<workgroup> tile_w: array<array<vec4<f32>, {{TILE_K4_PADDED}}>, TILE_M>;
+var<workgroup> tile_x: array<array<vec4<f32>, {{TILE_K4_PADDED}}>, TILE_T>;
 
-@compute @workgroup_size(16, 16)
-fn matmul_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>,
+// element i of the weight tile at K step k0 (row i / TILE_K4, column i % TILE_K4), 0 outside
+fn tile_w_at(i: u32, k0: u32, k_end: u32, m0: u32, z: u32) -> vec4<f32> {
+    let r = m0 + i / TILE_K4;
+    let k = k0 + i % TILE_K4;
+    if r < p.m && k < k_end { return load_w(p.w_off + z * p.w_zs + r * p.k4 + k); }
+    return vec4<f32>(0.0);
+}
+
+fn tile_x_at(i: u32, k0: u32, k_end: u32, t0: u32, z: u32) -> vec4<f32> {
+    let t = t0 + i / TILE_K4;
+    let k = k0 + i % TILE_K4;
+    if t < p.t && k < k_end { return load_x(z, t, k); }
+    return vec4<f32>(0.0);
+}
+
+@compute @workgroup_size(THREADS)
+fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_id) wg: vec3<u32>,
                 @builtin(num_workgroups) groups: vec3<u32>) {
-    let token_tiles = (p.t + 63u) / 64u;
+    let token_tiles = (p.t + TILE_T - 1u) / TILE_T;
     let split = wg.y / token_tiles;
-    let m0 = wg.x * 64u;
-    let t0 = (wg.y % token_tiles) * 64u;
+    let m0 = wg.x * TILE_M;
+    let t0 = (wg.y % token_tiles) * TILE_T;
     let z = wg.z;
-    let flat = lid.y * 16u + lid.x;
+    let rx = flat % ROW_THREADS;
+    let ty = flat / ROW_THREADS;
     let k_part = (p.k4 + p.splits * TILE_K4 - 1u) / (p.splits * TILE_K4) * TILE_K4;
     let k_begin = split * k_part;
     let k_end = min(p.k4, k_begin + k_part);
-    var acc0 = vec4<f32>(0.0);  // token 4y + j: acc_j[r] for rows x + 16r
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    // acc[j * ROW_GROUPS + g][c]: token ty * TOKENS_PER + j, row rx + ROW_THREADS * (4g + c)
+    var acc: array<vec4<f32>, {{ACCUMULATORS}}>;
+    var next_w: array<vec4<f32>, {{W_LOADS}}>;
+    var next_x: array<vec4<f32>, {{X_LOADS}}>;
+#for l in W_LOADS
+    next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k_begin, k_end, m0, z);
+#endfor
+#for l in X_LOADS
+    next_x[{{l}}] = tile_x_at(flat + {{l}}u * THREADS, k_begin, k_end, t0, z);
+#endfor
     for (var k0 = k_begin; k0 < k_end; k0 += TILE_K4) {
-        for (var i = flat; i < 64u * TILE_K4; i += 256u) {
-            let r = i / TILE_K4;
-            let kk = k0 + i % TILE_K4;
-            var wv = vec4<f32>(0.0);
-            if m0 + r < p.m && kk < k_end { wv = load_w(p.w_off + z * p.w_zs + (m0 + r) * p.k4 + kk); }
-            tile_w[r][i % TILE_K4] = wv;
-            var xv = vec4<f32>(0.0);
-            if t0 + r < p.t && kk < k_end { xv = load_x(z, t0 + r, kk); }
-            tile_x[r][i % TILE_K4] = xv;
-        }
         workgroupBarrier();
-        for (var q = 0u; q < TILE_K4; q++) {
-            let a0 = tile_w[lid.x][q];
-            let a1 = tile_w[lid.x + 16u][q];
-            let a2 = tile_w[lid.x + 32u][q];
-            let a3 = tile_w[lid.x + 48u][q];
-            let b0 = tile_x[lid.y * 4u][q];
-            let b1 = tile_x[lid.y * 4u + 1u][q];
-            let b2 = tile_x[lid.y * 4u + 2u][q];
-            let b3 = tile_x[lid.y * 4u + 3u][q];
-            acc0 += vec4<f32>(dot(a0, b0), dot(a1, b0), dot(a2, b0), dot(a3, b0));
-            acc1 += vec4<f32>(dot(a0, b1), dot(a1, b1), dot(a2, b1), dot(a3, b1));
-            acc2 += vec4<f32>(dot(a0, b2), dot(a1, b2), dot(a2, b2), dot(a3, b2));
-            acc3 += vec4<f32>(dot(a0, b3), dot(a1, b3), dot(a2, b3), dot(a3, b3));
-        }
+#for l in W_LOADS
+        tile_w[(flat + {{l}}u * THREADS) / TILE_K4][(flat + {{l}}u * THREADS) % TILE_K4] = next_w[{{l}}];
+#endfor
+#for l in X_LOADS
+        tile_x[(flat + {{l}}u * THREADS) / TILE_K4][(flat + {{l}}u * THREADS) % TILE_K4] = next_x[{{l}}];
+#endfor
         workgroupBarrier();
+        let k1 = k0 + TILE_K4;
+        if k1 < k_end {
+#for l in W_LOADS
+            next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k1, k_end, m0, z);
+#endfor
+#for l in X_LOADS
+            next_x[{{l}}] = tile_x_at(flat + {{l}}u * THREADS, k1, k_end, t0, z);
+#endfor
+        }
+#for q in TILE_K4
+        {
+            var a: array<vec4<f32>, {{ROWS_PER}}>;
+#for i in ROWS_PER
+            a[{{i}}] = tile_w[rx + {{i}}u * ROW_THREADS][{{q}}];
+#endfor
+#for j in TOKENS_PER
+            let b{{j}} = tile_x[ty * TOKENS_PER + {{j}}u][{{q}}];
+#for g in ROW_GROUPS
+            acc[{{j}} * {{ROW_GROUPS}} + {{g}}] += vec4<f32>(dot(a[4 * {{g}}], b{{j}}), dot(a[4 * {{g}} + 1], b{{j}}),
+                                                  dot(a[4 * {{g}} + 2], b{{j}}), dot(a[4 * {{g}} + 3], b{{j}}));
+#endfor
+#endfor
+        }
+#endfor
     }
-    tiled_out(split, groups.z, z, t0 + lid.y * 4u, m0 + lid.x, acc0);
-    tiled_out(split, groups.z, z, t0 + lid.y * 4u + 1u, m0 + lid.x, acc1);
-    tiled_out(split, groups.z, z, t0 + lid.y * 4u + 2u, m0 + lid.x, acc2);
-    tiled_out(split, groups.z, z, t0 + lid.y * 4u + 3u, m0 + lid.x, acc3);
+#for j in TOKENS_PER
+#for g in ROW_GROUPS
+    tiled_out(split, groups.z, z, t0 + ty * TOKENS_PER + {{j}}u, m0 + rx + {{g}}u * 4u * ROW_THREADS,
+              acc[{{j}} * {{ROW_GROUPS}} + {{g}}]);
+#endfor
+#endfor
 }
 
-// out[t][m + 16r] = v[r] for r < 4
+// out[t][m + ROW_THREADS * c] = v[c] for c < 4
 fn tiled_out(split: u32, zs: u32, z: u32, t: u32, m: u32, v: vec4<f32>) {
     if t >= p.t { return; }
+    for (var c = 0u; c < 4u; c++) {
+        let row = m + c * ROW_THREADS;
+        if row >= p.m { return; }
 #if SPLIT_K
-    let i = ((split * zs + z) * p.t + t) * p.m + m;
-    if m < p.m { part[i] = v.x; }
-    if m + 16u < p.m { part[i + 16u] = v.y; }
-    if m + 32u < p.m { part[i + 32u] = v.z; }
-    if m + 48u < p.m { part[i + 48u] = v.w; }
+        part[((split * zs + z) * p.t + t) * p.m + row] = v[c];
 #else
-    if m < p.m { store(z, t, m, v.x); }
-    if m + 16u < p.m { store(z, t, m + 16u, v.y); }
-    if m + 32u < p.m { store(z, t, m + 32u, v.z); }
-    if m + 48u < p.m { store(z, t, m + 48u, v.w); }
+        store(z, t, row, v[c]);
 #endif
+    }
 }
 
+// @entry matmul_reduce
 #if SPLIT_K
 @compute @workgroup_size(64)
 fn matmul_reduce(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
