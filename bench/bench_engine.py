@@ -168,7 +168,6 @@ def main() -> None:
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
     parser.add_argument("--tile", default=None, help="ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4 of the tiled matmul")
-    parser.add_argument("--no-coop", action="store_true", help="tiled matmuls without cooperative matrices")
     parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
     args = parser.parse_args()
     from ai00_trio.gpu import graph
@@ -192,12 +191,11 @@ def main() -> None:
     name = os.path.basename(args.model)
     model._single.prerecord = not args.no_prerecord
     model.ctx.has_subgroups = model.ctx.has_subgroups and not args.no_subgroups
-    model.ctx.has_coop = model.ctx.has_coop and not args.no_coop
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            tile=list(vars(graph.TILE).values()),
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
-           prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups, coop=model.ctx.has_coop,
+           prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)

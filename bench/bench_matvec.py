@@ -85,8 +85,9 @@ def floor_probe(ctx, back: Readback, repeat: int) -> None:
         report(probe=f"tiny dispatch, {name}", us=round(per * 1e6, 2))
 
 
-TILES = [  # rows per thread, tokens per thread, row threads, token threads, vec4 per K step; None:
-    (4, 4, 16, 16, 8), (8, 8, 16, 8, 4), None,  # cooperative matrices (where the device has them)
+TILES = [  # rows per thread, tokens per thread, row threads, token threads, vec4 per K step
+    (4, 4, 16, 16, 8), (8, 8, 16, 8, 8), (8, 4, 16, 16, 8), (4, 8, 16, 8, 8), (8, 8, 8, 8, 8),
+    (8, 8, 16, 8, 4), (8, 8, 32, 8, 4),
 ]
 
 
@@ -96,7 +97,6 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int) -> None:
     error against numpy relative to the largest output."""
     rng = np.random.default_rng(0)
     fmt = "f16" if ctx.has_f16 else "f16_packed"
-    has_coop = ctx.has_coop
     for name, (z, m, k) in SHAPES.items():
         if name.startswith("lora"):
             continue
@@ -109,10 +109,7 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int) -> None:
             want = np.einsum("ztk,zmk->ztm", x_host, weights.astype(np.float32))
             seen = set()
             for tile, groups in itertools.product(TILES, (132, 264, 528)):
-                if tile is None and not has_coop:
-                    continue
-                ctx.has_coop = tile is None
-                graph_module.TILE = graph_module.TileShape(*(tile or (4, 4, 16, 16, 8)))
+                graph_module.TILE = graph_module.TileShape(*tile)
                 graph_module.SPLIT_K_GROUPS = groups
                 g = StepGraph(ctx, kernels, t, 1, None, None, None)
                 for _ in range(repeat):
@@ -123,11 +120,10 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int) -> None:
                 seen.add(key)
                 per = timed(ctx, back, y.buffer, g.encode, repeat)
                 got = ctx.read(y.buffer, y.planes * t * m * 4).view(np.float32).reshape(z, t, m)
-                report(tiled=name, z=z, m=m, k=k, tokens=t, tile=tile or "coop", split_groups=groups,
+                report(tiled=name, z=z, m=m, k=k, tokens=t, tile=tile, split_groups=groups,
                        dispatches=len(g.dispatches) // repeat, us=round(per * 1e6, 2),
                        tflops=round(2 * z * m * k * t / per / 1e12, 2),
                        rel_err=float(np.abs(got - want).max() / np.abs(want).max()))
-    ctx.has_coop = has_coop
 
 
 def main() -> None:
@@ -139,8 +135,7 @@ def main() -> None:
     ctx = create_context()
     back = Readback(ctx.device)
     back.reserve(4)
-    report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16,
-           coop=ctx.has_coop)
+    report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16)
     if args.tiled:
         tiled_shapes(ctx, back, KernelCache(ctx.device), args.repeat)
         return

@@ -68,7 +68,7 @@ def test_one_activation_per_stacked_matrix(gpu):
         run(gpu, lambda g: g.matmuls([(w, x, y, ("tanh", "tanh", "none"))]))
 
 
-@pytest.mark.parametrize("tile", [TileShape(), TileShape(4, 4, 16, 16), TileShape(8, 4, 16, 16, 4)],
+@pytest.mark.parametrize("tile", [TileShape(8, 8, 16, 8, 8), TileShape(4, 4, 16, 16, 8), TileShape(8, 4, 16, 16, 4)],
                          ids=["8x8", "4x4", "8x4-k16"])
 @pytest.mark.parametrize("split_groups", [1, 256], ids=["whole-k", "split-k"])
 def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):

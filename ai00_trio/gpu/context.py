@@ -117,7 +117,6 @@ class GpuContext:
     device: wgpu.GPUDevice
     has_f16: bool
     has_subgroups: bool = False
-    has_coop: bool = False  # cooperative matrices (8 x 8 f32): matrix units for the tiled matmul
     allocated_bytes: int = 0  # buffers created through this context (wgpu has no memory query)
     _readback: Readback | None = field(default=None, repr=False)
     _readback_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -174,8 +173,7 @@ def create_context(adapter: int | str | None = None, extra_features: tuple[str, 
     """A device on the chosen adapter; `extra_features` (e.g. timestamp queries for profiling)
     are requested when the adapter has them."""
     chosen = pick_adapter(adapter)
-    features = [f for f in ("shader-f16", "subgroup", "cooperative-matrix", *extra_features)
-                if f in chosen.features]
+    features = [f for f in ("shader-f16", "subgroup", *extra_features) if f in chosen.features]
     limits = chosen.limits
     wanted = {
         "max-storage-buffer-binding-size": limits["max-storage-buffer-binding-size"],
@@ -187,4 +185,4 @@ def create_context(adapter: int | str | None = None, extra_features: tuple[str, 
     }
     device = chosen.request_device_sync(required_features=features, required_limits=wanted)
     return GpuContext(adapter=chosen, device=device, has_f16="shader-f16" in features,
-                      has_subgroups="subgroup" in features, has_coop="cooperative-matrix" in features)
+                      has_subgroups="subgroup" in features)

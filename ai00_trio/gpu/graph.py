@@ -40,11 +40,11 @@ class TileShape:
     """How matmul.wgsl's many-token kernel cuts its work: each of row_threads x token_threads
     threads sums rows_per rows x tokens_per tokens, over K steps of 4 * k4."""
 
-    rows_per: int = 8
-    tokens_per: int = 8
-    row_threads: int = 16
-    token_threads: int = 8
-    k4: int = 8
+    rows_per: int
+    tokens_per: int
+    row_threads: int
+    token_threads: int
+    k4: int
 
     @property
     def rows(self) -> int:
@@ -65,7 +65,7 @@ class TileShape:
                     W_LOADS=w_loads // threads, X_LOADS=x_loads // threads)
 
 
-TILE = TileShape(4, 4, 16, 16, 8)  # run 26: 8 x 8 per thread spills, 4 x 4 is fastest overall
+TILE = TileShape(4, 4, 16, 16, 8)  # run 26: 8 x 8 per thread is slower (register spills); 4 x 4 fastest overall
 
 
 def matvec_threads(workgroups: int, k4: int) -> int:
@@ -292,15 +292,12 @@ class StepGraph:
                                y.offset, y.width, y.t * y.width, z_acts, splits, w.offset // 4, 0, 0, 0,
                                *[0] * 4 * MATVEC_SEGMENTS)
 
-        tile, entry = TILE, "matmul_tiled"
+        tile = TILE
         values = dict(ACT=ACTIVATIONS[act], **tile.values())
-        if self.ctx.has_coop:
-            tile, entry, values = TileShape(4, 4, 16, 16, 8), "matmul_coop", dict(ACT=ACTIVATIONS[act])
-            flags.append("COOP")
         tiles = (-(-w.m // tile.rows), -(-t // tile.tokens), w.z)
         splits = min(-(-SPLIT_K_GROUPS // (tiles[0] * tiles[1] * tiles[2])), k4 // SPLIT_K_MIN_K4)
         if splits <= 1:
-            kernel = self.kernels.get("matmul.wgsl", entry, flags, **values)
+            kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
             self._dispatch(kernel, params(1), buffers, tiles)
             return
         # Too few tiles to fill the GPU: each workgroup sums one part of K into a scratch
@@ -314,7 +311,7 @@ class StepGraph:
         if part is None:
             part = self.shared[("split_k", capacity)] = self.ctx.storage(capacity)
         flags.append("SPLIT_K")
-        kernel = self.kernels.get("matmul.wgsl", entry, flags, **values)
+        kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
         self._dispatch(kernel, params(splits), buffers + [part], (tiles[0], tiles[1] * splits, w.z))
         kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, ACT=ACTIVATIONS[act])
         self._dispatch(kernel, params(splits), buffers + [part], (-(-w.m // 64), t, w.z))

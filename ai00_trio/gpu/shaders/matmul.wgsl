@@ -4,9 +4,6 @@
 #if W_F16
 enable f16;
 #endif
-#if COOP
-enable wgpu_cooperative_matrix;
-#endif
 
 struct Params {
     m: u32,      // output rows
@@ -303,111 +300,6 @@ fn tiled_out(split: u32, zs: u32, z: u32, t: u32, m: u32, v: vec4<f32>) {
 #else
         store(z, t, row, v[c]);
 #endif
-    }
-}
-
-// @entry matmul_coop
-// Many tokens on matrix units (cooperative matrices: tensor cores where the device has them):
-// a workgroup of 4 subgroups makes 64 tokens x 64 rows, K in steps of 32 staged as f32 in
-// workgroup memory (the next step fetched while the current one multiplies). With A = x's
-// [token, k] block and B = Wᵀ's [k, row] block (W's [row, k] block read column-major),
-// C[token, row] += A · B over 8 x 8 x 8 blocks; subgroup s owns the 4 x 4 blocks of quadrant
-// (s / 2, s % 2). The sums go through workgroup memory to the same epilogue as matmul_tiled.
-const STAGE: u32 = 36u;        // floats per staged row: 32 of K, padded against bank conflicts
-const OUT_STRIDE: u32 = 68u;   // floats per row of the 64 x 64 result
-var<workgroup> stage_x: array<f32, 64 * 36>;   // [token][k]
-var<workgroup> stage_w: array<f32, 64 * 36>;   // [row][k]
-var<workgroup> result: array<f32, 64 * 68>;    // [token][row]
-
-fn coop_w_at(i: u32, k0: u32, k_end: u32, m0: u32, z: u32) -> vec4<f32> {
-    let r = m0 + i / 8u;
-    let k = k0 + i % 8u;
-    if r < p.m && k < k_end { return load_w(p.w_off + z * p.w_zs + r * p.k4 + k); }
-    return vec4<f32>(0.0);
-}
-
-fn coop_x_at(i: u32, k0: u32, k_end: u32, t0: u32, z: u32) -> vec4<f32> {
-    let t = t0 + i / 8u;
-    let k = k0 + i % 8u;
-    if t < p.t && k < k_end { return load_x(z, t, k); }
-    return vec4<f32>(0.0);
-}
-
-fn stage_put(i: u32, w4: vec4<f32>, x4: vec4<f32>) {
-    let at = (i / 8u) * STAGE + (i % 8u) * 4u;
-    stage_w[at] = w4.x; stage_w[at + 1u] = w4.y; stage_w[at + 2u] = w4.z; stage_w[at + 3u] = w4.w;
-    stage_x[at] = x4.x; stage_x[at + 1u] = x4.y; stage_x[at + 2u] = x4.z; stage_x[at + 3u] = x4.w;
-}
-
-@compute @workgroup_size(128)
-fn matmul_coop(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_id) wg: vec3<u32>,
-               @builtin(num_workgroups) groups: vec3<u32>) {
-    let token_tiles = (p.t + 63u) / 64u;
-    let split = wg.y / token_tiles;
-    let m0 = wg.x * 64u;
-    let t0 = (wg.y % token_tiles) * 64u;
-    let z = wg.z;
-    let sg = flat / 32u;
-    let tb = (sg / 2u) * 32u;  // first token of this subgroup's quadrant
-    let mb = (sg % 2u) * 32u;  // first row
-    let k_part = (p.k4 + p.splits * 8u - 1u) / (p.splits * 8u) * 8u;
-    let k_begin = split * k_part;
-    let k_end = min(p.k4, k_begin + k_part);
-#for i in 4
-#for j in 4
-    var c{{i}}{{j}} = coop_mat8x8<f32, C>();
-#endfor
-#endfor
-    var next_w: array<vec4<f32>, 4>;
-    var next_x: array<vec4<f32>, 4>;
-#for l in 4
-    next_w[{{l}}] = coop_w_at(flat + {{l}}u * 128u, k_begin, k_end, m0, z);
-    next_x[{{l}}] = coop_x_at(flat + {{l}}u * 128u, k_begin, k_end, t0, z);
-#endfor
-    for (var k0 = k_begin; k0 < k_end; k0 += 8u) {
-        workgroupBarrier();
-#for l in 4
-        stage_put(flat + {{l}}u * 128u, next_w[{{l}}], next_x[{{l}}]);
-#endfor
-        workgroupBarrier();
-        let k1 = k0 + 8u;
-        if k1 < k_end {
-#for l in 4
-            next_w[{{l}}] = coop_w_at(flat + {{l}}u * 128u, k1, k_end, m0, z);
-            next_x[{{l}}] = coop_x_at(flat + {{l}}u * 128u, k1, k_end, t0, z);
-#endfor
-        }
-#for q in 4
-        {
-#for i in 4
-            let a{{i}} = coopLoadT<coop_mat8x8<f32, A>>(&stage_x[(tb + {{i}}u * 8u) * STAGE + {{q}}u * 8u], STAGE);
-            let b{{i}} = coopLoad<coop_mat8x8<f32, B>>(&stage_w[(mb + {{i}}u * 8u) * STAGE + {{q}}u * 8u], STAGE);
-#endfor
-#for i in 4
-#for j in 4
-            c{{i}}{{j}} = coopMultiplyAdd(a{{i}}, b{{j}}, c{{i}}{{j}});
-#endfor
-#endfor
-        }
-#endfor
-    }
-#for i in 4
-#for j in 4
-    coopStoreT(c{{i}}{{j}}, &result[(tb + {{i}}u * 8u) * OUT_STRIDE + mb + {{j}}u * 8u], OUT_STRIDE);
-#endfor
-#endfor
-    workgroupBarrier();
-    for (var i = flat; i < 64u * 64u; i += 128u) {
-        let t = t0 + i / 64u;
-        let m = m0 + i % 64u;
-        if t < p.t && m < p.m {
-            let v = result[(i / 64u) * OUT_STRIDE + i % 64u];
-#if SPLIT_K
-            part[((split * groups.z + z) * p.t + t) * p.m + m] = v;
-#else
-            store(z, t, m, v);
-#endif
-        }
     }
 }
 
