@@ -3,8 +3,10 @@ shared/gpu/peers.py --gen6 --gen7): batch-1 decode, batched decode, prefill, mem
 
     python bench/bench_engine.py MODEL.st [--batches 1,8,32,64] [--prefill 1024] [--decode 128]
 
-Prints one JSON line per measurement. Decode includes reading the logits back and an argmax on
-the host for every sequence, as a server's sampler would.
+Prints one JSON line per measurement. Batch-1 decode through `Model.forward` reads the logits
+back and takes the argmax on the host; BatchRuntime decode takes the GPU's greedy pick per
+sequence (as the server does for greedy requests), and with --host-argmax also reads every
+logits row back for a host argmax (as the server's samplers do otherwise).
 """
 from __future__ import annotations
 
@@ -37,25 +39,29 @@ def decode_single(model, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
-def decode_batched(model, batch: int, n: int, rng, prerecord: bool) -> tuple[float, float]:
+def decode_batched(model, batch: int, n: int, rng, prerecord: bool, want: str = "pick") -> tuple[float, float]:
+    """Aggregate greedy decode tok/s of `batch` sequences: want="pick" takes the GPU's greedy
+    pick (what the server does for greedy requests), "last" reads back every logits row and
+    takes the argmax on the host."""
     runtime = BatchRuntime(model, max_batch=batch, token_chunk_size=max(256, batch))
     runtime.runtime.prerecord = prerecord
     for slot in range(batch):
         runtime.submit(slot, rng.integers(1, model.info.n_vocab, 8).tolist())
     while runtime.busy_slots:
-        out = runtime.step()
+        runtime.step()
+
+    def feed(out) -> None:
+        for slot, value in out.items():
+            runtime.submit(slot, [value.token if want == "pick" else int(np.argmax(value))], want)
+
     for slot in range(batch):
-        runtime.submit(slot, [1])
+        runtime.submit(slot, [1], want)
     for _ in range(3):  # warm the step graph for this shape
-        out = runtime.step()
-        for slot, logits in out.items():
-            runtime.submit(slot, [int(np.argmax(logits))])
+        feed(runtime.step())
     encode = 0.0
     started = time.perf_counter()
     for _ in range(n):
-        out = runtime.step()
-        for slot, logits in out.items():
-            runtime.submit(slot, [int(np.argmax(logits))])
+        feed(runtime.step())
     elapsed = time.perf_counter() - started
     graph = runtime.runtime._graph(batch, batch, batch)
     enc = model.ctx.device.create_command_encoder()
@@ -168,6 +174,8 @@ def main() -> None:
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
     parser.add_argument("--tile", default=None, help="ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4 of the tiled matmul")
+    parser.add_argument("--host-argmax", action="store_true",
+                        help="also time batches reading back every logits row (argmax on the host)")
     parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
     args = parser.parse_args()
     from ai00_trio.gpu import graph
@@ -207,10 +215,11 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         if batch == 1:
             report(model=name, batch=1, decode_tps=round(decode_single(model, args.decode), 1))
-        tps, encode = decode_batched(model, batch, max(16, args.decode // 2), rng, not args.no_prerecord)
-        report(model=name, batch=batch, runtime="BatchRuntime", decode_tps=round(tps, 1),
-               python_encode_ms=round(encode * 1000, 3),
-               dispatches=len(model.runtime(1, 1)._graph(1, 1, 1).dispatches) if batch == 1 else None)
+        for want in ("pick", "last") if args.host_argmax else ("pick",):
+            tps, encode = decode_batched(model, batch, max(16, args.decode // 2), rng, not args.no_prerecord, want)
+            report(model=name, batch=batch, runtime="BatchRuntime", want=want, decode_tps=round(tps, 1),
+                   python_encode_ms=round(encode * 1000, 3),
+                   dispatches=len(model.runtime(1, 1)._graph(1, 1, 1).dispatches) if batch == 1 else None)
     report(model=name, gpu_bytes_allocated=model.ctx.allocated_bytes)
 
 

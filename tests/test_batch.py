@@ -148,3 +148,35 @@ def test_prerecorded_steps_equal_freshly_recorded_ones(load_tiny, references):
     assert len(fresh) == len(ahead) == 107  # 6 decoded, 100 perplexity rows, the moved state
     for a, b in zip(fresh, ahead):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("version", ["v5.2", "v7"])
+def test_greedy_picks_on_the_gpu_equal_the_host_argmax(version, load_tiny, references):
+    """Slots that want only a greedy pick, beside slots that want logits, in the same steps:
+    each pick is the argmax of the logits its sequence gets alone, with their log-softmax."""
+    from ai00_trio.engine.runtime import Pick
+
+    model, ref = load_tiny(version), references(version)
+    prompts = {0: ref.tokens("sentence_20"), 1: ref.tokens("quote_in"), 2: ref.tokens("paragraph_200")[:40]}
+    n_decode = 8
+    batch = BatchRuntime(model, max_batch=3, token_chunk_size=64)
+    for slot, prompt in prompts.items():
+        batch.submit(slot, prompt, want="last" if slot == 1 else "pick")
+    got: dict[int, list] = {slot: [] for slot in prompts}
+    while any(len(v) <= n_decode for v in got.values()):
+        for slot, value in batch.step().items():
+            got[slot].append(value)
+            if len(got[slot]) <= n_decode:
+                token = value.token if isinstance(value, Pick) else int(np.argmax(value))
+                batch.submit(slot, [token], want="last" if slot == 1 else "pick")
+    for slot, prompt in prompts.items():
+        expected = run_alone(model, prompt, n_decode)
+        assert len(got[slot]) == len(expected)
+        for value, logits in zip(got[slot], expected):
+            if slot == 1:
+                assert np.abs(value - logits).max() <= TOLERANCE
+                continue
+            assert isinstance(value, Pick) and value.token == int(np.argmax(logits))
+            shifted = logits.astype(np.float64) - logits.max()
+            logprob = shifted[value.token] - np.log(np.exp(shifted).sum())
+            assert abs(value.logprob - logprob) <= TOLERANCE

@@ -100,6 +100,21 @@ def test_longest_prefix_lookup():
     check_trie(cache)
 
 
+def test_entry_without_logits_serves_only_longer_prompts():
+    """A generation decoded by GPU picks leaves its state but no logits: a later turn that goes
+    on past it resumes from it; the same tokens exactly fall back to a shorter entry."""
+    cache = make()
+    shorter = put(cache, [1, 2])
+    state = FakeState("picked", 84)
+    cache.insert([1, 2, 3, 4], state, None)
+    assert cache.lookup([1, 2, 3, 4, 5]).state is state
+    exact = cache.lookup([1, 2, 3, 4])
+    assert (exact.length, exact.state) == (2, shorter)
+    assert exact.logits is not None
+    assert cache.stats().gpu_bytes == 2 * 84 + LOGIT_BYTES
+    check_trie(cache)
+
+
 def test_lookup_without_shorter_entry_finds_nothing_mid_way():
     cache = make()
     put(cache, [1, 2, 3, 4])

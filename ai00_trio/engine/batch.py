@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .model import Model
-from .runtime import Run
+from .runtime import Pick, Run
 from .state import State
 
-WANTS = ("last", "all")
+WANTS = ("last", "all", "pick")
 
 
 @dataclass
@@ -74,7 +74,8 @@ class BatchRuntime:
     # --- work --------------------------------------------------------------------------------
     def submit(self, slot: int, tokens: list[int], want: str = "last") -> None:
         """Queue tokens for a slot. want="last": logits once all queued tokens are in;
-        want="all": logits for every token (perplexity)."""
+        want="all": logits for every token (perplexity); want="pick": once all are in, only the
+        greedy choice, made on the GPU (a `Pick`: nothing but 16 bytes is read back)."""
         self._check_slot(slot)
         if want not in WANTS:
             raise ValueError(f"want must be one of {WANTS}")
@@ -108,34 +109,42 @@ class BatchRuntime:
             hungry = [s for s in hungry if pending[s] > counts[s]]
         return counts
 
-    def step(self) -> dict[int, np.ndarray]:
+    def step(self) -> dict[int, np.ndarray | Pick]:
         """Run one GPU pass over every slot with work. Returns, per slot that produced output,
-        logits [n_vocab] ("last", once its queue is empty) or [n, n_vocab] ("all")."""
+        logits [n_vocab] ("last", once its queue is empty), [n, n_vocab] ("all") or a `Pick`."""
         counts = self.plan()
         if not counts:
             return {}
-        runs, rows, owners = [], [], []
+        runs: list[Run] = []
+        full: list[tuple[int, range, bool]] = []  # (slot, rows with logits, every token's?)
+        picked: list[tuple[int, int]] = []  # (slot, row) with a greedy pick only
         start = 0
         for slot, n in counts.items():
             work = self._work[slot]
-            chunk = [work.tokens.popleft() for _ in range(n)]
-            runs.append(Run(slot, chunk))
+            runs.append(Run(slot, [work.tokens.popleft() for _ in range(n)]))
             if work.want == "all":
-                rows.extend(range(start, start + n))
-                owners.append((slot, n, "all"))
+                full.append((slot, range(start, start + n), True))
             elif not work.tokens:
-                rows.append(start + n - 1)
-                owners.append((slot, 1, "last"))
+                if work.want == "pick":
+                    picked.append((slot, start + n - 1))
+                else:
+                    full.append((slot, range(start + n - 1, start + n), False))
             start += n
-        logits = self.runtime.step(runs, rows)
+        rows = [r for _, span, _ in full for r in span] + [r for _, r in picked]
+        logits = self.runtime.step(runs, rows, len(picked))
         hidden = self.runtime.read_hidden(len(rows)) if self.keep_hidden and rows else None
-        out: dict[int, np.ndarray] = {}
+        out: dict[int, np.ndarray | Pick] = {}
         row = 0
-        for slot, n, want in owners:
-            out[slot] = logits[row] if want == "last" else logits[row:row + n]
+        for slot, span, every in full:
+            out[slot] = logits[row:row + len(span)] if every else logits[row]
             if hidden is not None:
-                self.hidden[slot] = hidden[row] if want == "last" else hidden[row:row + n]
-            row += n
+                self.hidden[slot] = hidden[row:row + len(span)] if every else hidden[row]
+            row += len(span)
+        for (slot, _), pick in zip(picked, self.runtime.picks):
+            out[slot] = pick
+            if hidden is not None:
+                self.hidden[slot] = hidden[row]
+            row += 1
         return out
 
 

@@ -44,14 +44,15 @@ Tokens = tuple[int, ...]
 
 @dataclass(frozen=True, eq=False)
 class Hit(Generic[S]):
-    """A cached prefix: its first `length` tokens give `state` and the next-token `logits`.
+    """A cached prefix: its first `length` tokens give `state` and the next-token `logits`
+    (None only when the prompt goes on past it).
 
     Compared by identity (`eq=False`): comparing numpy logits field by field is ambiguous.
     """
 
     length: int
     state: S
-    logits: np.ndarray
+    logits: np.ndarray | None
     on_gpu: bool
 
 
@@ -68,7 +69,7 @@ class CacheStats:
 class _Entry(Generic[S]):
     __slots__ = ("state", "logits", "size", "on_gpu")
 
-    def __init__(self, state: S, logits: np.ndarray, size: int, on_gpu: bool) -> None:
+    def __init__(self, state: S, logits: np.ndarray | None, size: int, on_gpu: bool) -> None:
         self.state = state
         self.logits = logits
         self.size = size
@@ -169,8 +170,8 @@ class PrefixCache(Generic[S]):
         node, depth = self._root, 0
         best: tuple[_Node, int] | None = None
         while True:
-            if node.entry is not None:
-                best = (node, depth)
+            if node.entry is not None and (node.entry.logits is not None or depth < len(key)):
+                best = (node, depth)  # an entry without logits serves only longer prompts
             if depth == len(key):
                 break
             child = node.children.get(key[depth])
@@ -186,8 +187,10 @@ class PrefixCache(Generic[S]):
         (self._gpu if entry.on_gpu else self._host).move_to_end(node)
         return Hit(depth, entry.state, entry.logits, entry.on_gpu)
 
-    def insert(self, tokens: Sequence[int], state: S, logits: np.ndarray) -> None:
+    def insert(self, tokens: Sequence[int], state: S, logits: np.ndarray | None) -> None:
         """Store (or replace) the entry for exactly `tokens`, then enforce the budgets.
+        Without logits (a generation decoded by greedy picks alone), the entry serves only
+        prompts that go on past it.
 
         An entry over `gpu_budget` goes straight to the host; one over both budgets is not
         kept (and any older entry for these tokens is dropped all the same).
@@ -196,8 +199,8 @@ class PrefixCache(Generic[S]):
         if key:
             self._insert(key, state, _frozen(logits))
 
-    def _insert(self, key: Tokens, state: S, logits: np.ndarray) -> None:
-        entry = _Entry(state, logits, self._size_of(state) + logits.nbytes, on_gpu=True)
+    def _insert(self, key: Tokens, state: S, logits: np.ndarray | None) -> None:
+        entry = _Entry(state, logits, self._size_of(state) + _nbytes(logits), on_gpu=True)
         node = self._path(key)
         self._detach(node)
         node.entry = entry
@@ -288,7 +291,7 @@ class PrefixCache(Generic[S]):
             raise
         self._detach(node)
         entry.state, entry.on_gpu = host_state, False
-        entry.size = self._size_of(host_state) + entry.logits.nbytes
+        entry.size = self._size_of(host_state) + _nbytes(entry.logits)
         node.entry = entry
         if entry.size > self.host_budget:
             self._evict(node)
@@ -368,8 +371,14 @@ def _key(tokens: Sequence[int]) -> Tokens:
     return tuple(int(t) for t in tokens)
 
 
-def _frozen(logits: np.ndarray) -> np.ndarray:
+def _nbytes(logits: np.ndarray | None) -> int:
+    return 0 if logits is None else logits.nbytes
+
+
+def _frozen(logits: np.ndarray | None) -> np.ndarray | None:
     """A read-only copy, so that no caller can change what later hits see."""
+    if logits is None:
+        return None
     logits = np.array(logits, copy=True)
     logits.flags.writeable = False
     return logits

@@ -22,6 +22,15 @@ class Run:
     tokens: list[int]
 
 
+@dataclass(frozen=True)
+class Pick:
+    """A greedy choice made on the GPU from one logits row: the argmax (ties: the lowest id)
+    and its log-probability. Not finite when the row held NaN or infinite logits."""
+
+    token: int
+    logprob: float
+
+
 class Runtime:
     """`max_batch` state slots on the GPU and the cached step graphs that advance them."""
 
@@ -43,11 +52,14 @@ class Runtime:
             out_rows=ctx.storage(max_tokens * 4),
             logits=ctx.storage(max_tokens * n_vocab * 4),
         )
+        self._picks = ctx.storage(max_tokens * 16)
+        self._picks_back = Readback(ctx.device)
+        self.picks: list[Pick] = []  # the last step's greedy picks (see `step`)
         self.workspace = Workspace(ctx, max_tokens)
-        self._graphs: dict[tuple[int, int, int], StepGraph] = {}
+        self._graphs: dict[tuple, StepGraph] = {}
         self._shared: dict = {}
         self._logits_back = Readback(ctx.device)
-        self._prepared: tuple[tuple[int, int, int], wgpu.GPUCommandBuffer] | None = None
+        self._prepared: tuple[tuple[int, int, int, int], wgpu.GPUCommandBuffer] | None = None
         self.prerecord = True  # benchmarks switch it off to measure what it saves
         self._written: dict[int, bytes] = {}  # what the step inputs last received
 
@@ -69,11 +81,24 @@ class Runtime:
     def slot_offset(self, slot: int) -> int:
         return slot * self.slot_floats * 4
 
-    def _record(self, graph: StepGraph, n_out: int) -> wgpu.GPUCommandBuffer:
+    def _pick_graph(self, first_row: int, rows: int) -> StepGraph:
+        key = ("pick", first_row, rows)
+        graph = self._graphs.get(key)
+        if graph is None:
+            graph = StepGraph(self.ctx, self.kernels, 0, 0, self.io, self.state, self.vecs, self._shared)
+            graph.pick(self.io.logits, self._picks, self.arch.info.n_vocab, first_row, rows)
+            self._graphs[key] = graph
+        return graph
+
+    def _record(self, graph: StepGraph, n_out: int, picked: int) -> wgpu.GPUCommandBuffer:
         encoder = self.ctx.device.create_command_encoder()
         graph.encode(encoder)
-        if n_out:
-            self._logits_back.record(encoder, self.io.logits, n_out * self.arch.info.n_vocab * 4)
+        n_full = n_out - picked
+        if picked:
+            self._pick_graph(n_full, picked).encode(encoder)
+            self._picks_back.record(encoder, self._picks, picked * 16)
+        if n_full:
+            self._logits_back.record(encoder, self.io.logits, n_full * self.arch.info.n_vocab * 4)
         return encoder.finish()
 
     def _write_if_changed(self, buffer: wgpu.GPUBuffer, data: np.ndarray) -> None:
@@ -82,11 +107,15 @@ class Runtime:
             self.ctx.device.queue.write_buffer(buffer, 0, raw)
             self._written[id(buffer)] = raw
 
-    def step(self, runs: list[Run], out_rows: list[int]) -> np.ndarray | None:
-        """Feed every run into its slot; return logits [len(out_rows), vocab] for those tokens."""
+    def step(self, runs: list[Run], out_rows: list[int], picked: int = 0) -> np.ndarray | None:
+        """Feed every run into its slot; return logits [len(out_rows) - picked, vocab] for those
+        tokens. The last `picked` of out_rows only get a greedy pick each, made on the GPU and
+        left in `self.picks`: their logits are never read back."""
         t = sum(len(r.tokens) for r in runs)
         if not 0 < t <= self.max_tokens:
             raise ValueError(f"a step holds 1..{self.max_tokens} tokens, got {t}")
+        if not 0 <= picked <= len(out_rows):
+            raise ValueError(f"{picked} picks for {len(out_rows)} output rows")
         ids = np.empty(t, np.uint32)
         tokens = np.zeros((t, 4), np.uint32)
         spans = np.zeros((len(runs), 4), np.uint32)
@@ -105,18 +134,26 @@ class Runtime:
         self._write_if_changed(self.io.runs, spans)
         if out_rows:
             self._write_if_changed(self.io.out_rows, np.asarray(out_rows, np.uint32))
-        key = (t, len(runs), len(out_rows))
-        graph = self._graph(*key)
-        nbytes = len(out_rows) * self.arch.info.n_vocab * 4
-        if self._logits_back.reserve(nbytes):
-            self._prepared = None  # recorded against the replaced readback buffer
+        key = (t, len(runs), len(out_rows), picked)
+        graph = self._graph(*key[:3])
+        n_full = len(out_rows) - picked
+        nbytes = n_full * self.arch.info.n_vocab * 4
+        replaced = self._logits_back.reserve(nbytes)
+        if self._picks_back.reserve(picked * 16) or replaced:
+            self._prepared = None  # recorded against a replaced readback buffer
         prepared, self._prepared = self._prepared, None
-        command = prepared[1] if prepared is not None and prepared[0] == key else self._record(graph, len(out_rows))
+        command = (prepared[1] if prepared is not None and prepared[0] == key
+                   else self._record(graph, len(out_rows), picked))
         self.ctx.device.queue.submit([command])
         # Record the next step of this shape while the GPU runs this one: decoding repeats the
         # shape, and what changes (token ids, slots) goes in through the buffer writes above.
         if self.prerecord:
-            self._prepared = (key, self._record(graph, len(out_rows)))
-        if not out_rows:
+            self._prepared = (key, self._record(graph, len(out_rows), picked))
+        self.picks = []
+        if picked:
+            raw = self._picks_back.fetch(picked * 16).view(np.uint32).reshape(picked, 4)
+            values = raw[:, 1:3].view(np.float32)
+            self.picks = [Pick(int(i), float(top - norm)) for i, (top, norm) in zip(raw[:, 0], values)]
+        if not n_full:
             return None
-        return self._logits_back.fetch(nbytes).view(np.float32).reshape(len(out_rows), -1)
+        return self._logits_back.fetch(nbytes).view(np.float32).reshape(n_full, -1)

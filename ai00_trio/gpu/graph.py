@@ -316,6 +316,11 @@ class StepGraph:
         kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, ACT=ACTIVATIONS[act])
         self._dispatch(kernel, params(splits), buffers + [part], (-(-w.m // 64), t, w.z))
 
+    def pick(self, logits: wgpu.GPUBuffer, picks: wgpu.GPUBuffer, vocab: int, first_row: int, rows: int) -> None:
+        """picks[r] = (argmax, its logit, log Σ exp) of logits row first_row + r, for r < rows."""
+        kernel = self.kernels.get("pick.wgsl", "pick")
+        self._dispatch(kernel, pack_params(vocab, first_row), [logits, picks], (rows, 1, 1))
+
     def wkv4(self, kvr: Act, y: Act, state_base: int, slot_stride: int, decay_off: int, first_off: int) -> None:
         kernel = self.kernels.get("wkv4.wgsl", "wkv4")
         params = pack_params(y.width, self.t, state_base, slot_stride, decay_off, first_off)

@@ -23,6 +23,7 @@ import trio
 
 from ..engine.batch import BatchRuntime, embed_batch
 from ..engine.prefix_cache import PrefixCache
+from ..engine.runtime import Pick
 from ..engine.state import State
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, overloaded
@@ -90,6 +91,7 @@ class Submit:
     slot: int
     tokens: list[int]
     reply: trio.MemorySendChannel | None
+    want: str = "last"  # or "pick": the GPU's greedy choice (a Pick) instead of the logits
 
 
 @dataclass
@@ -167,7 +169,7 @@ class GpuExecutor:
             self.awaiting.discard(message.slot)
             if message.reply is not None:
                 self.replies[message.slot] = message.reply
-            batch.submit(message.slot, message.tokens)
+            batch.submit(message.slot, message.tokens, message.want)
         elif isinstance(message, Release):
             self.awaiting.discard(message.slot)
             self.replies.pop(message.slot, None)
@@ -325,11 +327,18 @@ class Scheduler:
         matcher = StopMatcher(text.stops)
         eos = self.loaded.eos_token
         grammar = text.grammar.start() if text.grammar is not None else None
+        # Plain greedy decoding takes the GPU's pick: 16 bytes back per token, not the logits.
+        want = "pick" if grammar is None and getattr(sampler, "greedy", False) else "last"
         generated: list[int] = []
         finish = "length"
         while len(generated) < text.max_tokens:
-            mask = await self._grammar_mask(grammar) if grammar is not None else None
-            token, logprob, top = sampler.step(logits, mask)
+            if isinstance(logits, Pick):
+                token, logprob, top = logits.token, logits.logprob, []
+                if not math.isfinite(logprob):
+                    raise bad_request("sampling failed: the logits contain NaN or infinity")
+            else:
+                mask = await self._grammar_mask(grammar) if grammar is not None else None
+                token, logprob, top = sampler.step(logits, mask)
             if eos is not None and token == eos:
                 finish = "stop"
                 break
@@ -346,7 +355,7 @@ class Scheduler:
                 break
             if len(generated) >= text.max_tokens:
                 break
-            await executor.send(Submit(slot, [token], logits_send))
+            await executor.send(Submit(slot, [token], logits_send, want))
             logits = await logits_recv.receive()
         if finish == "length":
             tail, _ = matcher.feed(decoder.flush())
@@ -357,7 +366,7 @@ class Scheduler:
             # the slot holds the prompt and every generated token but the last: a later turn of
             # this conversation re-prefills only what is new
             self.cache.insert(tokens + generated[:-1], await self._save(executor, slot),
-                              np.asarray(logits, np.float32))
+                              None if isinstance(logits, Pick) else np.asarray(logits, np.float32))
         await events.send(Done(finish, len(tokens), len(generated)))
 
     async def _grammar_mask(self, grammar) -> np.ndarray:

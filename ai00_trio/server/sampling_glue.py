@@ -5,7 +5,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from ..sampling import SamplerConfigError, SamplingError, make_sampler, sampler_from_request
+from ..sampling import NucleusSampler, SamplerConfigError, SamplingError, make_sampler, sampler_from_request
 from .errors import bad_request
 from .schemas import SamplingFields
 
@@ -50,6 +50,17 @@ class _StepSampler:
 
     def init(self, model_tokens: list[int]) -> None:
         self.sampler.init(model_tokens)
+
+    @property
+    def greedy(self) -> bool:
+        """Whether the GPU's greedy pick (argmax, lowest id on ties) makes exactly this sampler's
+        choice: greedy nucleus sampling without penalties, logit_bias or top_logprobs."""
+        sampler = self.sampler
+        if not isinstance(sampler, NucleusSampler):
+            return False
+        c = sampler.config
+        return ((c.temperature <= 0 or c.top_p <= 0) and c.presence_penalty == 0
+                and c.frequency_penalty == 0 and not sampler.logit_bias and sampler.top_logprobs == 0)
 
     def step(self, logits, mask=None) -> tuple[int, float, list[tuple[int, float]]]:
         try:
