@@ -120,7 +120,7 @@ def trace_single(model, n: int = 64) -> dict:
     nbytes = model.info.n_vocab * 4
     phases: dict[str, list[float]] = {k: [] for k in ("write", "submit", "record", "wait", "argmax", "total")}
     token = 1
-    command = runtime._record(graph, 1)
+    command = runtime._record(graph, 1, 0)
     for _ in range(n):
         t0 = time.perf_counter()
         queue.write_buffer(runtime.io.ids, 0, np.array([token], np.uint32))
@@ -130,7 +130,7 @@ def trace_single(model, n: int = 64) -> dict:
         t1 = time.perf_counter()
         queue.submit([command])
         t2 = time.perf_counter()
-        command = runtime._record(graph, 1)
+        command = runtime._record(graph, 1, 0)
         t3 = time.perf_counter()
         logits = runtime._logits_back.fetch(nbytes).view(np.float32)
         t4 = time.perf_counter()
@@ -141,7 +141,7 @@ def trace_single(model, n: int = 64) -> dict:
             phases[key].append(b - a)
     alone = []
     for _ in range(n):
-        command = runtime._record(graph, 1)
+        command = runtime._record(graph, 1, 0)
         t0 = time.perf_counter()
         queue.submit([command])
         runtime._logits_back.fetch(4)
