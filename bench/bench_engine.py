@@ -58,7 +58,6 @@ def decode_batched(model, batch: int, n: int, rng, prerecord: bool, want: str = 
         runtime.submit(slot, [1], want)
     for _ in range(3):  # warm the step graph for this shape
         feed(runtime.step())
-    encode = 0.0
     started = time.perf_counter()
     for _ in range(n):
         feed(runtime.step())

@@ -7,6 +7,7 @@ through the `tokens` buffer and each run's extent through the `runs` buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import wgpu
@@ -63,14 +64,17 @@ class Runtime:
         self.prerecord = True  # benchmarks switch it off to measure what it saves
         self._written: dict[int, bytes] = {}  # what the step inputs last received
 
-    def _graph(self, t: int, n_runs: int, n_out: int) -> StepGraph:
-        key = (t, n_runs, n_out)
+    def _cached(self, key: tuple, t: int, n_runs: int, record: Callable[[StepGraph], None]) -> StepGraph:
+        """The graph under `key`, recorded by `record` on first use."""
         graph = self._graphs.get(key)
         if graph is None:
             graph = StepGraph(self.ctx, self.kernels, t, n_runs, self.io, self.state, self.vecs, self._shared)
-            self.arch.record(graph, self.workspace, n_out)
+            record(graph)
             self._graphs[key] = graph
         return graph
+
+    def _graph(self, t: int, n_runs: int, n_out: int) -> StepGraph:
+        return self._cached((t, n_runs, n_out), t, n_runs, lambda g: self.arch.record(g, self.workspace, n_out))
 
     def read_hidden(self, n_rows: int) -> np.ndarray:
         """The final normalized hidden states (ln_out output) of the last step's logits rows."""
@@ -82,13 +86,8 @@ class Runtime:
         return slot * self.slot_floats * 4
 
     def _pick_graph(self, first_row: int, rows: int) -> StepGraph:
-        key = ("pick", first_row, rows)
-        graph = self._graphs.get(key)
-        if graph is None:
-            graph = StepGraph(self.ctx, self.kernels, 0, 0, self.io, self.state, self.vecs, self._shared)
-            graph.pick(self.io.logits, self._picks, self.arch.info.n_vocab, first_row, rows)
-            self._graphs[key] = graph
-        return graph
+        return self._cached(("pick", first_row, rows), 0, 0, lambda g: g.pick(
+            self.io.logits, self._picks, self.arch.info.n_vocab, first_row, rows))
 
     def _record(self, graph: StepGraph, n_out: int, picked: int) -> wgpu.GPUCommandBuffer:
         encoder = self.ctx.device.create_command_encoder()

@@ -243,11 +243,13 @@ class StepGraph:
                 self.matmul(w, x, y, act)
 
     @staticmethod
-    def _act_codes(acts: list[str]) -> tuple[list[str], str, int]:
-        """(flags, activation for every matrix, per-matrix codes) for a stack's activations."""
+    def _epilogue(w: Matrix, acts: list[str], gate: Act | None, add: bool) -> tuple[list[str], str, int]:
+        """(flags, activation for every matrix, per-matrix activation codes) of a matmul kernel
+        reading `w` with these activations, gate and residual add."""
+        flags = [w.flag] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
         if len(set(acts)) == 1:
-            return [], acts[0], 0
-        return ["ACT_PER_Z"], "none", sum(ACTIVATION_CODES[a] << (4 * z) for z, a in enumerate(acts))
+            return flags, acts[0], 0
+        return flags + ["ACT_PER_Z"], "none", sum(ACTIVATION_CODES[a] << (4 * z) for z, a in enumerate(acts))
 
     def _matvec(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
                 add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
@@ -263,8 +265,7 @@ class StepGraph:
                 acts.append(act[z] if isinstance(act, tuple) else act)
         if len(segments) > MATVEC_SEGMENTS:
             raise ValueError(f"{len(segments)} stacked matrices in one matmul, at most {MATVEC_SEGMENTS}")
-        act_flags, act, z_acts = self._act_codes(acts)
-        flags = [w0.flag, *act_flags] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
+        flags, act, z_acts = self._epilogue(w0, acts, gate, add)
         if MATVEC_WIDE and w0.fmt != "f32" and k4 % 2 == 0 and all(s[0] % 2 == 0 for s in segments):
             flags.append("W_WIDE")
         flags += self._subgroups()
@@ -280,8 +281,7 @@ class StepGraph:
     def _tiled(self, w: Matrix, x: Act, y: Act, act: str | tuple[str, ...], gate: Act | None, add: bool,
                x_strides: tuple[int, int] | None) -> None:
         """The many-token kernel (TILE-shaped tiles, split along K when there are too few tiles)."""
-        act_flags, act, z_acts = self._act_codes(list(act) if isinstance(act, tuple) else [act])
-        flags = [w.flag, *act_flags] + (["GATE"] if gate is not None else []) + (["ADD"] if add else [])
+        flags, act, z_acts = self._epilogue(w, list(act) if isinstance(act, tuple) else [act], gate, add)
         t = x.t
         k4 = w.k // 4
         x_ts, x_zs = x_strides or (x.width, x.t * x.width)

@@ -246,9 +246,14 @@ class _PenalizedSampler(SamplerState):
 class NucleusSampler(_PenalizedSampler):
     config: Nucleus
 
+    @property
+    def greedy(self) -> bool:
+        """Temperature 0 or top_p 0: always the likeliest token (the lowest id on ties)."""
+        return self.config.temperature <= 0 or self.config.top_p <= 0
+
     def candidates(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c = self.config
-        if c.temperature <= 0 or c.top_p <= 0:  # greedy
+        if self.greedy:
             return np.array([int(np.argmax(probs))]), np.ones(1)
         return kernels.nucleus_candidates(probs, c.top_p, c.top_k, c.temperature)
 

@@ -328,7 +328,7 @@ class Scheduler:
         eos = self.loaded.eos_token
         grammar = text.grammar.start() if text.grammar is not None else None
         # Plain greedy decoding takes the GPU's pick: 16 bytes back per token, not the logits.
-        want = "pick" if grammar is None and getattr(sampler, "greedy", False) else "last"
+        want = "pick" if grammar is None and getattr(sampler, "takes_gpu_pick", False) else "last"
         generated: list[int] = []
         finish = "length"
         while len(generated) < text.max_tokens:

@@ -52,15 +52,15 @@ class _StepSampler:
         self.sampler.init(model_tokens)
 
     @property
-    def greedy(self) -> bool:
+    def takes_gpu_pick(self) -> bool:
         """Whether the GPU's greedy pick (argmax, lowest id on ties) makes exactly this sampler's
         choice: greedy nucleus sampling without penalties, logit_bias or top_logprobs."""
         sampler = self.sampler
         if not isinstance(sampler, NucleusSampler):
             return False
         c = sampler.config
-        return ((c.temperature <= 0 or c.top_p <= 0) and c.presence_penalty == 0
-                and c.frequency_penalty == 0 and not sampler.logit_bias and sampler.top_logprobs == 0)
+        return (sampler.greedy and c.presence_penalty == 0 and c.frequency_penalty == 0
+                and not sampler.logit_bias and sampler.top_logprobs == 0)
 
     def step(self, logits, mask=None) -> tuple[int, float, list[tuple[int, float]]]:
         try:
