@@ -1,8 +1,9 @@
 """GPU micro-benchmark of the few-token matmul (decode), of the tiled matmul's tile shapes
-(batches, prefill) and of waiting on the GPU.
+(batches, prefill), of its split-K part counts (64-sequence steps) and of waiting on the GPU.
 
     python bench/bench_matvec.py [--repeat 100]
     python bench/bench_matvec.py --tiled [--repeat 20]
+    python bench/bench_matvec.py --splits "4,4,16,16,8;4,4,16,16,4" [--repeat 20]
 
 For each weight shape of a 1.5B-class RWKV-7 layer (and the head), times `repeat` chained
 dispatches of the same matmul in one compute pass (each writes the buffer the next one writes,
@@ -86,8 +87,8 @@ def floor_probe(ctx, back: Readback, repeat: int) -> None:
 
 
 TILES = [  # rows per thread, tokens per thread, row threads, token threads, vec4 per K step
-    (4, 4, 16, 16, 8), (8, 8, 16, 8, 8), (8, 4, 16, 16, 8), (4, 8, 16, 8, 8), (8, 8, 8, 8, 8),
-    (8, 8, 16, 8, 4), (8, 8, 32, 8, 4),
+    (4, 4, 16, 16, 8), (8, 4, 16, 16, 8), (4, 8, 16, 8, 8), (4, 4, 8, 16, 8), (4, 4, 16, 8, 8),
+    (4, 4, 16, 16, 4), (8, 8, 16, 8, 4),
 ]
 
 
@@ -108,7 +109,7 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int) -> None:
             y = Act(ctx.storage(z * t * m * 4), m, t, z)
             want = np.einsum("ztk,zmk->ztm", x_host, weights.astype(np.float32))
             seen = set()
-            for tile, groups in itertools.product(TILES, (132, 264, 528)):
+            for tile, groups in itertools.product(TILES, (96, 192, 384)):
                 graph_module.TILE = graph_module.TileShape(*tile)
                 graph_module.SPLIT_K_GROUPS = groups
                 g = StepGraph(ctx, kernels, t, 1, None, None, None)
@@ -126,11 +127,42 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int) -> None:
                        rel_err=float(np.abs(got - want).max() / np.abs(want).max()))
 
 
+def split_counts(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) -> None:
+    """Each layer matmul at a 64-sequence step, K split into 1..24 parts, for each tile shape."""
+    rng = np.random.default_rng(0)
+    fmt = "f16" if ctx.has_f16 else "f16_packed"
+    t = 64
+    for name, (z, m, k) in SHAPES.items():
+        if name == "head":
+            continue
+        weights = (rng.standard_normal((z, m, k)) * 0.02).astype(np.float16)
+        w = Matrix(ctx.upload(weights), z, m, k, fmt)
+        x = Act(ctx.upload(rng.standard_normal((z, t, k)).astype(np.float32)), k, t, z)
+        y = Act(ctx.storage(z * t * m * 4), m, t, z)
+        for tile in tiles:
+            shape = graph_module.TileShape(*tile)
+            graph_module.TILE = shape
+            n_tiles = -(-m // shape.rows) * -(-t // shape.tokens) * z
+            for splits in range(1, 25):
+                if splits > k // 4 // graph_module.SPLIT_K_MIN_K4:
+                    break
+                graph_module.SPLIT_K_GROUPS = n_tiles * splits
+                g = StepGraph(ctx, kernels, t, 1, None, None, None)
+                for _ in range(repeat):
+                    g.matmul(w, x, y)
+                per = timed(ctx, back, y.buffer, g.encode, repeat)
+                report(split=name, z=z, m=m, k=k, tokens=t, tile=tile, splits=splits,
+                       groups=n_tiles * splits, us=round(per * 1e6, 2),
+                       tflops=round(2 * z * m * k * t / per / 1e12, 2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--tokens", default="1,4")
     parser.add_argument("--tiled", action="store_true", help="time the tiled kernel's tile shapes instead")
+    parser.add_argument("--splits", default=None,
+                        help="time split-K part counts at 64 tokens for these tiles (R,T,RT,TT,K4;...)")
     args = parser.parse_args()
     ctx = create_context()
     back = Readback(ctx.device)
@@ -138,6 +170,10 @@ def main() -> None:
     report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16)
     if args.tiled:
         tiled_shapes(ctx, back, KernelCache(ctx.device), args.repeat)
+        return
+    if args.splits:
+        tiles = [tuple(int(v) for v in tile.split(",")) for tile in args.splits.split(";")]
+        split_counts(ctx, back, KernelCache(ctx.device), args.repeat, tiles)
         return
 
     floor_probe(ctx, back, args.repeat)

@@ -75,6 +75,7 @@ def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
     """Rows, tokens and K that fill no tile evenly, with and without splitting K, each tile shape."""
     monkeypatch.setattr(graph_module, "TILE", tile)
     monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", split_groups)
+    monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 8)
     rng = np.random.default_rng(7)
     z, m, k, tokens = 2, 136, 264, 70
     (w,) = Uploader(gpu, "fp16").matrices([rng.standard_normal((m, k)).astype(np.float32) for _ in range(z)])
@@ -86,3 +87,17 @@ def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
     assert len(graph.dispatches) == (2 if split_groups > 1 else 1)
     want = 1 + np.maximum(np.einsum("ztk,zmk->ztm", x_host, weights), 0) ** 2
     np.testing.assert_allclose(read(gpu, y), want, rtol=1e-4, atol=1e-3)
+
+
+
+@pytest.mark.parametrize("k4, tiles, splits", [(512, 96, 2), (2048, 32, 8), (512, 8, 8), (32, 128, 1), (32, 8, 1)])
+def test_split_k_parts(gpu, k4, tiles, splits):
+    """K is cut into a power of two of parts: the fewest that make SPLIT_K_GROUPS workgroups,
+    each part at least SPLIT_K_MIN_K4 vec4 long."""
+    rows = tiles * graph_module.TILE.rows
+    (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, 4 * k4), np.float32)])
+    x = Act(gpu.storage(64 * 4 * k4 * 4), 4 * k4, 64)
+    y = Act(gpu.storage(64 * rows * 4), rows, 64)
+    graph = run(gpu, lambda g: g.matmul(w, x, y))
+    assert graph.dispatches[0][2] == (tiles, splits, 1)
+    assert len(graph.dispatches) == (2 if splits > 1 else 1)

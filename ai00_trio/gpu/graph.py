@@ -31,8 +31,10 @@ MATVEC_SEGMENTS = 8      # stacked matrices one per-token matmul dispatch may ho
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_THREADS = 128  # token_shift.wgsl's WG
 NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
-SPLIT_K_GROUPS = 256   # tiled matmuls with fewer tiles than this split K to fill the GPU
-SPLIT_K_MIN_K4 = 8     # vec4 columns each part of a split K keeps at least
+SPLIT_K_GROUPS = 192   # tiled matmuls with fewer tiles than this split K to fill the GPU,
+SPLIT_K_MIN_K4 = 64    # into a power of two of parts, each at least this many vec4 columns long
+                       # (run 31: 2 parts of 2048-wide r/k/v beat 3, 8 of 8192-wide ffn value
+                       # beat 9 by a third; 128-wide LoRA outputs are fastest whole)
 
 
 @dataclass(frozen=True)
@@ -295,14 +297,17 @@ class StepGraph:
         tile = TILE
         values = dict(ACT=ACTIVATIONS[act], **tile.values())
         tiles = (-(-w.m // tile.rows), -(-t // tile.tokens), w.z)
-        splits = min(-(-SPLIT_K_GROUPS // (tiles[0] * tiles[1] * tiles[2])), k4 // SPLIT_K_MIN_K4)
+        splits = 1
+        while tiles[0] * tiles[1] * tiles[2] * splits < SPLIT_K_GROUPS and 2 * splits * SPLIT_K_MIN_K4 <= k4:
+            splits *= 2
         if splits <= 1:
             kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
             self._dispatch(kernel, params(1), buffers, tiles)
             return
+        groups = (tiles[0], tiles[1] * splits, w.z)
         # Too few tiles to fill the GPU: each workgroup sums one part of K into a scratch
         # buffer, and a second pass adds the parts up and applies the epilogue.
-        # splits < SPLIT_K_GROUPS / tiles + 1, so one scratch buffer of 2 x SPLIT_K_GROUPS tiles
+        # splits < 2 x SPLIT_K_GROUPS / tiles, so one scratch buffer of 2 x SPLIT_K_GROUPS tiles
         # serves every split matmul of every graph.
         capacity = 2 * SPLIT_K_GROUPS * tile.rows * tile.tokens * 4
         if splits * w.z * t * w.m * 4 > capacity:
@@ -312,7 +317,7 @@ class StepGraph:
             part = self.shared[("split_k", capacity)] = self.ctx.storage(capacity)
         flags.append("SPLIT_K")
         kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
-        self._dispatch(kernel, params(splits), buffers + [part], (tiles[0], tiles[1] * splits, w.z))
+        self._dispatch(kernel, params(splits), buffers + [part], groups)
         kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, ACT=ACTIVATIONS[act])
         self._dispatch(kernel, params(splits), buffers + [part], (-(-w.m // 64), t, w.z))
 
