@@ -92,7 +92,7 @@ TILES = [  # rows per thread, tokens per thread, row threads, token threads, vec
 ]
 
 
-def tiled_shapes(ctx, back: Readback, kernels, repeat: int) -> None:
+def tiled_shapes(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) -> None:
     """Each tile shape (and split-K target) on each layer matmul at a 64-sequence decode step and
     a 1024-token prefill chunk: µs per matmul (with its reduce pass), TFLOP/s, and the largest
     error against numpy relative to the largest output."""
@@ -109,8 +109,8 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int) -> None:
             y = Act(ctx.storage(z * t * m * 4), m, t, z)
             want = np.einsum("ztk,zmk->ztm", x_host, weights.astype(np.float32))
             seen = set()
-            for tile, groups in itertools.product(TILES, (96, 192, 384)):
-                graph_module.TILE = graph_module.TileShape(*tile)
+            for tile, groups in itertools.product(tiles, (96, 192, 384)):
+                graph_module.TILE = graph_module.TILE_LONG = graph_module.TileShape(*tile)
                 graph_module.SPLIT_K_GROUPS = groups
                 g = StepGraph(ctx, kernels, t, 1, None, None, None)
                 for _ in range(repeat):
@@ -141,7 +141,7 @@ def split_counts(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) 
         y = Act(ctx.storage(z * t * m * 4), m, t, z)
         for tile in tiles:
             shape = graph_module.TileShape(*tile)
-            graph_module.TILE = shape
+            graph_module.TILE = graph_module.TILE_LONG = shape
             n_tiles = -(-m // shape.rows) * -(-t // shape.tokens) * z
             for splits in range(1, 25):
                 if splits > k // 4 // graph_module.SPLIT_K_MIN_K4:
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--tokens", default="1,4")
     parser.add_argument("--tiled", action="store_true", help="time the tiled kernel's tile shapes instead")
+    parser.add_argument("--tiles", default=None, help="with --tiled: these tiles (R,T,RT,TT,K4;...)")
     parser.add_argument("--splits", default=None,
                         help="time split-K part counts at 64 tokens for these tiles (R,T,RT,TT,K4;...)")
     args = parser.parse_args()
@@ -169,7 +170,8 @@ def main() -> None:
     back.reserve(4)
     report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16)
     if args.tiled:
-        tiled_shapes(ctx, back, KernelCache(ctx.device), args.repeat)
+        tiles = [tuple(int(v) for v in tile.split(",")) for tile in args.tiles.split(";")] if args.tiles else TILES
+        tiled_shapes(ctx, back, KernelCache(ctx.device), args.repeat, tiles)
         return
     if args.splits:
         tiles = [tuple(int(v) for v in tile.split(",")) for tile in args.splits.split(";")]

@@ -68,8 +68,8 @@ def test_one_activation_per_stacked_matrix(gpu):
         run(gpu, lambda g: g.matmuls([(w, x, y, ("tanh", "tanh", "none"))]))
 
 
-@pytest.mark.parametrize("tile", [TileShape(8, 8, 16, 8, 8), TileShape(4, 4, 16, 16, 8), TileShape(8, 4, 16, 16, 4)],
-                         ids=["8x8", "4x4", "8x4-k16"])
+@pytest.mark.parametrize("tile", [TileShape(8, 8, 16, 8, 8), TileShape(4, 4, 16, 16, 8), TileShape(8, 4, 16, 16, 4),
+                                  TileShape(4, 8, 16, 16, 4)], ids=["8x8", "4x4", "8x4-k16", "4x8-k16"])
 @pytest.mark.parametrize("split_groups", [1, 256], ids=["whole-k", "split-k"])
 def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
     """Rows, tokens and K that fill no tile evenly, with and without splitting K, each tile shape."""
@@ -101,3 +101,12 @@ def test_split_k_parts(gpu, k4, tiles, splits):
     graph = run(gpu, lambda g: g.matmul(w, x, y))
     assert graph.dispatches[0][2] == (tiles, splits, 1)
     assert len(graph.dispatches) == (2 if splits > 1 else 1)
+
+
+def test_long_steps_take_the_long_tile(gpu):
+    rows, k, tokens = 64, 32, graph_module.LONG_TILE_MIN_TOKENS
+    (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, k), np.float32)])
+    x = Act(gpu.storage(tokens * k * 4), k, tokens)
+    y = Act(gpu.storage(tokens * rows * 4), rows, tokens)
+    graph = run(gpu, lambda g: g.matmul(w, x, y))
+    assert graph.dispatches[0][2] == (1, tokens // graph_module.TILE_LONG.tokens, 1)

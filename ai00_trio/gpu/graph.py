@@ -68,6 +68,8 @@ class TileShape:
 
 
 TILE = TileShape(4, 4, 16, 16, 8)  # run 26: 8 x 8 per thread is slower (register spills); 4 x 4 fastest overall
+TILE_LONG = TileShape(4, 8, 16, 16, 4)  # steps of LONG_TILE_MIN_TOKENS or more (run 32: 30-31 TFLOP/s
+LONG_TILE_MIN_TOKENS = 256              # at 1024 tokens, 27-28 with TILE; at 64 tokens TILE is best)
 
 
 def matvec_threads(workgroups: int, k4: int) -> int:
@@ -282,7 +284,8 @@ class StepGraph:
 
     def _tiled(self, w: Matrix, x: Act, y: Act, act: str | tuple[str, ...], gate: Act | None, add: bool,
                x_strides: tuple[int, int] | None) -> None:
-        """The many-token kernel (TILE-shaped tiles, split along K when there are too few tiles)."""
+        """The many-token kernel (TILE or TILE_LONG-shaped tiles, split along K when there are too
+        few tiles)."""
         flags, act, z_acts = self._epilogue(w, list(act) if isinstance(act, tuple) else [act], gate, add)
         t = x.t
         k4 = w.k // 4
@@ -294,7 +297,7 @@ class StepGraph:
                                y.offset, y.width, y.t * y.width, z_acts, splits, w.offset // 4, 0, 0, 0,
                                *[0] * 4 * MATVEC_SEGMENTS)
 
-        tile = TILE
+        tile = TILE_LONG if t >= LONG_TILE_MIN_TOKENS else TILE
         values = dict(ACT=ACTIVATIONS[act], **tile.values())
         tiles = (-(-w.m // tile.rows), -(-t // tile.tokens), w.z)
         splits = 1
