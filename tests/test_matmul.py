@@ -89,7 +89,6 @@ def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
     np.testing.assert_allclose(read(gpu, y), want, rtol=1e-4, atol=1e-3)
 
 
-
 @pytest.mark.parametrize("k4, tiles, splits", [(512, 96, 2), (2048, 32, 8), (512, 8, 8), (32, 128, 1), (32, 8, 1)])
 def test_split_k_parts(gpu, k4, tiles, splits):
     """K is cut into a power of two of parts: the fewest that make SPLIT_K_GROUPS workgroups,
@@ -104,6 +103,7 @@ def test_split_k_parts(gpu, k4, tiles, splits):
 
 
 def test_long_steps_take_the_long_tile(gpu):
+    """From LONG_TILE_MIN_TOKENS tokens on, tiles are TILE_LONG's 128 tokens wide."""
     rows, k, tokens = 64, 32, graph_module.LONG_TILE_MIN_TOKENS
     (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, k), np.float32)])
     x = Act(gpu.storage(tokens * k * 4), k, tokens)

@@ -67,9 +67,11 @@ class TileShape:
                     W_LOADS=w_loads // threads, X_LOADS=x_loads // threads)
 
 
-TILE = TileShape(4, 4, 16, 16, 8)  # run 26: 8 x 8 per thread is slower (register spills); 4 x 4 fastest overall
-TILE_LONG = TileShape(4, 8, 16, 16, 4)  # steps of LONG_TILE_MIN_TOKENS or more (run 32: 30-31 TFLOP/s
-LONG_TILE_MIN_TOKENS = 256              # at 1024 tokens, 27-28 with TILE; at 64 tokens TILE is best)
+# Runs 26 and 32: 8 x 8 sums per thread are slower (register spills). At 64 tokens 4 x 4 sums in
+# 64 x 64 tiles are fastest; at 1024, 4 x 8 sums in 64 x 128 tiles (30-31 TFLOP/s against 27-28).
+TILE = TileShape(4, 4, 16, 16, 8)
+TILE_LONG = TileShape(4, 8, 16, 16, 4)  # steps of LONG_TILE_MIN_TOKENS tokens or more
+LONG_TILE_MIN_TOKENS = 256
 
 
 def matvec_threads(workgroups: int, k4: int) -> int:
@@ -303,7 +305,7 @@ class StepGraph:
         splits = 1
         while tiles[0] * tiles[1] * tiles[2] * splits < SPLIT_K_GROUPS and 2 * splits * SPLIT_K_MIN_K4 <= k4:
             splits *= 2
-        if splits <= 1:
+        if splits == 1:
             kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
             self._dispatch(kernel, params(1), buffers, tiles)
             return
