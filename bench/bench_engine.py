@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
     parser.add_argument("--tile", default=None, help="ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4 of the tiled matmul")
     parser.add_argument("--tile-long", default=None, help="the same, for steps of many tokens")
+    parser.add_argument("--tiled-unstacked", action="store_true",
+                        help="many-token matmuls sharing an input run one dispatch each (as before run 35)")
     parser.add_argument("--host-argmax", action="store_true",
                         help="also time batches reading back every logits row (argmax on the host)")
     parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
@@ -190,6 +192,15 @@ def main() -> None:
         graph.NORM_SPLIT_MAX_TOKENS = args.norm_split
     if args.tile:
         graph.TILE = graph.TileShape(*(int(v) for v in args.tile.split(",")))
+    if args.tiled_unstacked:
+        stacked = graph.StepGraph.matmuls
+
+        def unstacked(self, jobs):
+            if jobs[0][1].t < graph.TILED_MIN_TOKENS:
+                return stacked(self, jobs)
+            for w, x, y, act in jobs:
+                self.matmul(w, x, y, act)
+        graph.StepGraph.matmuls = unstacked
     if args.tile_long:
         graph.TILE_LONG = graph.TileShape(*(int(v) for v in args.tile_long.split(",")))
     if args.split_groups is not None:
@@ -204,6 +215,7 @@ def main() -> None:
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            tile=list(vars(graph.TILE).values()), tile_long=list(vars(graph.TILE_LONG).values()),
+           tiled_unstacked=args.tiled_unstacked,
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
            prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,

@@ -7,7 +7,7 @@ import pytest
 
 from ai00_trio.engine.upload import Uploader
 from ai00_trio.gpu import graph as graph_module
-from ai00_trio.gpu.graph import TILED_MIN_TOKENS, Act, StepGraph, TileShape
+from ai00_trio.gpu.graph import Act, StepGraph, TileShape
 from ai00_trio.gpu.kernels import KernelCache
 
 
@@ -26,8 +26,14 @@ def read(gpu, act: Act) -> np.ndarray:
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("tokens", [1, 3, 6, 70])
-def test_ragged_stack_in_one_pass_equals_numpy(gpu, precision, tokens):
+@pytest.mark.parametrize("tokens, split", [(1, False), (3, False), (6, False), (70, False), (70, True)],
+                         ids=["1", "3", "6", "70", "70-split-k"])
+def test_ragged_stack_in_one_pass_equals_numpy(gpu, monkeypatch, precision, tokens, split):
+    """Matrices of different heights on one input, in one dispatch (and its reduce pass when K
+    is split): each output as if each matmul ran alone."""
+    if split:
+        monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", 256)
+        monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 4)
     rng = np.random.default_rng(tokens)
     k, big, small = 64, 48, 8
     up = Uploader(gpu, precision)
@@ -41,7 +47,7 @@ def test_ragged_stack_in_one_pass_equals_numpy(gpu, precision, tokens):
     hidden = Act(out.buffer, small, tokens, 2, offset=3 * big * tokens)
     graph = run(gpu, lambda g: g.matmuls([(w1, x.plane(0, 3), out, "none"),
                                           (w2, x.plane(2, 2), hidden, ("tanh", "sigmoid"))]))
-    assert (len(graph.dispatches) == 1) == (tokens < TILED_MIN_TOKENS)  # many: each matrix tiled alone
+    assert len(graph.dispatches) == (2 if split else 1)  # one ragged stack, per-token or tiled
 
     def rounded(m):
         return m.astype(np.float16).astype(np.float32) if precision == "fp16" else m

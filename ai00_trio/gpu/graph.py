@@ -27,7 +27,7 @@ MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each), at
 MATVEC_BUSY_THREADS = 49152  # the per-token kernel's threads per dispatch that kept an H100's memory busy
 MATVEC_TOKENS = 4
 MATVEC_WIDE = True       # f16 weights read 16 bytes at a time when rows hold whole 16-byte words
-MATVEC_SEGMENTS = 8      # stacked matrices one per-token matmul dispatch may hold (matmul.wgsl's seg)
+MATMUL_SEGMENTS = 8      # stacked matrices one matmul dispatch may hold (matmul.wgsl's seg)
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_THREADS = 128  # token_shift.wgsl's WG
 NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
@@ -230,23 +230,26 @@ class StepGraph:
         if x.t < TILED_MIN_TOKENS:
             self._matvec([(w, x, y, act)], gate, add, x_strides)
         else:
-            self._tiled(w, x, y, act, gate, add, x_strides)
+            self._tiled([(w, x, y, act)], gate, add, x_strides)
 
     def matmuls(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]]) -> None:
-        """Several `matmul(w, x, y, act)`s. Few tokens, matrices of one upload (`Uploader.
-        matrices`), inputs in one buffer and outputs in one buffer: all in one dispatch."""
+        """Several `matmul(w, x, y, act)`s. Matrices of one upload (`Uploader.matrices`), inputs
+        in one buffer and outputs in one buffer, packed (each output as wide as its matrix has
+        rows): all in one dispatch, as one ragged stack."""
         for w, _, _, act in jobs:
             if isinstance(act, tuple) and len(act) != w.z:
                 raise ValueError(f"{len(act)} activations for {w.z} matrices")
         first_w, first_x, first_y, _ = jobs[0]
-        one_pass = first_x.t < TILED_MIN_TOKENS and all(
+        one_pass = all(
             w.buffer is first_w.buffer and x.buffer is first_x.buffer and y.buffer is first_y.buffer
-            and w.k == x.width == first_w.k and y.width == w.m for w, x, y, _ in jobs)
-        if one_pass:
-            self._matvec(jobs)
-        else:
+            and w.k == x.width == first_w.k and y.width == w.m and x.t == first_x.t for w, x, y, _ in jobs)
+        if not one_pass:
             for w, x, y, act in jobs:
                 self.matmul(w, x, y, act)
+        elif first_x.t < TILED_MIN_TOKENS:
+            self._matvec(jobs)
+        else:
+            self._tiled(jobs)
 
     @staticmethod
     def _epilogue(w: Matrix, acts: list[str], gate: Act | None, add: bool) -> tuple[list[str], str, int]:
@@ -257,11 +260,14 @@ class StepGraph:
             return flags, acts[0], 0
         return flags + ["ACT_PER_Z"], "none", sum(ACTIVATION_CODES[a] << (4 * z) for z, a in enumerate(acts))
 
-    def _matvec(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
-                add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
-        """The few-token kernel over the stacked matrices of every job (one dispatch)."""
-        w0, x0, y0, _ = jobs[0]
-        t, k4 = x0.t, w0.k // 4
+    @staticmethod
+    def _stack(jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]],
+               x_strides: tuple[int, int] | None) -> tuple[list[tuple[int, int, int, int]], list[str], int]:
+        """matmul.wgsl's seg table for the stacked matrices of every job: (first weight / 4,
+        rows, first input / 4, first output) each; each matrix's activation; the input token
+        stride in floats."""
+        w0, x0, _, _ = jobs[0]
+        k4 = w0.k // 4
         x_ts, x_zs = x_strides or (x0.width, x0.t * x0.width)
         segments, acts = [], []
         for w, x, y, act in jobs:
@@ -269,8 +275,23 @@ class StepGraph:
                 segments.append((w.offset // 4 + z * w.m * k4, w.m, (x.offset + z * x_zs) // 4,
                                  y.offset + z * y.t * y.width))
                 acts.append(act[z] if isinstance(act, tuple) else act)
-        if len(segments) > MATVEC_SEGMENTS:
-            raise ValueError(f"{len(segments)} stacked matrices in one matmul, at most {MATVEC_SEGMENTS}")
+        if len(segments) > MATMUL_SEGMENTS:
+            raise ValueError(f"{len(segments)} stacked matrices in one matmul, at most {MATMUL_SEGMENTS}")
+        return segments, acts, x_ts
+
+    @staticmethod
+    def _params(segments: list[tuple[int, int, int, int]], k4: int, t: int, x_ts: int, z_acts: int,
+                splits: int = 1, y_first: int = 0, part_span: int = 0) -> bytes:
+        table = [v for s in segments for v in s] + [0] * 4 * (MATMUL_SEGMENTS - len(segments))
+        rows = max(s[1] for s in segments)
+        return pack_params(rows, k4, t, x_ts // 4, z_acts, splits, y_first, part_span, *table)
+
+    def _matvec(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
+                add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
+        """The few-token kernel over the stacked matrices of every job (one dispatch)."""
+        w0, x0, y0, _ = jobs[0]
+        t, k4 = x0.t, w0.k // 4
+        segments, acts, x_ts = self._stack(jobs, x_strides)
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
         if MATVEC_WIDE and w0.fmt != "f32" and k4 % 2 == 0 and all(s[0] % 2 == 0 for s in segments):
             flags.append("W_WIDE")
@@ -279,52 +300,51 @@ class StepGraph:
         threads = matvec_threads(sum(-(-s[1] // 4) for s in segments), k4)
         kernel = self.kernels.get("matmul.wgsl", "matvec", flags, ACT=ACTIVATIONS[act], MV_WG=threads,
                                   MV_TOKENS=MATVEC_TOKENS)
-        table = [v for s in segments for v in s] + [0] * 4 * (MATVEC_SEGMENTS - len(segments))
-        params = pack_params(rows, k4, t, 0, 0, x_ts // 4, 0, 0, 0, 0, z_acts, 1, 0, 0, 0, 0, *table)
         buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
-        self._dispatch(kernel, params, buffers, (-(-t // MATVEC_TOKENS), -(-rows // 4), len(segments)))
+        self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers,
+                       (-(-t // MATVEC_TOKENS), -(-rows // 4), len(segments)))
 
-    def _tiled(self, w: Matrix, x: Act, y: Act, act: str | tuple[str, ...], gate: Act | None, add: bool,
-               x_strides: tuple[int, int] | None) -> None:
-        """The many-token kernel (TILE or TILE_LONG-shaped tiles, split along K when there are too
-        few tiles)."""
-        flags, act, z_acts = self._epilogue(w, list(act) if isinstance(act, tuple) else [act], gate, add)
-        t = x.t
-        k4 = w.k // 4
-        x_ts, x_zs = x_strides or (x.width, x.t * x.width)
-        buffers = [w.buffer, x.buffer, y.buffer] + ([gate.buffer] if gate is not None else [])
-
-        def params(splits: int) -> bytes:
-            return pack_params(w.m, k4, t, w.m * k4, x.offset // 4, x_ts // 4, x_zs // 4,
-                               y.offset, y.width, y.t * y.width, z_acts, splits, w.offset // 4, 0, 0, 0,
-                               *[0] * 4 * MATVEC_SEGMENTS)
-
+    def _tiled(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
+               add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
+        """The many-token kernel over the stacked matrices of every job (TILE or TILE_LONG-shaped
+        tiles, split along K when there are too few tiles)."""
+        w0, x0, y0, _ = jobs[0]
+        t, k4 = x0.t, w0.k // 4
+        segments, acts, x_ts = self._stack(jobs, x_strides)
+        # The GPU starts workgroups in order of z: short matrices first, so that their
+        # workgroups do not trail behind the tall ones'.
+        order = sorted(range(len(segments)), key=lambda z: segments[z][1])
+        segments, acts = [segments[z] for z in order], [acts[z] for z in order]
+        flags, act, z_acts = self._epilogue(w0, acts, gate, add)
+        buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
         tile = TILE_LONG if t >= LONG_TILE_MIN_TOKENS else TILE
         values = dict(ACT=ACTIVATIONS[act], **tile.values())
-        tiles = (-(-w.m // tile.rows), -(-t // tile.tokens), w.z)
+        rows = max(s[1] for s in segments)
+        groups = (-(-rows // tile.rows), -(-t // tile.tokens), len(segments))
+        tiles = sum(-(-s[1] // tile.rows) for s in segments) * groups[1]  # those with rows to make
         splits = 1
-        while tiles[0] * tiles[1] * tiles[2] * splits < SPLIT_K_GROUPS and 2 * splits * SPLIT_K_MIN_K4 <= k4:
+        while tiles * splits < SPLIT_K_GROUPS and 2 * splits * SPLIT_K_MIN_K4 <= k4:
             splits *= 2
         if splits == 1:
             kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
-            self._dispatch(kernel, params(1), buffers, tiles)
+            self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers, groups)
             return
-        groups = (tiles[0], tiles[1] * splits, w.z)
         # Too few tiles to fill the GPU: each workgroup sums one part of K into a scratch
-        # buffer, and a second pass adds the parts up and applies the epilogue.
-        # splits < 2 x SPLIT_K_GROUPS / tiles, so one scratch buffer of 2 x SPLIT_K_GROUPS tiles
-        # serves every split matmul of every graph.
-        capacity = 2 * SPLIT_K_GROUPS * tile.rows * tile.tokens * 4
-        if splits * w.z * t * w.m * 4 > capacity:
-            raise AssertionError("split-K scratch too small")
-        part = self.shared.get(("split_k", capacity))
-        if part is None:
-            part = self.shared[("split_k", capacity)] = self.ctx.storage(capacity)
+        # buffer that mirrors the outputs once per part, and a second pass adds the parts up
+        # and applies the epilogue. One scratch buffer, grown when needed, serves every split
+        # matmul of every graph.
+        y_first = min(s[3] for s in segments)
+        span = max(s[3] + t * s[1] for s in segments) - y_first
+        part = self.shared.get("split_k")
+        if part is None or part.size < splits * span * 4:
+            part = self.shared["split_k"] = self.ctx.storage(
+                max(splits * span * 4, 2 * SPLIT_K_GROUPS * tile.rows * tile.tokens * 4))
+        params = self._params(segments, k4, t, x_ts, z_acts, splits, y_first, span)
         flags.append("SPLIT_K")
         kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
-        self._dispatch(kernel, params(splits), buffers + [part], groups)
+        self._dispatch(kernel, params, buffers + [part], (groups[0], groups[1] * splits, groups[2]))
         kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, ACT=ACTIVATIONS[act])
-        self._dispatch(kernel, params(splits), buffers + [part], (-(-w.m // 64), t, w.z))
+        self._dispatch(kernel, params, buffers + [part], (-(-rows // 64), t, len(segments)))
 
     def pick(self, logits: wgpu.GPUBuffer, picks: wgpu.GPUBuffer, vocab: int, first_row: int, rows: int) -> None:
         """picks[r] = (argmax, its logit, log Σ exp) of logits row first_row + r, for r < rows."""

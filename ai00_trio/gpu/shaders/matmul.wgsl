@@ -1,30 +1,22 @@
-// Linear layers: y = act(W · x) for every token, with W a [Z, M, K] stack of matrices stored
-// row-major like torch's Linear ([out, in], K contiguous) and x, y stacked by token.
+// Linear layers: y_z = act(W_z · x_z) for every token, for a stack of up to 8 matrices W_z stored
+// row-major like torch's Linear ([out, in], K contiguous), with x_z and y_z stacked by token.
 // Epilogue (fused, so no extra pass): optional gate (y ⊙ gate) and optional residual add (y += …).
 #if W_F16
 enable f16;
 #endif
 
 struct Params {
-    m: u32,      // output rows
-    k4: u32,     // input width / 4
-    t: u32,      // tokens
-    w_zs: u32,   // stride between stacked matrices, in vec4
-    x_off: u32,  // input offset / 4
-    x_ts: u32,   // input token stride / 4
-    x_zs: u32,   // input stride between stacked inputs / 4
-    y_off: u32,  // output offset
-    y_ts: u32,   // output token stride
-    y_zs: u32,   // output stride between stacked outputs
-    z_acts: u32, // with ACT_PER_Z: activation code of matrix z in bits 4z..4z+3
-    splits: u32, // with SPLIT_K: the K range is cut into this many parts, summed by matmul_reduce
-    w_off: u32,  // first weight, in vec4 (several matrices may share one buffer)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-    // matvec: stacked matrix z has seg[z] = (first weight / 4, rows, first input / 4, first
-    // output); its input rows are x_ts apart, its output rows as wide as it has rows. The
-    // matrices may differ in rows (a ragged stack: several matmuls on one input in one pass).
+    m: u32,          // output rows: the most of any matrix in the stack
+    k4: u32,         // input width / 4
+    t: u32,          // tokens
+    x_ts: u32,       // input token stride / 4
+    z_acts: u32,     // with ACT_PER_Z: activation code of matrix z in bits 4z..4z+3
+    splits: u32,     // with SPLIT_K: the K range is cut into this many parts, summed by matmul_reduce
+    y_first: u32,    // with SPLIT_K: the first output float; part s mirrors the outputs from
+    part_span: u32,  // there on, part_span floats from s * part_span
+    // Stacked matrix z has seg[z] = (first weight / 4, rows, first input / 4, first output); its
+    // input rows are x_ts apart, its output rows as wide as it has rows. The matrices may differ
+    // in rows (a ragged stack: several matmuls on one input in one pass).
     seg: array<vec4<u32>, 8>,
 }
 
@@ -59,7 +51,7 @@ fn load_w(i: u32) -> vec4<f32> {
 @group(0) @binding(4) var<storage, read> gate: array<f32>;
 #endif
 #if SPLIT_K
-@group(0) @binding(5) var<storage, read_write> part: array<f32>;  // [splits, z, t, m] partial sums
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;  // partial sums, see Params
 #endif
 
 fn sigmoid(v: f32) -> f32 { return 1.0 / (1.0 + exp(-v)); }
@@ -78,10 +70,6 @@ fn act(v: f32, z: u32) -> f32 {
 #endif
 }
 
-fn store(z: u32, t: u32, m: u32, v: f32) {
-    store_at(p.y_off + z * p.y_zs + t * p.y_ts + m, z, v);
-}
-
 fn store_at(i: u32, z: u32, v: f32) {
     var r = act(v, z);
 #if GATE
@@ -94,9 +82,6 @@ fn store_at(i: u32, z: u32, v: f32) {
 #endif
 }
 
-fn load_x(z: u32, t: u32, k: u32) -> vec4<f32> {
-    return x[p.x_off + z * p.x_zs + t * p.x_ts + k];
-}
 
 // @entry matvec
 // Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
@@ -198,6 +183,7 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
 // fetched into registers while the current one is multiplied.
 // The sums take one k at a time, y_mt = fma(w_mk, x_tk, y_mt): four multiply-adds per four
 // products (4-wide dot products added to the sums cost five, and were 5-8% slower: run 30).
+// Workgroup z makes stacked matrix z (those past a shorter matrix's rows stop at once).
 // With SPLIT_K (too few tiles to fill the GPU), workgroup y also picks one of p.splits parts of
 // K and writes its partial sums to `part`; matmul_reduce then adds them up: y = Σ_s part_s.
 const ROW_THREADS: u32 = {{ROW_THREADS}}u;
@@ -219,29 +205,30 @@ fn add_dots(sums: vec4<f32>, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: ve
     return fma(vec4<f32>(a0.w, a1.w, a2.w, a3.w), vec4<f32>(b.w), u);
 }
 
-// element i of the weight tile at K step k0 (row i / TILE_K4, column i % TILE_K4), 0 outside
-fn tile_w_at(i: u32, k0: u32, k_end: u32, m0: u32, z: u32) -> vec4<f32> {
+// element i of matrix seg's weight tile at K step k0 (row i / TILE_K4, column i % TILE_K4), 0 outside
+fn tile_w_at(i: u32, k0: u32, k_end: u32, m0: u32, seg: vec4<u32>) -> vec4<f32> {
     let r = m0 + i / TILE_K4;
     let k = k0 + i % TILE_K4;
-    if r < p.m && k < k_end { return load_w(p.w_off + z * p.w_zs + r * p.k4 + k); }
+    if r < seg.y && k < k_end { return load_w(seg.x + r * p.k4 + k); }
     return vec4<f32>(0.0);
 }
 
-fn tile_x_at(i: u32, k0: u32, k_end: u32, t0: u32, z: u32) -> vec4<f32> {
+fn tile_x_at(i: u32, k0: u32, k_end: u32, t0: u32, seg: vec4<u32>) -> vec4<f32> {
     let t = t0 + i / TILE_K4;
     let k = k0 + i % TILE_K4;
-    if t < p.t && k < k_end { return load_x(z, t, k); }
+    if t < p.t && k < k_end { return x[seg.z + t * p.x_ts + k]; }
     return vec4<f32>(0.0);
 }
 
 @compute @workgroup_size(THREADS)
-fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_id) wg: vec3<u32>,
-                @builtin(num_workgroups) groups: vec3<u32>) {
+fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let token_tiles = (p.t + TILE_T - 1u) / TILE_T;
     let split = wg.y / token_tiles;
     let m0 = wg.x * TILE_M;
     let t0 = (wg.y % token_tiles) * TILE_T;
     let z = wg.z;
+    let seg = p.seg[z];
+    if m0 >= seg.y { return; }  // a ragged stack's shorter matrix
     let rx = flat % ROW_THREADS;
     let ty = flat / ROW_THREADS;
     let k_part = (p.k4 + p.splits * TILE_K4 - 1u) / (p.splits * TILE_K4) * TILE_K4;
@@ -252,10 +239,10 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
     var next_w: array<vec4<f32>, {{W_LOADS}}>;
     var next_x: array<vec4<f32>, {{X_LOADS}}>;
 #for l in W_LOADS
-    next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k_begin, k_end, m0, z);
+    next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k_begin, k_end, m0, seg);
 #endfor
 #for l in X_LOADS
-    next_x[{{l}}] = tile_x_at(flat + {{l}}u * THREADS, k_begin, k_end, t0, z);
+    next_x[{{l}}] = tile_x_at(flat + {{l}}u * THREADS, k_begin, k_end, t0, seg);
 #endfor
     for (var k0 = k_begin; k0 < k_end; k0 += TILE_K4) {
         workgroupBarrier();
@@ -269,10 +256,10 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
         let k1 = k0 + TILE_K4;
         if k1 < k_end {
 #for l in W_LOADS
-            next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k1, k_end, m0, z);
+            next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k1, k_end, m0, seg);
 #endfor
 #for l in X_LOADS
-            next_x[{{l}}] = tile_x_at(flat + {{l}}u * THREADS, k1, k_end, t0, z);
+            next_x[{{l}}] = tile_x_at(flat + {{l}}u * THREADS, k1, k_end, t0, seg);
 #endfor
         }
 #for q in TILE_K4
@@ -293,22 +280,23 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
     }
 #for j in TOKENS_PER
 #for g in ROW_GROUPS
-    tiled_out(split, groups.z, z, t0 + ty * TOKENS_PER + {{j}}u, m0 + rx + {{g}}u * 4u * ROW_THREADS,
+    tiled_out(split, z, seg, t0 + ty * TOKENS_PER + {{j}}u, m0 + rx + {{g}}u * 4u * ROW_THREADS,
               acc[{{j}} * {{ROW_GROUPS}} + {{g}}]);
 #endfor
 #endfor
 }
 
-// out[t][m + ROW_THREADS * c] = v[c] for c < 4
-fn tiled_out(split: u32, zs: u32, z: u32, t: u32, m: u32, v: vec4<f32>) {
+// y_z[t][m + ROW_THREADS * c] = v[c] for c < 4 (or its part of K's sum)
+fn tiled_out(split: u32, z: u32, seg: vec4<u32>, t: u32, m: u32, v: vec4<f32>) {
     if t >= p.t { return; }
     for (var c = 0u; c < 4u; c++) {
         let row = m + c * ROW_THREADS;
-        if row >= p.m { return; }
+        if row >= seg.y { return; }
+        let i = seg.w + t * seg.y + row;
 #if SPLIT_K
-        part[((split * zs + z) * p.t + t) * p.m + row] = v[c];
+        part[split * p.part_span + i - p.y_first] = v[c];
 #else
-        store(z, t, row, v[c]);
+        store_at(i, z, v[c]);
 #endif
     }
 }
@@ -316,13 +304,15 @@ fn tiled_out(split: u32, zs: u32, z: u32, t: u32, m: u32, v: vec4<f32>) {
 // @entry matmul_reduce
 #if SPLIT_K
 @compute @workgroup_size(64)
-fn matmul_reduce(@builtin(global_invocation_id) id: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+fn matmul_reduce(@builtin(global_invocation_id) id: vec3<u32>) {
     let m = id.x;
     let t = id.y;
     let z = id.z;
-    if m >= p.m { return; }
+    let seg = p.seg[z];
+    if m >= seg.y { return; }
+    let i = seg.w + t * seg.y + m;
     var sum = 0.0;
-    for (var s = 0u; s < p.splits; s++) { sum += part[((s * groups.z + z) * p.t + t) * p.m + m]; }
-    store(z, t, m, sum);
+    for (var s = 0u; s < p.splits; s++) { sum += part[s * p.part_span + i - p.y_first]; }
+    store_at(i, z, sum);
 }
 #endif
