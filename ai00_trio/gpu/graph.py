@@ -282,6 +282,7 @@ class StepGraph:
     @staticmethod
     def _params(segments: list[tuple[int, int, int, int]], k4: int, t: int, x_ts: int, z_acts: int,
                 splits: int = 1, y_first: int = 0, part_span: int = 0) -> bytes:
+        """matmul.wgsl's Params for a stack of matrices (`_stack`)."""
         table = [v for s in segments for v in s] + [0] * 4 * (MATMUL_SEGMENTS - len(segments))
         rows = max(s[1] for s in segments)
         return pack_params(rows, k4, t, x_ts // 4, z_acts, splits, y_first, part_span, *table)

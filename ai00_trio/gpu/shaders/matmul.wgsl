@@ -82,7 +82,6 @@ fn store_at(i: u32, z: u32, v: f32) {
 #endif
 }
 
-
 // @entry matvec
 // Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
 // reading each weight once; the threads split K and then add their parts up, first within
