@@ -21,8 +21,8 @@ ACTIVATIONS = {
     "relu_sq": "max(a, 0.0) * max(a, 0.0)",
 }
 ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.wgsl's per-z switch
-TILED_MIN_TOKENS = 40  # below: the per-token kernel, MATVEC_TOKENS tokens per weight read (run 23:
-                       # at 32 tokens it beats the tiled kernel by 20%, at 48 the tiled one wins)
+TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per weight read (run 37:
+                       # 32 sequences 7-10% faster tiled, 16 sequences 36% slower tiled)
 MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each), at most
 MATVEC_BUSY_THREADS = 49152  # the per-token kernel's threads per dispatch that kept an H100's memory busy
 MATVEC_TOKENS = 4
