@@ -128,7 +128,9 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) 
 
 
 def split_counts(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) -> None:
-    """Each layer matmul at a 64-sequence step, K split into 1..24 parts, for each tile shape."""
+    """Each layer matmul at a 64-sequence step, K split into each power of two of parts that
+    the split rule allows (run 31 timed 1..24 parts, before the rule took powers of two only),
+    for each tile shape."""
     rng = np.random.default_rng(0)
     fmt = "f16" if ctx.has_f16 else "f16_packed"
     t = 64
@@ -143,17 +145,22 @@ def split_counts(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) 
             shape = graph_module.TileShape(*tile)
             graph_module.TILE = graph_module.TILE_LONG = shape
             n_tiles = -(-m // shape.rows) * -(-t // shape.tokens) * z
-            for splits in range(1, 25):
-                if splits > k // 4 // graph_module.SPLIT_K_MIN_K4:
-                    break
+            for splits in (1, 2, 4, 8, 16, 32):
                 graph_module.SPLIT_K_GROUPS = n_tiles * splits
                 g = StepGraph(ctx, kernels, t, 1, None, None, None)
                 for _ in range(repeat):
                     g.matmul(w, x, y)
+                if g.dispatches[0][2][1] != splits * -(-t // shape.tokens):
+                    break  # parts this short are not allowed
                 per = timed(ctx, back, y.buffer, g.encode, repeat)
                 report(split=name, z=z, m=m, k=k, tokens=t, tile=tile, splits=splits,
                        groups=n_tiles * splits, us=round(per * 1e6, 2),
                        tflops=round(2 * z * m * k * t / per / 1e12, 2))
+
+
+def parse_tiles(text: str) -> list[tuple[int, ...]]:
+    """"R,T,RT,TT,K4;..." → tile shapes."""
+    return [tuple(int(v) for v in tile.split(",")) for tile in text.split(";")]
 
 
 def main() -> None:
@@ -170,12 +177,10 @@ def main() -> None:
     back.reserve(4)
     report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16)
     if args.tiled:
-        tiles = [tuple(int(v) for v in tile.split(",")) for tile in args.tiles.split(";")] if args.tiles else TILES
-        tiled_shapes(ctx, back, KernelCache(ctx.device), args.repeat, tiles)
+        tiled_shapes(ctx, back, KernelCache(ctx.device), args.repeat, parse_tiles(args.tiles) if args.tiles else TILES)
         return
     if args.splits:
-        tiles = [tuple(int(v) for v in tile.split(",")) for tile in args.splits.split(";")]
-        split_counts(ctx, back, KernelCache(ctx.device), args.repeat, tiles)
+        split_counts(ctx, back, KernelCache(ctx.device), args.repeat, parse_tiles(args.splits))
         return
 
     floor_probe(ctx, back, args.repeat)
