@@ -50,7 +50,7 @@ class Uploader:
 
     def matrices(self, *stacks: Sequence[np.ndarray]) -> list[Matrix]:
         """Several stacks (each as `matrix` takes them) of the same input width k in one buffer,
-        so that a few-token step can run them all in one pass (`StepGraph.matmuls`)."""
+        so that a step can run them all in one pass (`StepGraph.matmuls`)."""
         arrays = [np.stack([np.asarray(m) for m in mats]) for mats in stacks]
         k = arrays[0].shape[2]
         if any(a.shape[2] != k for a in arrays):

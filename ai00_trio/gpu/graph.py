@@ -223,8 +223,6 @@ class StepGraph:
         to read the z-th slice of a wider row (v6's five LoRA outputs)."""
         if (x.width != w.k and x_strides is None) or y.width != w.m:
             raise ValueError(f"matmul shapes: W {w.m}x{w.k}, x width {x.width}, y width {y.width}")
-        if isinstance(act, tuple) and len(act) != w.z:
-            raise ValueError(f"{len(act)} activations for {w.z} matrices")
         if gate is not None and (gate.offset != y.offset or gate.width != y.width):
             raise ValueError("gate must share the output's layout")
         if x.t < TILED_MIN_TOKENS:
@@ -236,9 +234,6 @@ class StepGraph:
         """Several `matmul(w, x, y, act)`s. Matrices of one upload (`Uploader.matrices`), inputs
         in one buffer and outputs in one buffer, packed (each output as wide as its matrix has
         rows): all in one dispatch, as one ragged stack."""
-        for w, _, _, act in jobs:
-            if isinstance(act, tuple) and len(act) != w.z:
-                raise ValueError(f"{len(act)} activations for {w.z} matrices")
         first_w, first_x, first_y, _ = jobs[0]
         one_pass = all(
             w.buffer is first_w.buffer and x.buffer is first_x.buffer and y.buffer is first_y.buffer
@@ -265,12 +260,14 @@ class StepGraph:
                x_strides: tuple[int, int] | None) -> tuple[list[tuple[int, int, int, int]], list[str], int]:
         """matmul.wgsl's seg table for the stacked matrices of every job: (first weight / 4,
         rows, first input / 4, first output) each; each matrix's activation; the input token
-        stride in floats."""
+        stride in floats. Every matmul goes through here, so its activations are checked here."""
         w0, x0, _, _ = jobs[0]
         k4 = w0.k // 4
         x_ts, x_zs = x_strides or (x0.width, x0.t * x0.width)
         segments, acts = [], []
         for w, x, y, act in jobs:
+            if isinstance(act, tuple) and len(act) != w.z:
+                raise ValueError(f"{len(act)} activations for {w.z} matrices")
             for z in range(w.z):
                 segments.append((w.offset // 4 + z * w.m * k4, w.m, (x.offset + z * x_zs) // 4,
                                  y.offset + z * y.t * y.width))

@@ -41,7 +41,7 @@ class V6(ReceptanceChannelMix, Architecture):
             w2 = t[a + "time_maa_w2"]
             self.maa_w2.append(up.matrix(*(w2[z].T for z in LORA_ORDER)))
             # r, k, v, g and the decay LoRA's first matrix share their input width: one buffer, so
-            # that decode steps run them in one pass
+            # that every step runs them in one pass
             rkvg, decay_w1 = up.matrices([t[a + f"{m}.weight"] for m in ("receptance", "key", "value", "gate")],
                                          [t[a + "time_decay_w1"].T])
             self.rkvg.append(rkvg)

@@ -53,7 +53,7 @@ class V7(Architecture):
             down = [t[a + f"{m}1"].T if m != "v" or i > 0 else np.zeros((1, C), np.float32) for m in LORAS]
             up_ = [t[a + f"{m}2"].T if m != "v" or i > 0 else np.zeros((C, 1), np.float32) for m in LORAS]
             # r, k, v and the LoRAs' first matrices share their input width: one buffer, so that
-            # decode steps run them in one pass
+            # every step runs them in one pass
             rkv, lora_down = up.matrices([t[a + f"{m}.weight"] for m in ("receptance", "key", "value")],
                                          [padded(m, self.lora_dim, C) for m in down])
             self.rkv.append(rkv)
