@@ -179,8 +179,13 @@ def main() -> None:
     parser.add_argument("--host-argmax", action="store_true",
                         help="also time batches reading back every logits row (argmax on the host)")
     parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
+    parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in every kernel")
     args = parser.parse_args()
-    from ai00_trio.gpu import graph
+    from ai00_trio.gpu import graph, kernels
+
+    if args.checked_shaders:
+        unchecked = kernels.shader_module
+        kernels.shader_module = lambda device, label, code, checked: unchecked(device, label, code, True)
 
     graph.MATVEC_WIDE = not args.no_wide
 
@@ -215,7 +220,7 @@ def main() -> None:
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            tile=list(vars(graph.TILE).values()), tile_long=list(vars(graph.TILE_LONG).values()),
-           tiled_unstacked=args.tiled_unstacked,
+           tiled_unstacked=args.tiled_unstacked, checked_shaders=args.checked_shaders,
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
            prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,

@@ -171,22 +171,24 @@ def main() -> None:
     parser.add_argument("--tiles", default=None, help="with --tiled: these tiles (R,T,RT,TT,K4;...)")
     parser.add_argument("--splits", default=None,
                         help="time split-K part counts at 64 tokens for these tiles (R,T,RT,TT,K4;...)")
+    parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in the kernels")
     args = parser.parse_args()
     ctx = create_context()
     back = Readback(ctx.device)
     back.reserve(4)
-    report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16)
+    report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16,
+           checked_shaders=args.checked_shaders)
     if args.tiled:
-        tiled_shapes(ctx, back, KernelCache(ctx.device), args.repeat, parse_tiles(args.tiles) if args.tiles else TILES)
+        tiled_shapes(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat, parse_tiles(args.tiles) if args.tiles else TILES)
         return
     if args.splits:
-        split_counts(ctx, back, KernelCache(ctx.device), args.repeat, parse_tiles(args.splits))
+        split_counts(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat, parse_tiles(args.splits))
         return
 
     floor_probe(ctx, back, args.repeat)
     has_subgroups = ctx.has_subgroups
     rng = np.random.default_rng(0)
-    kernels = KernelCache(ctx.device)
+    kernels = KernelCache(ctx.device, checked=args.checked_shaders)
     for name, (z, m, k) in SHAPES.items():
         weights = (rng.standard_normal((z, m, k)) * 0.02).astype(np.float16)
         w = Matrix(ctx.upload(weights), z, m, k, "f16" if ctx.has_f16 else "f16_packed")

@@ -67,3 +67,42 @@ def test_every_shader_file_pastes_its_includes(gpu):
         assert "fn workgroup_sum" in cache._source(file)
     for file in ("wkv5.wgsl", "wkv7.wgsl"):
         assert "fn load_state" in cache._source(file)
+
+
+DOUBLE = """
+@group(0) @binding(0) var<storage, read_write> data: array<f32>;
+var<workgroup> scratch: array<f32, 64>;
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) i: u32) {
+    scratch[63u - i] = data[i];
+    workgroupBarrier();
+    data[i] = 2.0 * scratch[i];
+}
+"""
+
+
+@pytest.mark.parametrize("checked", [False, True], ids=["unchecked", "checked"])
+def test_shader_modules_with_and_without_runtime_checks_run(gpu, checked):
+    """Kernels are built without wgpu's runtime checks by default; both forms compute the same,
+    and bad WGSL is reported either way."""
+    import numpy as np
+    import wgpu
+
+    from ai00_trio.gpu.kernels import shader_module
+
+    module = shader_module(gpu.device, "double", DOUBLE, checked)
+    pipeline = gpu.device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+    values = np.arange(64, dtype=np.float32)
+    buffer = gpu.upload(values)
+    bind = gpu.device.create_bind_group(layout=pipeline.get_bind_group_layout(0),
+                                        entries=[{"binding": 0, "resource": {"buffer": buffer}}])
+    encoder = gpu.device.create_command_encoder()
+    compute = encoder.begin_compute_pass()
+    compute.set_pipeline(pipeline)
+    compute.set_bind_group(0, bind)
+    compute.dispatch_workgroups(1)
+    compute.end()
+    gpu.device.queue.submit([encoder.finish()])
+    np.testing.assert_array_equal(gpu.read(buffer, 256).view(np.float32), 2 * values[::-1])
+    with pytest.raises(wgpu.GPUValidationError, match="expected to be `u32`"):
+        shader_module(gpu.device, "bad", "@compute @workgroup_size(1) fn main() { let x: u32 = 1.0; }", checked)

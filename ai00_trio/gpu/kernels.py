@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Callable, Sequence
 
 import wgpu
+from wgpu.backends.wgpu_native import _api as native
 
 _INCLUDE = re.compile(r"^#include ([\w.]+)\s*$", re.M)
 _FOR = re.compile(r"^\s*#for (\w+) in (\w+)\s*$")
@@ -99,11 +100,36 @@ class Kernel:
     label: str
 
 
-class KernelCache:
-    """Compiled pipelines keyed by (file, entry point, flags, values)."""
+def shader_module(device: wgpu.GPUDevice, label: str, code: str, checked: bool) -> wgpu.GPUShaderModule:
+    """A WGSL module. Unchecked (`checked=False`) skips what wgpu adds to every shader by
+    default: a clamp on each dynamic index into a workgroup or local array (which also keeps
+    the GPU compiler from folding tile offsets into its loads) and a counter on each loop.
+    Our kernels guard their own bounds, and are tested against numpy with the checks off;
+    storage-buffer accesses stay bounded by the driver's robust buffer access either way."""
+    if checked or not hasattr(native.lib, "wgpuDeviceCreateShaderModuleTrusted"):
+        return device.create_shader_module(label=label, code=code)
+    source = native.new_struct_p("WGPUShaderSourceWGSL *", code=native.to_c_string_view(code))
+    source[0].chain.next = native.ffi.NULL
+    source[0].chain.sType = native.lib.WGPUSType_ShaderSourceWGSL
+    descriptor = native.new_struct_p(
+        "WGPUShaderModuleDescriptor *",
+        nextInChain=native.ffi.cast("WGPUChainedStruct *", source),
+        label=native.to_c_string_view(label),
+    )
+    no_runtime_checks = 0  # WGPUShaderRuntimeChecks_None
+    handle = native.libf.wgpuDeviceCreateShaderModuleTrusted(device._internal, descriptor, no_runtime_checks)
+    if handle == native.ffi.NULL:
+        raise RuntimeError(f"shader module {label} could not be created")
+    return native.GPUShaderModule(label, handle, device)
 
-    def __init__(self, device: wgpu.GPUDevice) -> None:
+
+class KernelCache:
+    """Compiled pipelines keyed by (file, entry point, flags, values). `checked` keeps wgpu's
+    runtime checks in the shaders (see `shader_module`)."""
+
+    def __init__(self, device: wgpu.GPUDevice, checked: bool = False) -> None:
         self._device = device
+        self._checked = checked
         self._kernels: dict[tuple, Kernel] = {}
         self._sources: dict[str, str] = {}
 
@@ -138,7 +164,7 @@ class KernelCache:
                 layout = {"type": wgpu.BufferBindingType.read_only_storage}
             entries.append({"binding": index, "visibility": wgpu.ShaderStage.COMPUTE, "buffer": layout})
             bindings.append(index)
-        module = self._device.create_shader_module(label=f"{file}:{entry}", code=code)
+        module = shader_module(self._device, f"{file}:{entry}", code, self._checked)
         bind_layout = self._device.create_bind_group_layout(entries=entries)
         pipeline_layout = self._device.create_pipeline_layout(bind_group_layouts=[bind_layout])
         pipeline = self._device.create_compute_pipeline(
