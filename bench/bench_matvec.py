@@ -4,6 +4,7 @@
     python bench/bench_matvec.py [--repeat 100]
     python bench/bench_matvec.py --tiled [--repeat 20]
     python bench/bench_matvec.py --splits "4,4,16,16,8;4,4,16,16,4" [--repeat 20]
+    python bench/bench_matvec.py --peak [--repeat 10]
 
 For each weight shape of a 1.5B-class RWKV-7 layer (and the head), times `repeat` chained
 dispatches of the same matmul in one compute pass (each writes the buffer the next one writes,
@@ -127,6 +128,49 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) 
                        rel_err=float(np.abs(got - want).max() / np.abs(want).max()))
 
 
+PEAK_WGSL = """
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+    let seed = f32(id.x) * 1e-9;
+    var s0 = vec4<f32>(seed); var s1 = s0 + 1.0; var s2 = s0 + 2.0; var s3 = s0 + 3.0;
+    var s4 = s0 + 4.0; var s5 = s0 + 5.0; var s6 = s0 + 6.0; var s7 = s0 + 7.0;
+    let m = vec4<f32>(0.999);
+    let c = vec4<f32>(1e-3);
+    for (var i = 0u; i < ITERATIONSu; i++) {
+        s0 = fma(s0, m, c); s1 = fma(s1, m, c); s2 = fma(s2, m, c); s3 = fma(s3, m, c);
+        s4 = fma(s4, m, c); s5 = fma(s5, m, c); s6 = fma(s6, m, c); s7 = fma(s7, m, c);
+    }
+    let total = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
+    out[id.x] = total.x + total.y + total.z + total.w;
+}
+"""
+
+
+def fma_peak(ctx, back: Readback, repeat: int) -> None:
+    """What fp32 multiply-adds from registers alone reach: 32 independent chains per thread."""
+    from ai00_trio.gpu.kernels import shader_module
+
+    iterations = 4096
+    module = shader_module(ctx.device, "peak", PEAK_WGSL.replace("ITERATIONS", str(iterations)), False)
+    pipeline = ctx.device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
+    for groups in (132, 264, 528, 1056, 4224):
+        out = ctx.storage(groups * 256 * 4)
+        bind = ctx.device.create_bind_group(layout=pipeline.get_bind_group_layout(0),
+                                            entries=[{"binding": 0, "resource": {"buffer": out}}])
+
+        def encode(encoder, bind=bind):
+            compute = encoder.begin_compute_pass()
+            compute.set_pipeline(pipeline)
+            compute.set_bind_group(0, bind)
+            for _ in range(repeat):
+                compute.dispatch_workgroups(groups)
+            compute.end()
+        per = timed(ctx, back, out, encode, repeat)
+        report(peak="fma", workgroups=groups, us=round(per * 1e6, 2),
+               tflops=round(2 * 32 * iterations * 256 * groups / per / 1e12, 2))
+
+
 def split_counts(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) -> None:
     """Each layer matmul at a 64-sequence step, K split into each power of two of parts that
     the split rule allows (run 31 timed 1..24 parts, before the rule took powers of two only),
@@ -171,6 +215,7 @@ def main() -> None:
     parser.add_argument("--tiles", default=None, help="with --tiled: these tiles (R,T,RT,TT,K4;...)")
     parser.add_argument("--splits", default=None,
                         help="time split-K part counts at 64 tokens for these tiles (R,T,RT,TT,K4;...)")
+    parser.add_argument("--peak", action="store_true", help="time fp32 multiply-adds from registers alone")
     parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in the kernels")
     args = parser.parse_args()
     ctx = create_context()
@@ -178,6 +223,9 @@ def main() -> None:
     back.reserve(4)
     report(device=ctx.info.name, backend=ctx.info.backend, subgroups=ctx.has_subgroups, f16=ctx.has_f16,
            checked_shaders=args.checked_shaders)
+    if args.peak:
+        fma_peak(ctx, back, args.repeat)
+        return
     if args.tiled:
         tiled_shapes(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat, parse_tiles(args.tiles) if args.tiles else TILES)
         return
