@@ -37,6 +37,7 @@ class StateConfig(Section):
 
 
 class LoraConfig(Section):
+    """An adapter merged into the model at load time (`engine/lora.py`); `path` is inside model.path."""
     path: str
     alpha: float = 1.0
 

@@ -10,6 +10,7 @@ from ..gpu.context import GpuContext, create_context
 from ..gpu.kernels import KernelCache
 from .formats import read_checkpoint
 from .info import ModelInfo, detect_model
+from .lora import merge_loras
 from .runtime import Run, Runtime
 from .state import State
 from .upload import Uploader
@@ -113,9 +114,10 @@ class Model:
 
 def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | None = None,
                chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None,
-               progress: Callable[[float], None] | None = None) -> Model:
-    """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), detect its
-    version and put it on the GPU."""
-    tensors = read_checkpoint(path)
+               progress: Callable[[float], None] | None = None,
+               loras: Sequence[tuple[str | Path, float]] = ()) -> Model:
+    """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), merge the
+    (path, alpha) LoRA adapters into it, detect its version and put it on the GPU."""
+    tensors = merge_loras(read_checkpoint(path), loras)
     info = detect_model(tensors)
     return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress)

@@ -91,8 +91,11 @@ def load_service(config: Config) -> LoadedModel:
     path = config.model.file
     _progress(f"loading {path} ({config.model.precision}) ...")
     started = time.perf_counter()
+    loras = [(Path(config.model.path) / lora.path, lora.alpha) for lora in config.lora]
+    for lora_path, alpha in loras:
+        _progress(f"merging LoRA {lora_path} (alpha {alpha:g})")
     model = load_model(path, precision=config.model.precision, adapter=config.adapter.choice,
-                       chunk_size=config.model.token_chunk_size, progress=ProgressBar())
+                       chunk_size=config.model.token_chunk_size, progress=ProgressBar(), loras=loras)
     kind = config.tokenizer.kind
     if kind == "auto":
         kind = "bytes" if model.info.n_vocab <= 256 else "world"
