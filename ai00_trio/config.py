@@ -16,8 +16,8 @@ class ModelConfig(Section):
     path: str = "assets/models"          # folder; `name` is resolved inside it
     name: str = "tiny-rwkv-7v0-834K.st"
     precision: str = "fp16"              # fp16 | fp32 (AI00's Fp16/Fp32 accepted)
-    quant: int = 0                       # accepted for AI00 compatibility; wired by the weights issue
-    quant_type: str = "None"
+    quant: int = 0                       # layers (from layer 0) whose projections are stored as int8
+    quant_type: str = "None"             # None | Int8 (AI00's NF4 and SF4 are not supported)
     max_batch: int = 8
     token_chunk_size: int = 256
     stop: list[str] = msgspec.field(default_factory=lambda: ["\n\n"])
@@ -27,6 +27,10 @@ class ModelConfig(Section):
     @property
     def file(self) -> Path:
         return Path(self.path) / self.name
+
+    @property
+    def int8_layers(self) -> int:
+        return self.quant if self.quant_type.lower() == "int8" else 0
 
 
 class StateConfig(Section):
@@ -110,6 +114,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     except msgspec.ValidationError as error:
         raise ConfigError(f"{source}: {error}") from None
     config.model.precision = normalize_precision(config.model.precision)
+    if config.model.quant_type.lower() not in ("none", "int8"):
+        raise ConfigError(f"{source}: model.quant_type: expected None or Int8, got {config.model.quant_type!r} "
+                          "(NF4 and SF4 are not supported)")
+    if config.model.quant < 0:
+        raise ConfigError(f"{source}: model.quant must be 0 or more (layers to store as int8)")
     if config.model.max_batch < 1 or config.model.token_chunk_size < 1:
         raise ConfigError(f"{source}: model.max_batch and model.token_chunk_size must be positive")
     return config

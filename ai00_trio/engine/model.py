@@ -24,15 +24,18 @@ class Model:
 
     def __init__(self, tensors: dict[str, np.ndarray], info: ModelInfo, ctx: GpuContext,
                  precision: str = "fp16", chunk_size: int = DEFAULT_CHUNK,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 progress: Callable[[float], None] | None = None, int8_layers: int = 0) -> None:
         self.info = info
         self.ctx = ctx
         self.precision = precision
+        self.int8_layers = min(int8_layers, info.n_layer)
+        self.parameters = sum(t.size for t in tensors.values())
         self.chunk_size = chunk_size
         self.kernels = KernelCache(ctx.device)
         width = 2 if precision == "fp16" else 4
         total = sum(t.size for t in tensors.values() if t.ndim >= 2) * width
-        up = Uploader(ctx, precision, (lambda done: progress(min(1.0, done / total))) if progress else None)
+        up = Uploader(ctx, precision, (lambda done: progress(min(1.0, done / total))) if progress else None,
+                      int8_layers)
         self.arch = ARCHITECTURES[info.version](tensors, info, up)
         self.vecs = ctx.upload(up.vectors.pack())
         self.weight_bytes = up.bytes_uploaded
@@ -115,9 +118,10 @@ class Model:
 def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | None = None,
                chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None,
                progress: Callable[[float], None] | None = None,
-               loras: Sequence[tuple[str | Path, float]] = ()) -> Model:
+               loras: Sequence[tuple[str | Path, float]] = (), int8_layers: int = 0) -> Model:
     """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), merge the
-    (path, alpha) LoRA adapters into it, detect its version and put it on the GPU."""
+    (path, alpha) LoRA adapters into it, detect its version and put it on the GPU. The
+    projections of the first `int8_layers` layers are stored as int8 (`engine/quant.py`)."""
     tensors = merge_loras(read_checkpoint(path), loras)
     info = detect_model(tensors)
-    return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress)
+    return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress, int8_layers)

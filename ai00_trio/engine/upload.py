@@ -7,6 +7,7 @@ import numpy as np
 
 from ..gpu.context import GpuContext
 from ..gpu.graph import Matrix
+from .quant import quantize_int8
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -32,10 +33,11 @@ class VectorTable:
 
 
 class Uploader:
-    """Uploads matrices as f16 (native or packed, by device) or f32, per the chosen precision."""
+    """Uploads matrices as f16 (native or packed, by device) or f32, per the chosen precision;
+    a layer's big matrices as int8 when the layer is below `int8_layers`."""
 
     def __init__(self, ctx: GpuContext, precision: str,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, int8_layers: int = 0) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.ctx = ctx
@@ -43,12 +45,14 @@ class Uploader:
         self.vectors = VectorTable()
         self.bytes_uploaded = 0
         self.progress = progress  # called with the bytes uploaded so far
+        self.int8_layers = int8_layers
 
-    def matrix(self, *mats: np.ndarray) -> Matrix:
-        """One matrix [m, k], or a stack of equally shaped ones as [z, m, k]."""
-        return self.matrices(mats)[0]
+    def matrix(self, *mats: np.ndarray, layer: int | None = None) -> Matrix:
+        """One matrix [m, k], or a stack of equally shaped ones as [z, m, k]. `layer` marks a
+        layer's projection, which may be quantized (LoRAs, embedding and head never are)."""
+        return self.matrices(mats, layer=layer)[0]
 
-    def matrices(self, *stacks: Sequence[np.ndarray]) -> list[Matrix]:
+    def matrices(self, *stacks: Sequence[np.ndarray], layer: int | None = None) -> list[Matrix]:
         """Several stacks (each as `matrix` takes them) of the same input width k in one buffer,
         so that a step can run them all in one pass (`StepGraph.matmuls`)."""
         arrays = [np.stack([np.asarray(m) for m in mats]) for mats in stacks]
@@ -57,17 +61,23 @@ class Uploader:
             raise ValueError("matrices sharing a buffer need one input width")
         if k % 4:
             raise ValueError(f"matrix input width {k} is not a multiple of 4")
-        if self.precision == "fp16":
-            dtype, fmt = np.float16, "f16" if self.ctx.has_f16 else "f16_packed"
+        scales = None
+        if layer is not None and layer < self.int8_layers:
+            words, packed_scales = quantize_int8(np.concatenate([a.reshape(-1) for a in arrays]))
+            buffer, scales, fmt = self.ctx.upload(words), self.ctx.upload(packed_scales), "int8"
+            self.bytes_uploaded += words.nbytes + packed_scales.nbytes
         else:
-            dtype, fmt = np.float32, "f32"
-        data = np.concatenate([a.astype(dtype).reshape(-1) for a in arrays])
-        self.bytes_uploaded += data.nbytes
-        buffer = self.ctx.upload(data)
+            if self.precision == "fp16":
+                dtype, fmt = np.float16, "f16" if self.ctx.has_f16 else "f16_packed"
+            else:
+                dtype, fmt = np.float32, "f32"
+            data = np.concatenate([a.astype(dtype).reshape(-1) for a in arrays])
+            self.bytes_uploaded += data.nbytes
+            buffer = self.ctx.upload(data)
         out, offset = [], 0
         for a in arrays:
             z, m, _ = a.shape
-            out.append(Matrix(buffer, z, m, k, fmt, offset))
+            out.append(Matrix(buffer, z, m, k, fmt, offset, scales))
             offset += a.size
         if self.progress:
             self.progress(self.bytes_uploaded)

@@ -117,12 +117,18 @@ class Matrix:
     z: int
     m: int
     k: int
-    fmt: str  # "f32", "f16" (native shader-f16) or "f16_packed" (halves read as u32 pairs)
+    fmt: str  # "f32", "f16" (native shader-f16), "f16_packed" (halves read as u32 pairs) or "int8"
     offset: int = 0
+    scales: wgpu.GPUBuffer | None = None  # int8: (min, max) as two f16 per INT8_BLOCK weights
 
     @property
     def flag(self) -> str:
-        return {"f32": "W_F32", "f16": "W_F16", "f16_packed": "W_F16_PACKED"}[self.fmt]
+        return {"f32": "W_F32", "f16": "W_F16", "f16_packed": "W_F16_PACKED", "int8": "W_INT8"}[self.fmt]
+
+    @property
+    def extra_buffers(self) -> list[wgpu.GPUBuffer]:
+        """What matmul.wgsl binds after its other buffers for this format (binding 6)."""
+        return [self.scales] if self.scales is not None else []
 
 
 @dataclass(frozen=True)
@@ -291,7 +297,7 @@ class StepGraph:
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = self._stack(jobs, x_strides)
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
-        if MATVEC_WIDE and w0.fmt != "f32" and k4 % 2 == 0 and all(s[0] % 2 == 0 for s in segments):
+        if MATVEC_WIDE and w0.fmt in ("f16", "f16_packed") and k4 % 2 == 0 and all(s[0] % 2 == 0 for s in segments):
             flags.append("W_WIDE")
         flags += self._subgroups()
         rows = max(s[1] for s in segments)
@@ -299,7 +305,7 @@ class StepGraph:
         kernel = self.kernels.get("matmul.wgsl", "matvec", flags, ACT=ACTIVATIONS[act], MV_WG=threads,
                                   MV_TOKENS=MATVEC_TOKENS)
         buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
-        self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers,
+        self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers + w0.extra_buffers,
                        (-(-t // MATVEC_TOKENS), -(-rows // 4), len(segments)))
 
     def _tiled(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
@@ -325,7 +331,7 @@ class StepGraph:
             splits *= 2
         if splits == 1:
             kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
-            self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers, groups)
+            self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers + w0.extra_buffers, groups)
             return
         # Too few tiles to fill the GPU: each workgroup sums one part of K into a scratch
         # buffer that mirrors the outputs once per part, and a second pass adds the parts up
@@ -340,9 +346,9 @@ class StepGraph:
         params = self._params(segments, k4, t, x_ts, z_acts, splits, y_first, span)
         flags.append("SPLIT_K")
         kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
-        self._dispatch(kernel, params, buffers + [part], (groups[0], groups[1] * splits, groups[2]))
+        self._dispatch(kernel, params, buffers + [part] + w0.extra_buffers, (groups[0], groups[1] * splits, groups[2]))
         kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, ACT=ACTIVATIONS[act])
-        self._dispatch(kernel, params, buffers + [part], (-(-rows // 64), t, len(segments)))
+        self._dispatch(kernel, params, buffers + [part] + w0.extra_buffers, (-(-rows // 64), t, len(segments)))
 
     def pick(self, logits: wgpu.GPUBuffer, picks: wgpu.GPUBuffer, vocab: int, first_row: int, rows: int) -> None:
         """picks[r] = (argmax, its logit, log Σ exp) of logits row first_row + r, for r < rows."""

@@ -134,9 +134,9 @@ class ReceptanceChannelMix:
         up = self.up
         n = self.info.n_layer
         self.ffn_mix = [up.vectors.add(*mixes[i]) for i in range(n)]
-        self.ffn_key = [up.matrix(t[f"blocks.{i}.ffn.key.weight"]) for i in range(n)]
-        self.ffn_value = [up.matrix(t[f"blocks.{i}.ffn.value.weight"]) for i in range(n)]
-        self.ffn_receptance = [up.matrix(t[f"blocks.{i}.ffn.receptance.weight"]) for i in range(n)]
+        self.ffn_key = [up.matrix(t[f"blocks.{i}.ffn.key.weight"], layer=i) for i in range(n)]
+        self.ffn_value = [up.matrix(t[f"blocks.{i}.ffn.value.weight"], layer=i) for i in range(n)]
+        self.ffn_receptance = [up.matrix(t[f"blocks.{i}.ffn.receptance.weight"], layer=i) for i in range(n)]
 
     def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         C, F, T = self.info.n_embd, self.info.n_ffn, g.t

@@ -35,10 +35,10 @@ class V4(ReceptanceChannelMix, Architecture):
         for i in range(n):
             a = f"blocks.{i}.att."
             self.att_mix.append(up.vectors.add(*(keep_previous(t[a + f"time_mix_{m}"]) for m in "kvr")))
-            self.kvr.append(up.matrix(*(t[a + f"{m}.weight"] for m in ("key", "value", "receptance"))))
+            self.kvr.append(up.matrix(*(t[a + f"{m}.weight"] for m in ("key", "value", "receptance")), layer=i))
             self.decay.append(up.vectors.add(-np.exp(t[a + "time_decay"].astype(np.float64))))
             self.first.append(up.vectors.add(t[a + "time_first"]))
-            self.output.append(up.matrix(t[a + "output.weight"]))
+            self.output.append(up.matrix(t[a + "output.weight"], layer=i))
         f = "blocks.{}.ffn."
         self.load_channel_mix(t, [[keep_previous(t[f.format(i) + f"time_mix_{m}"]) for m in "kr"] for i in range(n)])
 

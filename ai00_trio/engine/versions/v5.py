@@ -38,7 +38,7 @@ class V5(ReceptanceChannelMix, Architecture):
             a = f"blocks.{i}.att."
             self.att_mix.append(up.vectors.add(*(keep_previous(t[a + f"time_mix_{m}"]) for m in mixes)))
             names = ("receptance", "key", "value", "gate")[: len(mixes)]
-            self.rkvg.append(up.matrix(*(t[a + f"{m}.weight"] for m in names)))
+            self.rkvg.append(up.matrix(*(t[a + f"{m}.weight"] for m in names), layer=i))
             self.decay.append(up.vectors.add(np.exp(-np.exp(per_channel(t[a + "time_decay"], H, N)))))
             if a + "time_faaaa" in t:
                 bonus = per_channel(t[a + "time_faaaa"], H, N)
@@ -46,7 +46,7 @@ class V5(ReceptanceChannelMix, Architecture):
                 bonus = np.exp(per_channel(t[a + "time_first"], H, N))
             self.first.append(up.vectors.add(bonus))
             self.lnx.append(up.vectors.add(t[a + "ln_x.weight"], t[a + "ln_x.bias"]))
-            self.output.append(up.matrix(t[a + "output.weight"]))
+            self.output.append(up.matrix(t[a + "output.weight"], layer=i))
         f = "blocks.{}.ffn."
         self.load_channel_mix(t, [[keep_previous(t[f.format(i) + f"time_mix_{m}"]) for m in "kr"]
                                   for i in range(info.n_layer)])

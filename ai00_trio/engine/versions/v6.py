@@ -43,14 +43,14 @@ class V6(ReceptanceChannelMix, Architecture):
             # r, k, v, g and the decay LoRA's first matrix share their input width: one buffer, so
             # that every step runs them in one pass
             rkvg, decay_w1 = up.matrices([t[a + f"{m}.weight"] for m in ("receptance", "key", "value", "gate")],
-                                         [t[a + "time_decay_w1"].T])
+                                         [t[a + "time_decay_w1"].T], layer=i)
             self.rkvg.append(rkvg)
             self.decay_w1.append(decay_w1)
             self.decay_w2.append(up.matrix(t[a + "time_decay_w2"].T))
             self.decay.append(up.vectors.add(t[a + "time_decay"]))
             self.first.append(up.vectors.add(t[a + "time_faaaa"]))
             self.lnx.append(up.vectors.add(t[a + "ln_x.weight"], t[a + "ln_x.bias"]))
-            self.output.append(up.matrix(t[a + "output.weight"]))
+            self.output.append(up.matrix(t[a + "output.weight"], layer=i))
         f = "blocks.{}.ffn."
         self.load_channel_mix(t, [[t[f.format(i) + f"time_maa_{m}"] for m in "kr"] for i in range(info.n_layer)])
 

@@ -45,7 +45,7 @@ class V7(Architecture):
         for i in range(n):
             a = f"blocks.{i}.att."
             self.att_mix.append(up.vectors.add(*(t[a + f"x_{m}"] for m in MIX_NAMES)))
-            self.output.append(up.matrix(t[a + "output.weight"]))
+            self.output.append(up.matrix(t[a + "output.weight"], layer=i))
             v0 = t[a + "v0"] if i > 0 else np.zeros(info.n_embd, np.float32)
             self.params.append(up.vectors.add(t[a + "w0"], t[a + "a0"], v0, t[a + "k_k"], t[a + "k_a"],
                                               t[a + "r_k"], t[a + "ln_x.weight"], t[a + "ln_x.bias"]))
@@ -55,13 +55,13 @@ class V7(Architecture):
             # r, k, v and the LoRAs' first matrices share their input width: one buffer, so that
             # every step runs them in one pass
             rkv, lora_down = up.matrices([t[a + f"{m}.weight"] for m in ("receptance", "key", "value")],
-                                         [padded(m, self.lora_dim, C) for m in down])
+                                         [padded(m, self.lora_dim, C) for m in down], layer=i)
             self.rkv.append(rkv)
             self.lora_down.append(lora_down)
             self.lora_up.append(up.matrix(*(padded(m, C, self.lora_dim) for m in up_)))
         self.ffn_mix = [up.vectors.add(t[f"blocks.{i}.ffn.x_k"]) for i in range(n)]
-        self.ffn_key = [up.matrix(t[f"blocks.{i}.ffn.key.weight"]) for i in range(n)]
-        self.ffn_value = [up.matrix(t[f"blocks.{i}.ffn.value.weight"]) for i in range(n)]
+        self.ffn_key = [up.matrix(t[f"blocks.{i}.ffn.key.weight"], layer=i) for i in range(n)]
+        self.ffn_value = [up.matrix(t[f"blocks.{i}.ffn.value.weight"], layer=i) for i in range(n)]
 
     def time_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         info, T = self.info, g.t

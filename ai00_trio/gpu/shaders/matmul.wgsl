@@ -45,6 +45,16 @@ fn load_w(i: u32) -> vec4<f32> {
 }
 #endif
 #endif
+#if W_INT8
+// int8 weights, 4 per word (word i holds weights 4i..4i+3), and per block of 64 weights its
+// (min, max) as two f16 in one word: w = min + q / 255 · (max - min)
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+@group(0) @binding(6) var<storage, read> scales: array<u32>;
+fn load_w(i: u32) -> vec4<f32> {
+    let range = unpack2x16float(scales[i / 16u]);
+    return fma(unpack4x8unorm(w[i]), vec4<f32>(range.y - range.x), vec4<f32>(range.x));
+}
+#endif
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 #if GATE
