@@ -34,14 +34,17 @@ def test_packing_error_is_at_most_half_a_step():
     np.testing.assert_array_equal(back[1000:1088], 0.25)  # a constant block comes back exactly
 
 
-@pytest.mark.parametrize("tokens, split", [(1, False), (6, False), (70, False), (70, True)],
-                         ids=["1", "6", "70", "70-split-k"])
-def test_int8_ragged_stack_equals_numpy(gpu, monkeypatch, tokens, split):
+@pytest.mark.parametrize("tokens, split, k", [(1, False, 96), (3, False, 100), (6, False, 96), (70, False, 96),
+                                             (70, True, 96)],
+                         ids=["1-wide", "3-narrow", "6-wide", "70", "70-split-k"])
+def test_int8_ragged_stack_equals_numpy(gpu, monkeypatch, tokens, split, k):
+    """The per-token kernel reads 16 weights at a time when each row starts a 16-byte word
+    (k a multiple of 16), 4 at a time otherwise; the tiled kernel reads 4 at a time."""
     if split:
         monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", 256)
         monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 4)
     rng = np.random.default_rng(tokens)
-    k, big, small = 96, 40, 8
+    big, small = 40, 8
     first = [rng.standard_normal((big, k)).astype(np.float32) for _ in range(3)]
     second = [rng.standard_normal((small, k)).astype(np.float32) for _ in range(2)]
     up = Uploader(gpu, "fp16", int8_layers=1)

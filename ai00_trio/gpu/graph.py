@@ -26,7 +26,7 @@ TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per w
 MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each), at most
 MATVEC_BUSY_THREADS = 49152  # the per-token kernel's threads per dispatch that kept an H100's memory busy
 MATVEC_TOKENS = 4
-MATVEC_WIDE = True       # f16 weights read 16 bytes at a time when rows hold whole 16-byte words
+MATVEC_WIDE = True       # f16 / int8 weights read 16 bytes at a time when rows hold whole 16-byte words
 MATMUL_SEGMENTS = 8      # stacked matrices one matmul dispatch may hold (matmul.wgsl's seg)
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_THREADS = 128  # token_shift.wgsl's WG
@@ -297,7 +297,8 @@ class StepGraph:
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = self._stack(jobs, x_strides)
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
-        if MATVEC_WIDE and w0.fmt in ("f16", "f16_packed") and k4 % 2 == 0 and all(s[0] % 2 == 0 for s in segments):
+        words = {"f16": 2, "f16_packed": 2, "int8": 4}.get(w0.fmt)  # vec4s per 16-byte read
+        if MATVEC_WIDE and words and k4 % words == 0 and all(s[0] % words == 0 for s in segments):
             flags.append("W_WIDE")
         flags += self._subgroups()
         rows = max(s[1] for s in segments)

@@ -21,6 +21,21 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#if W_INT8
+// int8 weights, 16 per element (word i holds weights 4i..4i+3), and per block of 64 weights
+// its (min, max) as two f16 in one word: w = min + q / 255 · (max - min)
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+@group(0) @binding(6) var<storage, read> scales: array<u32>;
+// (min, max - min) of the block holding word i
+fn int8_range(i: u32) -> vec2<f32> {
+    let range = unpack2x16float(scales[i / 16u]);
+    return vec2<f32>(range.x, range.y - range.x);
+}
+fn load_w(i: u32) -> vec4<f32> {
+    let range = int8_range(i);
+    return fma(unpack4x8unorm(w[i / 4u][i % 4u]), vec4<f32>(range.y), vec4<f32>(range.x));
+}
+#else
 #if W_F32
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
 fn load_w(i: u32) -> vec4<f32> { return w[i]; }
@@ -45,15 +60,6 @@ fn load_w(i: u32) -> vec4<f32> {
 }
 #endif
 #endif
-#if W_INT8
-// int8 weights, 4 per word (word i holds weights 4i..4i+3), and per block of 64 weights its
-// (min, max) as two f16 in one word: w = min + q / 255 · (max - min)
-@group(0) @binding(1) var<storage, read> w: array<u32>;
-@group(0) @binding(6) var<storage, read> scales: array<u32>;
-fn load_w(i: u32) -> vec4<f32> {
-    let range = unpack2x16float(scales[i / 16u]);
-    return fma(unpack4x8unorm(w[i]), vec4<f32>(range.y - range.x), vec4<f32>(range.x));
-}
 #endif
 @group(0) @binding(2) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
@@ -102,6 +108,14 @@ const TOKENS: u32 = {{MV_TOKENS}}u;
 var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
 
 #if W_WIDE
+#if W_INT8
+// Σ of 16 int8 weights (one 16-byte word, range (min, max - min)) times xs; total = Σ xs
+fn dot16(q: vec4<u32>, range: vec2<f32>, xs: array<vec4<f32>, 4>, total: f32) -> f32 {
+    let sum = dot(unpack4x8unorm(q.x), xs[0]) + dot(unpack4x8unorm(q.y), xs[1])
+            + dot(unpack4x8unorm(q.z), xs[2]) + dot(unpack4x8unorm(q.w), xs[3]);
+    return fma(sum, range.y, range.x * total);
+}
+#endif
 // Σ of 8 weights (one 16-byte word) times x0 (first 4) and x1 (last 4)
 fn dot8(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
     return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), x0)
@@ -130,6 +144,25 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     let r2 = seg.x + min(m0 + 2u, last) * p.k4;
     let r3 = seg.x + min(m0 + 3u, last) * p.k4;
 #if W_WIDE
+#if W_INT8
+    for (var k = lid; k < p.k4 / 4u; k += MV_WG) {
+        let q0 = w[r0 / 4u + k];
+        let q1 = w[r1 / 4u + k];
+        let q2 = w[r2 / 4u + k];
+        let q3 = w[r3 / 4u + k];
+        let s0 = int8_range(r0 + 4u * k);
+        let s1 = int8_range(r1 + 4u * k);
+        let s2 = int8_range(r2 + 4u * k);
+        let s3 = int8_range(r3 + 4u * k);
+        for (var j = 0u; j < nt; j++) {
+            let at = seg.z + (t0 + j) * p.x_ts + 4u * k;
+            let xs = array<vec4<f32>, 4>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
+            let total = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
+            acc[j] += vec4<f32>(dot16(q0, s0, xs, total), dot16(q1, s1, xs, total),
+                                dot16(q2, s2, xs, total), dot16(q3, s3, xs, total));
+        }
+    }
+#else
     for (var k = lid; k < p.k4 / 2u; k += MV_WG) {
         let w0 = w[r0 / 2u + k];
         let w1 = w[r1 / 2u + k];
@@ -141,6 +174,7 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             acc[j] += vec4<f32>(dot8(w0, x0, x1), dot8(w1, x0, x1), dot8(w2, x0, x1), dot8(w3, x0, x1));
         }
     }
+#endif
 #else
     for (var k = lid; k < p.k4; k += MV_WG) {
         let w0 = load_w(r0 + k);
