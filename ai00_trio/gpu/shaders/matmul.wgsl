@@ -22,19 +22,23 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 #if W_INT8
-// int8 weights, 16 per element (word i holds weights 4i..4i+3), and per block of 64 weights
-// its (min, max) as two f16 in one word: w = min + q / 255 · (max - min)
-@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;
+// int8 weights, 4 per word (word i holds weights 4i..4i+3), and per block of 64 weights its
+// (min, max) as two f16 in one word: w = min + q / 255 · (max - min)
 @group(0) @binding(6) var<storage, read> scales: array<u32>;
 // (min, max - min) of the block holding word i
 fn int8_range(i: u32) -> vec2<f32> {
     let range = unpack2x16float(scales[i / 16u]);
     return vec2<f32>(range.x, range.y - range.x);
 }
+#if W_WIDE
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // 16 weights per element
+#else
+@group(0) @binding(1) var<storage, read> w: array<u32>;
 fn load_w(i: u32) -> vec4<f32> {
     let range = int8_range(i);
-    return fma(unpack4x8unorm(w[i / 4u][i % 4u]), vec4<f32>(range.y), vec4<f32>(range.x));
+    return fma(unpack4x8unorm(w[i]), vec4<f32>(range.y), vec4<f32>(range.x));
 }
+#endif
 #else
 #if W_F32
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
