@@ -1,5 +1,6 @@
 // Linear layers: y_z = act(W_z · x_z) for every token, for a stack of up to 8 matrices W_z stored
 // row-major like torch's Linear ([out, in], K contiguous), with x_z and y_z stacked by token.
+// Weights are f32, f16 or int8 (W_INT8, engine/quant.py); sums are f32.
 // Epilogue (fused, so no extra pass): optional gate (y ⊙ gate) and optional residual add (y += …).
 #if W_F16
 enable f16;
@@ -106,7 +107,7 @@ fn store_at(i: u32, z: u32, v: f32) {
 // Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
 // reading each weight once; the threads split K and then add their parts up, first within
 // each subgroup (SUBGROUPS) and then in workgroup memory. W_WIDE reads f16 weights 8 at a time
-// (16 bytes) as u32 words, with or without shader-f16.
+// (16 bytes) as u32 words, with or without shader-f16, or int8 weights 16 at a time.
 const MV_WG: u32 = {{MV_WG}}u;
 const TOKENS: u32 = {{MV_TOKENS}}u;
 var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
