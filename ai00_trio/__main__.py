@@ -23,13 +23,36 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lora_arg(text: str) -> tuple[str, float]:
+    """`PATH` or `PATH=ALPHA` (alpha 1 by default)."""
+    path, sep, alpha = text.rpartition("=")
+    if not sep:
+        return text, 1.0
+    try:
+        return path, float(alpha)
+    except ValueError:
+        raise ValueError(f"--lora {text!r}: expected PATH or PATH=ALPHA") from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import load_model
+    from .engine.formats import ModelFormatError
+    from .gpu.context import NoAdapterError
     from .sampling import sample_logits
     from .tokenizer import load_tokenizer
 
     started = time.perf_counter()
-    model = load_model(args.model, precision=args.precision, adapter=args.adapter)
+    try:
+        loras = [_lora_arg(text) for text in args.lora]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args.model, precision=args.precision, adapter=args.adapter, loras=loras,
+                           int8_layers=args.int8)
+    except (ModelFormatError, NoAdapterError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     kind = args.tokenizer or ("bytes" if model.info.n_vocab == 256 else "world")
     tokenizer = load_tokenizer(kind, args.vocab)
     info = model.info
@@ -71,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     gen.add_argument("--adapter", default=None, help="adapter index or name (see `adapters`)")
+    gen.add_argument("--int8", type=int, default=0, metavar="LAYERS",
+                     help="store the projections of the first LAYERS layers as int8")
+    gen.add_argument("--lora", action="append", default=[], metavar="PATH[=ALPHA]",
+                     help="merge a LoRA adapter (repeatable, applied in order)")
     gen.add_argument("--tokenizer", choices=("world", "bytes"), default=None,
                      help="default: bytes for a 256-token vocab, else world")
     gen.add_argument("--vocab", default=None, help="World vocab file")

@@ -224,3 +224,12 @@ def test_cli_generate_prints_text():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("The the the")
     assert "v7 model: 12 layers" in result.stderr
+    int8 = subprocess.run([sys.executable, "-m", "ai00_trio", "generate", "--prompt", "The", "--tokens", "4",
+                           "--temperature", "0", "--int8", "12"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert int8.returncode == 0 and int8.stdout.startswith("The"), int8.stderr
+    bad = subprocess.run([sys.executable, "-m", "ai00_trio", "generate", "--lora", "x.st=big"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "expected PATH or PATH=ALPHA" in bad.stderr
+    missing = subprocess.run([sys.executable, "-m", "ai00_trio", "generate", "--lora", "no-such-lora.st"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: no-such-lora.st: no such file"
