@@ -49,7 +49,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     try:
         model = load_model(args.model, precision=args.precision, adapter=args.adapter, loras=loras,
-                           int8_layers=args.int8)
+                           quant=args.quant, quant_type=args.quant_type)
     except (ModelFormatError, NoAdapterError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -94,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=None)
     gen.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
     gen.add_argument("--adapter", default=None, help="adapter index or name (see `adapters`)")
-    gen.add_argument("--int8", type=int, default=0, metavar="LAYERS",
-                     help="store the projections of the first LAYERS layers as int8")
+    gen.add_argument("--quant", type=int, default=0, metavar="LAYERS",
+                     help="quantize the projections of the first LAYERS layers (see --quant-type)")
+    gen.add_argument("--quant-type", choices=("int8", "nf4"), default="int8")
     gen.add_argument("--lora", action="append", default=[], metavar="PATH[=ALPHA]",
                      help="merge a LoRA adapter (repeatable, applied in order)")
     gen.add_argument("--tokenizer", choices=("world", "bytes"), default=None,

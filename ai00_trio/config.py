@@ -16,8 +16,8 @@ class ModelConfig(Section):
     path: str = "assets/models"          # folder; `name` is resolved inside it
     name: str = "tiny-rwkv-7v0-834K.st"
     precision: str = "fp16"              # fp16 | fp32 (AI00's Fp16/Fp32 accepted)
-    quant: int = 0                       # layers (from layer 0) whose projections are stored as int8
-    quant_type: str = "None"             # None | Int8 (AI00's NF4 and SF4 are not supported)
+    quant: int = 0                       # layers (from layer 0) whose projections are quantized
+    quant_type: str = "None"             # None | Int8 | NF4 (AI00's SF4 is not supported)
     max_batch: int = 8
     token_chunk_size: int = 256
     stop: list[str] = msgspec.field(default_factory=lambda: ["\n\n"])
@@ -29,8 +29,13 @@ class ModelConfig(Section):
         return Path(self.path) / self.name
 
     @property
-    def int8_layers(self) -> int:
-        return self.quant if self.quant_type.lower() == "int8" else 0
+    def quant_kind(self) -> str:
+        """engine/quant.py's name of quant_type ("int8" when none is chosen)."""
+        return self.quant_type.lower() if self.quant_type.lower() in ("int8", "nf4") else "int8"
+
+    @property
+    def quant_layers(self) -> int:
+        return 0 if self.quant_type.lower() == "none" else self.quant
 
 
 class StateConfig(Section):
@@ -114,11 +119,11 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     except msgspec.ValidationError as error:
         raise ConfigError(f"{source}: {error}") from None
     config.model.precision = normalize_precision(config.model.precision)
-    if config.model.quant_type.lower() not in ("none", "int8"):
-        raise ConfigError(f"{source}: model.quant_type: expected None or Int8, got {config.model.quant_type!r} "
-                          "(NF4 and SF4 are not supported)")
+    if config.model.quant_type.lower() not in ("none", "int8", "nf4"):
+        raise ConfigError(f"{source}: model.quant_type: expected None, Int8 or NF4, got {config.model.quant_type!r}"
+                          + (" (SF4 is not supported)" if config.model.quant_type.lower() == "sf4" else ""))
     if config.model.quant < 0:
-        raise ConfigError(f"{source}: model.quant must be 0 or more (layers to store as int8)")
+        raise ConfigError(f"{source}: model.quant must be 0 or more (layers to quantize)")
     if config.model.max_batch < 1 or config.model.token_chunk_size < 1:
         raise ConfigError(f"{source}: model.max_batch and model.token_chunk_size must be positive")
     return config

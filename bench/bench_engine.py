@@ -179,7 +179,8 @@ def main() -> None:
     parser.add_argument("--host-argmax", action="store_true",
                         help="also time batches reading back every logits row (argmax on the host)")
     parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
-    parser.add_argument("--int8", type=int, default=0, help="store this many layers' projections as int8")
+    parser.add_argument("--quant", type=int, default=0, help="quantize this many layers' projections")
+    parser.add_argument("--quant-type", choices=("int8", "nf4"), default="int8")
     parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in every kernel")
     args = parser.parse_args()
     from ai00_trio.gpu import graph, kernels
@@ -213,7 +214,7 @@ def main() -> None:
         graph.SPLIT_K_GROUPS = args.split_groups
     rng = np.random.default_rng(0)
     started = time.perf_counter()
-    model = load_model(args.model, precision="fp16", chunk_size=args.chunk, int8_layers=args.int8)
+    model = load_model(args.model, precision="fp16", chunk_size=args.chunk, quant=args.quant, quant_type=args.quant_type)
     info = model.info
     name = os.path.basename(args.model)
     model._single.prerecord = not args.no_prerecord
@@ -221,7 +222,7 @@ def main() -> None:
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            tile=list(vars(graph.TILE).values()), tile_long=list(vars(graph.TILE_LONG).values()),
-           tiled_unstacked=args.tiled_unstacked, checked_shaders=args.checked_shaders, int8_layers=args.int8,
+           tiled_unstacked=args.tiled_unstacked, checked_shaders=args.checked_shaders, quant=[args.quant, args.quant_type],
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
            prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,

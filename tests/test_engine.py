@@ -225,7 +225,7 @@ def test_cli_generate_prints_text():
     assert result.stdout.startswith("The the the")
     assert "v7 model: 12 layers" in result.stderr
     int8 = subprocess.run([sys.executable, "-m", "ai00_trio", "generate", "--prompt", "The", "--tokens", "4",
-                           "--temperature", "0", "--int8", "12"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+                           "--temperature", "0", "--quant", "12", "--quant-type", "nf4"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert int8.returncode == 0 and int8.stdout.startswith("The"), int8.stderr
     bad = subprocess.run([sys.executable, "-m", "ai00_trio", "generate", "--lora", "x.st=big"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)

@@ -24,18 +24,20 @@ class Model:
 
     def __init__(self, tensors: dict[str, np.ndarray], info: ModelInfo, ctx: GpuContext,
                  precision: str = "fp16", chunk_size: int = DEFAULT_CHUNK,
-                 progress: Callable[[float], None] | None = None, int8_layers: int = 0) -> None:
+                 progress: Callable[[float], None] | None = None, quant: int = 0,
+                 quant_type: str = "int8") -> None:
         self.info = info
         self.ctx = ctx
         self.precision = precision
-        self.int8_layers = min(int8_layers, info.n_layer)
+        self.quant_layers = min(quant, info.n_layer)
+        self.quant_type = quant_type
         self.parameters = sum(t.size for t in tensors.values())
         self.chunk_size = chunk_size
         self.kernels = KernelCache(ctx.device)
         width = 2 if precision == "fp16" else 4
         total = sum(t.size for t in tensors.values() if t.ndim >= 2) * width
         up = Uploader(ctx, precision, (lambda done: progress(min(1.0, done / total))) if progress else None,
-                      int8_layers)
+                      quant, quant_type)
         self.arch = ARCHITECTURES[info.version](tensors, info, up)
         self.vecs = ctx.upload(up.vectors.pack())
         self.weight_bytes = up.bytes_uploaded
@@ -118,10 +120,13 @@ class Model:
 def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | None = None,
                chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None,
                progress: Callable[[float], None] | None = None,
-               loras: Sequence[tuple[str | Path, float]] = (), int8_layers: int = 0) -> Model:
+               loras: Sequence[tuple[str | Path, float]] = (), quant: int = 0,
+               quant_type: str = "int8") -> Model:
     """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), merge the
     (path, alpha) LoRA adapters into it, detect its version and put it on the GPU. The
-    projections of the first `int8_layers` layers are stored as int8 (`engine/quant.py`)."""
+    projections of the first `quant` layers are stored as `quant_type`, int8 or nf4
+    (`engine/quant.py`)."""
     tensors = merge_loras(read_checkpoint(path), loras)
     info = detect_model(tensors)
-    return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress, int8_layers)
+    return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress,
+                 quant, quant_type)

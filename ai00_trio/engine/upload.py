@@ -7,7 +7,7 @@ import numpy as np
 
 from ..gpu.context import GpuContext
 from ..gpu.graph import Matrix
-from .quant import quantize_int8
+from .quant import QUANT_TYPES, quantize
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -34,10 +34,11 @@ class VectorTable:
 
 class Uploader:
     """Uploads matrices as f16 (native or packed, by device) or f32, per the chosen precision;
-    a layer's big matrices as int8 when the layer is below `int8_layers`."""
+    a layer's big matrices as `quant_type` (int8 or nf4) when the layer is below `quant_layers`."""
 
     def __init__(self, ctx: GpuContext, precision: str,
-                 progress: Callable[[int], None] | None = None, int8_layers: int = 0) -> None:
+                 progress: Callable[[int], None] | None = None, quant_layers: int = 0,
+                 quant_type: str = "int8") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.ctx = ctx
@@ -45,7 +46,10 @@ class Uploader:
         self.vectors = VectorTable()
         self.bytes_uploaded = 0
         self.progress = progress  # called with the bytes uploaded so far
-        self.int8_layers = int8_layers
+        if quant_type not in QUANT_TYPES:
+            raise ValueError(f"quant_type must be one of {QUANT_TYPES}, not {quant_type!r}")
+        self.quant_layers = quant_layers
+        self.quant_type = quant_type
 
     def matrix(self, *mats: np.ndarray, layer: int | None = None) -> Matrix:
         """One matrix [m, k], or a stack of equally shaped ones as [z, m, k]. `layer` marks a
@@ -62,9 +66,9 @@ class Uploader:
         if k % 4:
             raise ValueError(f"matrix input width {k} is not a multiple of 4")
         scales = None
-        if layer is not None and layer < self.int8_layers:
-            words, packed_scales = quantize_int8(np.concatenate([a.reshape(-1) for a in arrays]))
-            buffer, scales, fmt = self.ctx.upload(words), self.ctx.upload(packed_scales), "int8"
+        if layer is not None and layer < self.quant_layers:
+            words, packed_scales = quantize(self.quant_type, np.concatenate([a.reshape(-1) for a in arrays]))
+            buffer, scales, fmt = self.ctx.upload(words), self.ctx.upload(packed_scales), self.quant_type
             self.bytes_uploaded += words.nbytes + packed_scales.nbytes
         else:
             if self.precision == "fp16":

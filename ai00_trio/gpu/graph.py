@@ -26,7 +26,7 @@ TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per w
 MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each), at most
 MATVEC_BUSY_THREADS = 49152  # the per-token kernel's threads per dispatch that kept an H100's memory busy
 MATVEC_TOKENS = 4
-MATVEC_WIDE = True       # f16 / int8 weights read 16 bytes at a time when rows hold whole 16-byte words
+MATVEC_WIDE = True       # f16 / int8 / nf4 weights read 16 bytes at a time when rows hold whole 16-byte words
 MATMUL_SEGMENTS = 8      # stacked matrices one matmul dispatch may hold (matmul.wgsl's seg)
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_THREADS = 128  # token_shift.wgsl's WG
@@ -117,13 +117,13 @@ class Matrix:
     z: int
     m: int
     k: int
-    fmt: str  # "f32", "f16" (native shader-f16), "f16_packed" (halves read as u32 pairs) or "int8"
+    fmt: str  # "f32", "f16" (native shader-f16), "f16_packed" (halves read as u32 pairs), "int8", "nf4"
     offset: int = 0
-    scales: wgpu.GPUBuffer | None = None  # int8: (min, max) as two f16 per INT8_BLOCK weights
+    scales: wgpu.GPUBuffer | None = None  # int8 / nf4: per-block scales (engine/quant.py)
 
     @property
     def flag(self) -> str:
-        return {"f32": "W_F32", "f16": "W_F16", "f16_packed": "W_F16_PACKED", "int8": "W_INT8"}[self.fmt]
+        return {"f32": "W_F32", "f16": "W_F16", "f16_packed": "W_F16_PACKED", "int8": "W_INT8", "nf4": "W_NF4"}[self.fmt]
 
     @property
     def extra_buffers(self) -> list[wgpu.GPUBuffer]:
@@ -297,7 +297,7 @@ class StepGraph:
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = self._stack(jobs, x_strides)
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
-        words = {"f16": 2, "f16_packed": 2, "int8": 4}.get(w0.fmt)  # vec4s per 16-byte read
+        words = {"f16": 2, "f16_packed": 2, "int8": 4, "nf4": 8}.get(w0.fmt)  # vec4s per 16-byte read
         if MATVEC_WIDE and words and k4 % words == 0 and all(s[0] % words == 0 for s in segments):
             flags.append("W_WIDE")
         flags += self._subgroups()

@@ -138,7 +138,7 @@ def create_app(state: ServerState) -> QuartTrio:
             "model": {"name": loaded.name, "path": loaded.path, "version": info.version,
                       "subversion": info.subversion, "n_layer": info.n_layer, "n_embd": info.n_embd,
                       "n_head": info.n_head, "n_vocab": info.n_vocab, "precision": model.precision,
-                      "quant": f"int8 ({model.int8_layers} layers)" if model.int8_layers else "none",
+                      "quant": f"{model.quant_type} ({model.quant_layers} layers)" if model.quant_layers else "none",
                       "parameters": model.parameters, "weight_bytes": model.weight_bytes},
             "adapter": {"name": model.ctx.info.name, "backend": model.ctx.info.backend},
             "queue": {"active": graph.scheduler.active, "waiting": graph.scheduler.queue_depth,

@@ -96,7 +96,7 @@ def load_service(config: Config) -> LoadedModel:
         _progress(f"merging LoRA {lora_path} (alpha {alpha:g})")
     model = load_model(path, precision=config.model.precision, adapter=config.adapter.choice,
                        chunk_size=config.model.token_chunk_size, progress=ProgressBar(), loras=loras,
-                       int8_layers=config.model.int8_layers)
+                       quant=config.model.quant_layers, quant_type=config.model.quant_kind)
     kind = config.tokenizer.kind
     if kind == "auto":
         kind = "bytes" if model.info.n_vocab <= 256 else "world"

@@ -1,6 +1,6 @@
 // Linear layers: y_z = act(W_z · x_z) for every token, for a stack of up to 8 matrices W_z stored
 // row-major like torch's Linear ([out, in], K contiguous), with x_z and y_z stacked by token.
-// Weights are f32, f16 or int8 (W_INT8, engine/quant.py); sums are f32.
+// Weights are f32, f16, int8 or NF4 (W_INT8, W_NF4: engine/quant.py); sums are f32.
 // Epilogue (fused, so no extra pass): optional gate (y ⊙ gate) and optional residual add (y += …).
 #if W_F16
 enable f16;
@@ -41,6 +41,32 @@ fn load_w(i: u32) -> vec4<f32> {
 }
 #endif
 #else
+#if W_NF4
+// NF4 weights, 8 per word (weight e of a word in bits 4e..4e+3), and per block of 64 weights
+// its absmax as f16, two blocks per word: w = level[q] · absmax
+@group(0) @binding(6) var<storage, read> scales: array<u32>;
+const NF4_LEVELS = array<f32, 16>(-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+    -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534,
+    0.16093020141124725, 0.24611230194568634, 0.33791524171829224, 0.44070982933044434,
+    0.5626170039176941, 0.7229568362236023, 1.0);
+// absmax of the block holding weight number `weight`
+fn nf4_absmax(weight: u32) -> f32 {
+    let block = weight / 64u;
+    return unpack2x16float(scales[block / 2u])[block % 2u];
+}
+// the levels of the 4 weights in the low 16 bits of `bits`
+fn nf4_levels(bits: u32) -> vec4<f32> {
+    var levels = NF4_LEVELS;
+    return vec4<f32>(levels[bits & 15u], levels[(bits >> 4u) & 15u], levels[(bits >> 8u) & 15u],
+                     levels[(bits >> 12u) & 15u]);
+}
+#if W_WIDE
+@group(0) @binding(1) var<storage, read> w: array<vec4<u32>>;  // 32 weights per element
+#else
+@group(0) @binding(1) var<storage, read> w: array<u32>;
+fn load_w(i: u32) -> vec4<f32> { return nf4_levels(w[i / 2u] >> (16u * (i & 1u))) * nf4_absmax(4u * i); }
+#endif
+#else
 #if W_F32
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
 fn load_w(i: u32) -> vec4<f32> { return w[i]; }
@@ -63,6 +89,7 @@ fn load_w(i: u32) -> vec4<f32> {
     let q = w[i];
     return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y));
 }
+#endif
 #endif
 #endif
 #endif
@@ -107,7 +134,7 @@ fn store_at(i: u32, z: u32, v: f32) {
 // Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
 // reading each weight once; the threads split K and then add their parts up, first within
 // each subgroup (SUBGROUPS) and then in workgroup memory. W_WIDE reads f16 weights 8 at a time
-// (16 bytes) as u32 words, with or without shader-f16, or int8 weights 16 at a time.
+// (16 bytes) as u32 words, with or without shader-f16, int8 weights 16 and NF4 weights 32 at a time.
 const MV_WG: u32 = {{MV_WG}}u;
 const TOKENS: u32 = {{MV_TOKENS}}u;
 var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
@@ -119,6 +146,15 @@ fn dot16(q: vec4<u32>, range: vec2<f32>, xs: array<vec4<f32>, 4>, total: f32) ->
     let sum = dot(unpack4x8unorm(q.x), xs[0]) + dot(unpack4x8unorm(q.y), xs[1])
             + dot(unpack4x8unorm(q.z), xs[2]) + dot(unpack4x8unorm(q.w), xs[3]);
     return fma(sum, range.y, range.x * total);
+}
+#endif
+#if W_NF4
+// Σ of 32 NF4 weights (one 16-byte word) times xs, before the block's absmax
+fn dot32(q: vec4<u32>, xs: array<vec4<f32>, 8>) -> f32 {
+    return dot(nf4_levels(q.x), xs[0]) + dot(nf4_levels(q.x >> 16u), xs[1])
+         + dot(nf4_levels(q.y), xs[2]) + dot(nf4_levels(q.y >> 16u), xs[3])
+         + dot(nf4_levels(q.z), xs[4]) + dot(nf4_levels(q.z >> 16u), xs[5])
+         + dot(nf4_levels(q.w), xs[6]) + dot(nf4_levels(q.w >> 16u), xs[7]);
 }
 #endif
 // Σ of 8 weights (one 16-byte word) times x0 (first 4) and x1 (last 4)
@@ -168,6 +204,22 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
         }
     }
 #else
+#if W_NF4
+    for (var k = lid; k < p.k4 / 8u; k += MV_WG) {
+        let q0 = w[r0 / 8u + k];
+        let q1 = w[r1 / 8u + k];
+        let q2 = w[r2 / 8u + k];
+        let q3 = w[r3 / 8u + k];
+        let s = vec4<f32>(nf4_absmax(4u * (r0 + 8u * k)), nf4_absmax(4u * (r1 + 8u * k)),
+                          nf4_absmax(4u * (r2 + 8u * k)), nf4_absmax(4u * (r3 + 8u * k)));
+        for (var j = 0u; j < nt; j++) {
+            let at = seg.z + (t0 + j) * p.x_ts + 8u * k;
+            let xs = array<vec4<f32>, 8>(x[at], x[at + 1u], x[at + 2u], x[at + 3u],
+                                         x[at + 4u], x[at + 5u], x[at + 6u], x[at + 7u]);
+            acc[j] += s * vec4<f32>(dot32(q0, xs), dot32(q1, xs), dot32(q2, xs), dot32(q3, xs));
+        }
+    }
+#else
     for (var k = lid; k < p.k4 / 2u; k += MV_WG) {
         let w0 = w[r0 / 2u + k];
         let w1 = w[r1 / 2u + k];
@@ -179,6 +231,7 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             acc[j] += vec4<f32>(dot8(w0, x0, x1), dot8(w1, x0, x1), dot8(w2, x0, x1), dot8(w3, x0, x1));
         }
     }
+#endif
 #endif
 #else
     for (var k = lid; k < p.k4; k += MV_WG) {
