@@ -19,6 +19,7 @@ NF4_LEVELS = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.394917
                        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
                        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
                        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0], np.float32)
+NF4_MIDPOINTS = (NF4_LEVELS[:-1] + NF4_LEVELS[1:]) / 2
 
 
 def _blocks(weights: np.ndarray, group: int, kind: str) -> tuple[np.ndarray, int]:
@@ -58,11 +59,11 @@ def quantize_nf4(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     absmax = np.abs(blocks).max(axis=1).astype(np.float16)
     scale = absmax.astype(np.float32)[:, None]
     normed = blocks / np.where(scale > 0, scale, 1.0)
-    # nearest level; ties go to the larger level (the last minimum of the reversed distances)
-    distance = np.abs(normed[..., None] - NF4_LEVELS)
-    q = (15 - np.argmin(distance[..., ::-1], axis=-1)).astype(np.uint32).reshape(-1)[:count]
+    # the nearest level: how many midpoints between neighbouring levels lie at or below the
+    # value (one exactly between two levels goes to the larger)
+    q = np.searchsorted(NF4_MIDPOINTS, normed.reshape(-1)[:count], side="right").astype(np.uint32)
     nibbles = q.reshape(-1, 8) << (4 * np.arange(8, dtype=np.uint32))
-    words = np.bitwise_or.reduce(nibbles, axis=1).astype(np.uint32)
+    words = nibbles.sum(axis=1, dtype=np.uint32)  # the nibbles do not overlap
     if absmax.size % 2:
         absmax = np.append(absmax, np.float16(0))
     return words, absmax.view(np.uint32)
