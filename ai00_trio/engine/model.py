@@ -34,8 +34,7 @@ class Model:
         self.parameters = sum(t.size for t in tensors.values())
         self.chunk_size = chunk_size
         self.kernels = KernelCache(ctx.device)
-        width = 2 if precision == "fp16" else 4
-        total = sum(t.size for t in tensors.values() if t.ndim >= 2) * width
+        total = sum(t.size for t in tensors.values() if t.ndim >= 2)  # roughly the weights to upload
         up = Uploader(ctx, precision, (lambda done: progress(min(1.0, done / total))) if progress else None,
                       quant, quant_type)
         self.arch = ARCHITECTURES[info.version](tensors, info, up)

@@ -45,7 +45,8 @@ class Uploader:
         self.precision = precision
         self.vectors = VectorTable()
         self.bytes_uploaded = 0
-        self.progress = progress  # called with the bytes uploaded so far
+        self.progress = progress  # called with the number of matrix weights uploaded so far
+        self.weights_uploaded = 0
         if quant_type not in QUANT_TYPES:
             raise ValueError(f"quant_type must be one of {QUANT_TYPES}, not {quant_type!r}")
         self.quant_layers = quant_layers
@@ -83,6 +84,7 @@ class Uploader:
             z, m, _ = a.shape
             out.append(Matrix(buffer, z, m, k, fmt, offset, scales))
             offset += a.size
+        self.weights_uploaded += sum(a.size for a in arrays)
         if self.progress:
-            self.progress(self.bytes_uploaded)
+            self.progress(self.weights_uploaded)
         return out

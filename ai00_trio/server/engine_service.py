@@ -89,7 +89,8 @@ def load_state_file(model: Model, path: Path) -> State:
 
 def load_service(config: Config) -> LoadedModel:
     path = config.model.file
-    _progress(f"loading {path} ({config.model.precision}) ...")
+    quant = f", {config.model.quant_kind} in {config.model.quant_layers} layers" if config.model.quant_layers else ""
+    _progress(f"loading {path} ({config.model.precision}{quant}) ...")
     started = time.perf_counter()
     loras = [(Path(config.model.path) / lora.path, lora.alpha) for lora in config.lora]
     for lora_path, alpha in loras:
