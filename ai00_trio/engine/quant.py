@@ -61,9 +61,14 @@ def quantize_nf4(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     normed = blocks / np.where(scale > 0, scale, 1.0)
     # the nearest level: how many midpoints between neighbouring levels lie at or below the
     # value (one exactly between two levels goes to the larger)
-    q = np.searchsorted(NF4_MIDPOINTS, normed.reshape(-1)[:count], side="right").astype(np.uint32)
-    nibbles = q.reshape(-1, 8) << (4 * np.arange(8, dtype=np.uint32))
-    words = nibbles.sum(axis=1, dtype=np.uint32)  # the nibbles do not overlap
+    flat = normed.reshape(-1)[:count]
+    q = np.zeros(count, np.uint8)
+    for midpoint in NF4_MIDPOINTS:
+        q += flat >= midpoint
+    groups = q.reshape(-1, 8)
+    words = np.zeros(len(groups), np.uint32)
+    for e in range(8):
+        words |= groups[:, e].astype(np.uint32) << np.uint32(4 * e)
     if absmax.size % 2:
         absmax = np.append(absmax, np.float16(0))
     return words, absmax.view(np.uint32)
