@@ -126,6 +126,11 @@ class Matrix:
         return {"f32": "W_F32", "f16": "W_F16", "f16_packed": "W_F16_PACKED", "int8": "W_INT8", "nf4": "W_NF4"}[self.fmt]
 
     @property
+    def wide_vec4s(self) -> int | None:
+        """vec4s of weights in one 16-byte word (matmul.wgsl's W_WIDE reads), if it reads them so."""
+        return {"f16": 2, "f16_packed": 2, "int8": 4, "nf4": 8}.get(self.fmt)
+
+    @property
     def extra_buffers(self) -> list[wgpu.GPUBuffer]:
         """What matmul.wgsl binds after its other buffers for this format (binding 6)."""
         return [self.scales] if self.scales is not None else []
@@ -297,14 +302,14 @@ class StepGraph:
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = self._stack(jobs, x_strides)
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
-        words = {"f16": 2, "f16_packed": 2, "int8": 4, "nf4": 8}.get(w0.fmt)  # vec4s per 16-byte read
+        words = w0.wide_vec4s
         if MATVEC_WIDE and words and k4 % words == 0 and all(s[0] % words == 0 for s in segments):
             flags.append("W_WIDE")
         flags += self._subgroups()
         rows = max(s[1] for s in segments)
         threads = matvec_threads(sum(-(-s[1] // 4) for s in segments), k4)
         kernel = self.kernels.get("matmul.wgsl", "matvec", flags, ACT=ACTIVATIONS[act], MV_WG=threads,
-                                  MV_TOKENS=MATVEC_TOKENS)
+                                  MV_TOKENS=MATVEC_TOKENS, MV_WIDE=words or 1)
         buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
         self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers + w0.extra_buffers,
                        (-(-t // MATVEC_TOKENS), -(-rows // 4), len(segments)))

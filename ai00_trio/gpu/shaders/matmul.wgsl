@@ -147,28 +147,34 @@ const TOKENS: u32 = {{MV_TOKENS}}u;
 var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
 
 #if W_WIDE
+// W_WIDE: each 16-byte weight word holds MV_WIDE vec4s of weights (f16 2, int8 4, NF4 8).
+// wide_scale(i) is what a word starting at vec4 i needs of its block's scales, read once per
+// row; wide_dot(q, scale, xs) = Σ of the word's weights times the MV_WIDE input vec4s xs.
 #if W_INT8
-// Σ of 16 int8 weights (one 16-byte word, range (min, max - min)) times xs; total = Σ xs
-fn dot16(q: vec4<u32>, range: vec2<f32>, xs: array<vec4<f32>, 4>, total: f32) -> f32 {
+fn wide_scale(i: u32) -> vec2<f32> { return int8_range(i); }
+fn wide_dot(q: vec4<u32>, range: vec2<f32>, xs: array<vec4<f32>, {{MV_WIDE}}>) -> f32 {
     let sum = dot(unpack4x8unorm(q.x), xs[0]) + dot(unpack4x8unorm(q.y), xs[1])
             + dot(unpack4x8unorm(q.z), xs[2]) + dot(unpack4x8unorm(q.w), xs[3]);
-    return fma(sum, range.y, range.x * total);
+    let total = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
+    return fma(sum, range.y, range.x * total);  // Σ (min + q/255 · (max - min)) x
 }
-#endif
+#else
 #if W_NF4
-// Σ of 32 NF4 weights (one 16-byte word) times xs, before the block's absmax
-fn dot32(q: vec4<u32>, xs: array<vec4<f32>, 8>) -> f32 {
-    return dot(nf4_levels(q.x), xs[0]) + dot(nf4_levels(q.x >> 16u), xs[1])
-         + dot(nf4_levels(q.y), xs[2]) + dot(nf4_levels(q.y >> 16u), xs[3])
-         + dot(nf4_levels(q.z), xs[4]) + dot(nf4_levels(q.z >> 16u), xs[5])
-         + dot(nf4_levels(q.w), xs[6]) + dot(nf4_levels(q.w >> 16u), xs[7]);
+fn wide_scale(i: u32) -> vec2<f32> { return vec2<f32>(nf4_absmax(4u * i), 0.0); }
+fn wide_dot(q: vec4<u32>, absmax: vec2<f32>, xs: array<vec4<f32>, {{MV_WIDE}}>) -> f32 {
+    return absmax.x * (dot(nf4_levels(q.x), xs[0]) + dot(nf4_levels(q.x >> 16u), xs[1])
+                     + dot(nf4_levels(q.y), xs[2]) + dot(nf4_levels(q.y >> 16u), xs[3])
+                     + dot(nf4_levels(q.z), xs[4]) + dot(nf4_levels(q.z >> 16u), xs[5])
+                     + dot(nf4_levels(q.w), xs[6]) + dot(nf4_levels(q.w >> 16u), xs[7]));
+}
+#else
+fn wide_scale(i: u32) -> vec2<f32> { return vec2<f32>(0.0); }  // f16 needs none
+fn wide_dot(q: vec4<u32>, unused: vec2<f32>, xs: array<vec4<f32>, {{MV_WIDE}}>) -> f32 {
+    return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), xs[0])
+         + dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), xs[1]);
 }
 #endif
-// Σ of 8 weights (one 16-byte word) times x0 (first 4) and x1 (last 4)
-fn dot8(q: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>) -> f32 {
-    return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), x0)
-         + dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), x1);
-}
+#endif
 #endif
 
 @compute @workgroup_size(MV_WG)
@@ -195,54 +201,27 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     let r2 = seg.x + min(m0 + 2u, last) * p.k4;
     let r3 = seg.x + min(m0 + 3u, last) * p.k4;
 #if W_WIDE
-#if W_INT8
-    for (var k = lid; k < p.k4 / 4u; k += MV_WG) {
-        let q0 = w[r0 / 4u + k];
-        let q1 = w[r1 / 4u + k];
-        let q2 = w[r2 / 4u + k];
-        let q3 = w[r3 / 4u + k];
-        let s0 = int8_range(r0 + 4u * k);
-        let s1 = int8_range(r1 + 4u * k);
-        let s2 = int8_range(r2 + 4u * k);
-        let s3 = int8_range(r3 + 4u * k);
+    for (var k = lid; k < p.k4 / {{MV_WIDE}}u; k += MV_WG) {
+        let at_w = {{MV_WIDE}}u * k;
+        let q0 = w[r0 / {{MV_WIDE}}u + k];
+        let q1 = w[r1 / {{MV_WIDE}}u + k];
+        let q2 = w[r2 / {{MV_WIDE}}u + k];
+        let q3 = w[r3 / {{MV_WIDE}}u + k];
+        let s0 = wide_scale(r0 + at_w);
+        let s1 = wide_scale(r1 + at_w);
+        let s2 = wide_scale(r2 + at_w);
+        let s3 = wide_scale(r3 + at_w);
         for (var j = 0u; j < nt; j++) {
-            let at = seg.z + (t0 + j) * p.x_ts + 4u * k;
-            let xs = array<vec4<f32>, 4>(x[at], x[at + 1u], x[at + 2u], x[at + 3u]);
-            let total = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
-            acc[j] += vec4<f32>(dot16(q0, s0, xs, total), dot16(q1, s1, xs, total),
-                                dot16(q2, s2, xs, total), dot16(q3, s3, xs, total));
+            let at = seg.z + (t0 + j) * p.x_ts + at_w;
+            let xs = array<vec4<f32>, {{MV_WIDE}}>(
+#for e in MV_WIDE
+                x[at + {{e}}u],
+#endfor
+            );
+            acc[j] += vec4<f32>(wide_dot(q0, s0, xs), wide_dot(q1, s1, xs), wide_dot(q2, s2, xs),
+                                wide_dot(q3, s3, xs));
         }
     }
-#else
-#if W_NF4
-    for (var k = lid; k < p.k4 / 8u; k += MV_WG) {
-        let q0 = w[r0 / 8u + k];
-        let q1 = w[r1 / 8u + k];
-        let q2 = w[r2 / 8u + k];
-        let q3 = w[r3 / 8u + k];
-        let s = vec4<f32>(nf4_absmax(4u * (r0 + 8u * k)), nf4_absmax(4u * (r1 + 8u * k)),
-                          nf4_absmax(4u * (r2 + 8u * k)), nf4_absmax(4u * (r3 + 8u * k)));
-        for (var j = 0u; j < nt; j++) {
-            let at = seg.z + (t0 + j) * p.x_ts + 8u * k;
-            let xs = array<vec4<f32>, 8>(x[at], x[at + 1u], x[at + 2u], x[at + 3u],
-                                         x[at + 4u], x[at + 5u], x[at + 6u], x[at + 7u]);
-            acc[j] += s * vec4<f32>(dot32(q0, xs), dot32(q1, xs), dot32(q2, xs), dot32(q3, xs));
-        }
-    }
-#else
-    for (var k = lid; k < p.k4 / 2u; k += MV_WG) {
-        let w0 = w[r0 / 2u + k];
-        let w1 = w[r1 / 2u + k];
-        let w2 = w[r2 / 2u + k];
-        let w3 = w[r3 / 2u + k];
-        for (var j = 0u; j < nt; j++) {
-            let x0 = x[seg.z + (t0 + j) * p.x_ts + 2u * k];
-            let x1 = x[seg.z + (t0 + j) * p.x_ts + 2u * k + 1u];
-            acc[j] += vec4<f32>(dot8(w0, x0, x1), dot8(w1, x0, x1), dot8(w2, x0, x1), dot8(w3, x0, x1));
-        }
-    }
-#endif
-#endif
 #else
     for (var k = lid; k < p.k4; k += MV_WG) {
         let w0 = load_w(r0 + k);
