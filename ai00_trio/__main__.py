@@ -36,7 +36,6 @@ def _lora_arg(text: str) -> tuple[str, float]:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from .engine import load_model
-    from .engine.formats import ModelFormatError
     from .gpu.context import NoAdapterError
     from .sampling import sample_logits
     from .tokenizer import load_tokenizer
@@ -44,13 +43,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         loras = [_lora_arg(text) for text in args.lora]
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
         model = load_model(args.model, precision=args.precision, adapter=args.adapter, loras=loras,
                            quant=args.quant, quant_type=args.quant_type)
-    except (ModelFormatError, NoAdapterError) as error:
+    except (ValueError, NoAdapterError) as error:  # a bad --lora, or an unreadable file (ModelFormatError)
         print(f"error: {error}", file=sys.stderr)
         return 2
     kind = args.tokenizer or ("bytes" if model.info.n_vocab == 256 else "world")

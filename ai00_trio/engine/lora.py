@@ -37,6 +37,7 @@ def merge_loras(tensors: dict[str, np.ndarray], loras: Sequence[tuple[str | Path
 def _merge_one(tensors: dict[str, np.ndarray], path: Path, alpha: float) -> None:
     lora = read_checkpoint(path, layout="pytorch")
     pairs: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    paired: set[str] = set()  # the names those pairs came from
     for name in sorted(lora):
         for down, up in PAIR_SUFFIXES:
             if name.endswith(down):
@@ -44,14 +45,14 @@ def _merge_one(tensors: dict[str, np.ndarray], path: Path, alpha: float) -> None
                 if stem + up not in lora:
                     raise ModelFormatError(f"{path}: {name} has no partner {stem + up}")
                 pairs[stem] = (lora[name], lora[stem + up])
-    paired = {stem + suffix for stem in pairs for suffix in PAIR_SUFFIXES[0] + PAIR_SUFFIXES[1]}
+                paired.update((name, stem + up))
     for stem, (a, b) in pairs.items():
         target = stem if stem.endswith(".weight") else stem + ".weight"
         if target not in tensors:
             raise ModelFormatError(f"{path}: LoRA {stem} names no layer of the model ({target} is missing)")
         base = tensors[target]
-        delta = _product(path, stem, a, b, base.shape)
-        tensors[target] = (base.astype(np.float32) + alpha / delta[1] * delta[0]).astype(base.dtype)
+        product, rank = _product(path, stem, a, b, base.shape)
+        tensors[target] = (base.astype(np.float32) + alpha / rank * product).astype(base.dtype)
     for name, array in lora.items():
         if name in paired:
             continue
