@@ -5,8 +5,9 @@ shared/gpu/peers.py --gen6 --gen7): batch-1 decode, batched decode, prefill, mem
 
 Prints one JSON line per measurement. Batch-1 decode through `Model.forward` reads the logits
 back and takes the argmax on the host; BatchRuntime decode takes the GPU's greedy pick per
-sequence (as the server does for greedy requests), and with --host-argmax also reads every
-logits row back for a host argmax (as the server's samplers do otherwise).
+sequence (as the server does for greedy requests), with --host-argmax also reads every
+logits row back for a host argmax, and with --sampled also decodes with AI00's default
+Nucleus sampler on the GPU (the server's sampled requests) and on the host.
 """
 from __future__ import annotations
 
@@ -39,23 +40,42 @@ def decode_single(model, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+AI00_NUCLEUS = dict(temperature=1.0, top_p=0.5, top_k=128, presence=0.3, frequency=0.3, decay=0.99654026)
+
+
 def decode_batched(model, batch: int, n: int, rng, prerecord: bool, want: str = "pick") -> tuple[float, float]:
-    """Aggregate greedy decode tok/s of `batch` sequences: want="pick" takes the GPU's greedy
-    pick (what the server does for greedy requests), "last" reads back every logits row and
-    takes the argmax on the host."""
+    """Aggregate decode tok/s of `batch` sequences. want="pick": the GPU's greedy choice (the
+    server's plain greedy requests); "last": every logits row read back, host argmax; "sample":
+    the GPU's Nucleus draw with AI00's default sampler and penalties (the server's sampled
+    requests); "host": logits read back and AI00's default Nucleus sampler run on the host,
+    one sequence after the other (where sampled requests went before the GPU sampled)."""
+    from ai00_trio.engine.runtime import GREEDY, Sampling
+    from ai00_trio.sampling import make_sampler
+    from ai00_trio.sampling.config import Nucleus
+
     runtime = BatchRuntime(model, max_batch=batch, token_chunk_size=max(256, batch))
     runtime.runtime.prerecord = prerecord
     for slot in range(batch):
         runtime.submit(slot, rng.integers(1, model.info.n_vocab, 8).tolist())
     while runtime.busy_slots:
         runtime.step()
+    sampling = Sampling(seed=1, **AI00_NUCLEUS) if want == "sample" else GREEDY
+    host = [make_sampler(Nucleus(), seed=slot) for slot in range(batch)] if want == "host" else []
+    gpu_side = want in ("pick", "sample")
 
     def feed(out) -> None:
         for slot, value in out.items():
-            runtime.submit(slot, [value.token if want == "pick" else int(np.argmax(value))], want)
+            if gpu_side:
+                token = value.token
+            elif host:
+                token = host[slot].step(value).token
+            else:
+                token = int(np.argmax(value))
+            runtime.submit(slot, [token], "pick" if gpu_side else "last", sampling)
 
     for slot in range(batch):
-        runtime.submit(slot, [1], want)
+        runtime.set_penalties(slot, {})
+        runtime.submit(slot, [1], "pick" if gpu_side else "last", sampling)
     for _ in range(3):  # warm the step graph for this shape
         feed(runtime.step())
     started = time.perf_counter()
@@ -178,6 +198,8 @@ def main() -> None:
                         help="many-token matmuls sharing an input run one dispatch each (as before run 35)")
     parser.add_argument("--host-argmax", action="store_true",
                         help="also time batches reading back every logits row (argmax on the host)")
+    parser.add_argument("--sampled", action="store_true",
+                        help="also decode with AI00's default Nucleus sampler, on the GPU and on the host")
     parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
     parser.add_argument("--quant", type=int, default=0, help="quantize this many layers' projections")
     parser.add_argument("--quant-type", choices=("int8", "nf4"), default="int8")
@@ -236,7 +258,9 @@ def main() -> None:
     for batch in [int(b) for b in args.batches.split(",")]:
         if batch == 1:
             report(model=name, batch=1, decode_tps=round(decode_single(model, args.decode), 1))
-        for want in ("pick", "last") if args.host_argmax else ("pick",):
+        wants = ("pick", "last") if args.host_argmax else ("pick",)
+        wants += ("sample", "host") if args.sampled else ()
+        for want in wants:
             tps, encode = decode_batched(model, batch, max(16, args.decode // 2), rng, not args.no_prerecord, want)
             report(model=name, batch=batch, runtime="BatchRuntime", want=want, decode_tps=round(tps, 1),
                    python_encode_ms=round(encode * 1000, 3),

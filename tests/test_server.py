@@ -200,6 +200,28 @@ def test_docs_health_ready_status(server):
     assert status == 200 and info["model"]["version"] == "v7" and info["queue"]["max_batch"] == 8
 
 
+def test_sampled_requests_choose_on_the_gpu(client, server):
+    """Nucleus requests without logprobs or logit_bias get every token after the first from
+    the GPU (16 bytes back, no logits); a seed still repeats the output. Requests that need
+    the logits (top_logprobs, logit_bias, Typical) keep the host sampler."""
+    def outputs() -> dict:
+        return http("GET", server + "/api/status")[1]["outputs"]
+
+    kwargs = dict(model="tiny-rwkv-7v0-834K", prompt="Once upon", max_tokens=16, temperature=0.8, top_p=0.9,
+                  presence_penalty=0.6, frequency_penalty=0.3, seed=21)
+    before = outputs()
+    first = client.completions.create(**kwargs)
+    after = outputs()
+    assert first.usage.completion_tokens == 16
+    assert after["gpu_choices"] - before["gpu_choices"] == 15  # the first token is sampled from the prompt's logits
+    assert after["logits_rows"] - before["logits_rows"] == 1
+    assert client.completions.create(**kwargs).choices[0].text == first.choices[0].text
+    for extra in ({"logprobs": 2}, {"logit_bias": {"65": 1.0}}, {"extra_body": {"sampler": {"type": "Typical"}}}):
+        before = outputs()
+        client.completions.create(**{**kwargs, **extra})
+        assert outputs()["gpu_choices"] == before["gpu_choices"], extra
+
+
 def test_concurrent_streams_equal_solo_runs(client, server):
     prompts = [PROMPTS[i % len(PROMPTS)] + " " * (i // len(PROMPTS)) for i in range(32)]
 

@@ -10,12 +10,13 @@ shared evenly among slots that still have prompt tokens (water-filling).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .model import Model
-from .runtime import Pick, Run
+from .runtime import GREEDY, Pick, Run, Sampling
 from .state import State
 
 WANTS = ("last", "all", "pick")
@@ -25,6 +26,7 @@ WANTS = ("last", "all", "pick")
 class _SlotWork:
     tokens: deque[int] = field(default_factory=deque)
     want: str = "last"
+    sampling: Sampling = GREEDY
 
 
 class BatchRuntime:
@@ -41,6 +43,7 @@ class BatchRuntime:
         self.keep_hidden = keep_hidden  # also keep each output row's final hidden state
         self.hidden: dict[int, np.ndarray] = {}
         self._work: dict[int, _SlotWork] = {}
+        self._draws: dict[int, int] = {}  # per slot: GPU choices made since it was loaded
         for slot in range(max_batch):
             self.reset(slot)
 
@@ -59,6 +62,7 @@ class BatchRuntime:
         self.model.ctx.copy(source.buffer, self.runtime.state, self.runtime.slot_floats * 4,
                             target_offset=self.runtime.slot_offset(slot))
         self._work.pop(slot, None)
+        self._draws[slot] = 0
 
     def reset(self, slot: int) -> None:
         self.load(slot, None)
@@ -71,11 +75,17 @@ class BatchRuntime:
         ctx.copy(self.runtime.state, copy, size, source_offset=self.runtime.slot_offset(slot))
         return State(self.model, copy)
 
+    def set_penalties(self, slot: int, penalties: Mapping[int, float]) -> None:
+        """Start the repetition penalties the GPU applies to a slot's penalized `Sampling`
+        ({token: penalty}, as a host sampler holds them); the GPU keeps them up to date."""
+        self._check_slot(slot)
+        self.runtime.set_penalties(slot, penalties)
+
     # --- work --------------------------------------------------------------------------------
-    def submit(self, slot: int, tokens: list[int], want: str = "last") -> None:
+    def submit(self, slot: int, tokens: list[int], want: str = "last", sampling: Sampling = GREEDY) -> None:
         """Queue tokens for a slot. want="last": logits once all queued tokens are in;
         want="all": logits for every token (perplexity); want="pick": once all are in, only the
-        greedy choice, made on the GPU (a `Pick`: nothing but 16 bytes is read back)."""
+        next token, chosen on the GPU as `sampling` says (a `Pick`: 16 bytes are read back)."""
         self._check_slot(slot)
         if want not in WANTS:
             raise ValueError(f"want must be one of {WANTS}")
@@ -85,6 +95,7 @@ class BatchRuntime:
         work = self._work.setdefault(slot, _SlotWork())
         work.tokens.extend(int(t) for t in tokens)
         work.want = want
+        work.sampling = sampling
 
     def cancel(self, slot: int) -> None:
         """Drop a slot's queued tokens (its state keeps what was already fed)."""
@@ -117,7 +128,8 @@ class BatchRuntime:
             return {}
         runs: list[Run] = []
         full: list[tuple[int, range, bool]] = []  # (slot, rows with logits, every token's?)
-        picked: list[tuple[int, int]] = []  # (slot, row) with a greedy pick only
+        last_rows: list[int] = []  # the rows of `picked`
+        picked: list[tuple[int, Sampling, int]] = []  # (slot, sampling, draw): a GPU choice only
         start = 0
         for slot, n in counts.items():
             work = self._work[slot]
@@ -126,12 +138,14 @@ class BatchRuntime:
                 full.append((slot, range(start, start + n), True))
             elif not work.tokens:
                 if work.want == "pick":
-                    picked.append((slot, start + n - 1))
+                    picked.append((slot, work.sampling, self._draws[slot]))
+                    self._draws[slot] += 1
+                    last_rows.append(start + n - 1)
                 else:
                     full.append((slot, range(start + n - 1, start + n), False))
             start += n
-        rows = [r for _, span, _ in full for r in span] + [r for _, r in picked]
-        logits = self.runtime.step(runs, rows, len(picked))
+        rows = [r for _, span, _ in full for r in span] + last_rows
+        logits = self.runtime.step(runs, rows, picked)
         hidden = self.runtime.read_hidden(len(rows)) if self.keep_hidden and rows else None
         out: dict[int, np.ndarray | Pick] = {}
         row = 0
@@ -140,7 +154,7 @@ class BatchRuntime:
             if hidden is not None:
                 self.hidden[slot] = hidden[row:row + len(span)] if every else hidden[row]
             row += len(span)
-        for (slot, _), pick in zip(picked, self.runtime.picks):
+        for (slot, _, _), pick in zip(picked, self.runtime.picks):
             out[slot] = pick
             if hidden is not None:
                 self.hidden[slot] = hidden[row]

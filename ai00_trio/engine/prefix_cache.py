@@ -189,7 +189,7 @@ class PrefixCache(Generic[S]):
 
     def insert(self, tokens: Sequence[int], state: S, logits: np.ndarray | None) -> None:
         """Store (or replace) the entry for exactly `tokens`, then enforce the budgets.
-        Without logits (a generation decoded by greedy picks alone), the entry serves only
+        Without logits (a generation whose tokens the GPU chose), the entry serves only
         prompts that go on past it.
 
         An entry over `gpu_budget` goes straight to the host; one over both budgets is not

@@ -6,6 +6,7 @@ through the `tokens` buffer and each run's extent through the `runs` buffer.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,11 +26,45 @@ class Run:
 
 @dataclass(frozen=True)
 class Pick:
-    """A greedy choice made on the GPU from one logits row: the argmax (ties: the lowest id)
-    and its log-probability. Not finite when the row held NaN or infinite logits."""
+    """A token chosen on the GPU from one logits row (see `Sampling`) and its log-probability
+    (the log-softmax after penalties). Not finite when the row held NaN or infinite logits."""
 
     token: int
     logprob: float
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the GPU chooses a sequence's next token (sample.wgsl): AI00's Nucleus sampler
+    (repetition penalties, top_k, top_p, then weights p^(1/T)), or the argmax (ties: the lowest
+    id) when the temperature is 0. The draws come from `seed` and the slot's count of draws, so
+    a seed repeats its choices. Penalties live on the GPU per slot (`Runtime.set_penalties`)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0           # 0: no limit
+    presence: float = 0.0
+    frequency: float = 0.0
+    decay: float = 1.0
+    seed: int = 0
+
+    @property
+    def penalized(self) -> bool:
+        return self.presence != 0.0 or self.frequency != 0.0
+
+
+GREEDY = Sampling()
+
+
+def choices_table(picks: Sequence[tuple[int, Sampling, int]]) -> np.ndarray:
+    """sample.wgsl's Row per (slot, sampling, draw): 12 words each."""
+    table = np.zeros((len(picks), 12), np.uint32)
+    floats = table.view(np.float32)
+    for r, (slot, s, draw) in enumerate(picks):
+        table[r, :3] = slot, draw & 0xFFFFFFFF, min(s.top_k, 0xFFFFFFFF)
+        floats[r, 4:9] = s.temperature, s.top_p, s.presence, s.frequency, s.decay
+        table[r, 9:11] = s.seed & 0xFFFFFFFF, (s.seed >> 32) & 0xFFFFFFFF
+    return table
 
 
 class Runtime:
@@ -55,7 +90,11 @@ class Runtime:
         )
         self._picks = ctx.storage(max_tokens * 16)
         self._picks_back = Readback(ctx.device)
-        self.picks: list[Pick] = []  # the last step's greedy picks (see `step`)
+        self.picks: list[Pick] = []  # the last step's choices (see `step`)
+        self._choices = ctx.storage(max_tokens * 48)
+        self._seen_words = -(-n_vocab // 32)
+        self._penalties = ctx.storage(max_batch * n_vocab * 4)
+        self._seen = ctx.storage(max_batch * self._seen_words * 4)
         self.workspace = Workspace(ctx, max_tokens)
         self._graphs: dict[tuple, StepGraph] = {}
         self._shared: dict = {}
@@ -85,9 +124,24 @@ class Runtime:
     def slot_offset(self, slot: int) -> int:
         return slot * self.slot_floats * 4
 
+    def set_penalties(self, slot: int, penalties: Mapping[int, float]) -> None:
+        """Start a slot's repetition penalties as {token: penalty} (tokens in it count as seen:
+        their next occurrence adds the frequency penalty); every other token's is 0."""
+        vocab = self.arch.info.n_vocab
+        values = np.zeros(vocab, np.float32)
+        seen = np.zeros(self._seen_words, np.uint32)
+        if penalties:
+            ids = np.fromiter(penalties.keys(), np.int64, len(penalties))
+            values[ids] = np.fromiter(penalties.values(), np.float64, len(penalties))
+            np.bitwise_or.at(seen, ids // 32, (np.uint32(1) << (ids % 32).astype(np.uint32)))
+        queue = self.ctx.device.queue
+        queue.write_buffer(self._penalties, slot * vocab * 4, values)
+        queue.write_buffer(self._seen, slot * self._seen_words * 4, seen)
+
     def _pick_graph(self, first_row: int, rows: int) -> StepGraph:
-        return self._cached(("pick", first_row, rows), 0, 0, lambda g: g.pick(
-            self.io.logits, self._picks, self.arch.info.n_vocab, first_row, rows))
+        return self._cached(("pick", first_row, rows), 0, 0, lambda g: g.sample(
+            self.io.logits, self._picks, self._choices, self._penalties, self._seen, self.arch.info.n_vocab,
+            first_row, rows))
 
     def _record(self, graph: StepGraph, n_out: int, picked: int) -> wgpu.GPUCommandBuffer:
         encoder = self.ctx.device.create_command_encoder()
@@ -106,11 +160,14 @@ class Runtime:
             self.ctx.device.queue.write_buffer(buffer, 0, raw)
             self._written[id(buffer)] = raw
 
-    def step(self, runs: list[Run], out_rows: list[int], picked: int = 0) -> np.ndarray | None:
-        """Feed every run into its slot; return logits [len(out_rows) - picked, vocab] for those
-        tokens. The last `picked` of out_rows only get a greedy pick each, made on the GPU and
-        left in `self.picks`: their logits are never read back."""
+    def step(self, runs: list[Run], out_rows: list[int],
+             picks: Sequence[tuple[int, Sampling, int]] = ()) -> np.ndarray | None:
+        """Feed every run into its slot; return logits [len(out_rows) - len(picks), vocab] for
+        those tokens. The last len(picks) of out_rows only get a token each, chosen on the GPU
+        as its (slot, sampling, draw number) says and left in `self.picks`: their logits are
+        never read back."""
         t = sum(len(r.tokens) for r in runs)
+        picked = len(picks)
         if not 0 < t <= self.max_tokens:
             raise ValueError(f"a step holds 1..{self.max_tokens} tokens, got {t}")
         if not 0 <= picked <= len(out_rows):
@@ -133,6 +190,8 @@ class Runtime:
         self._write_if_changed(self.io.runs, spans)
         if out_rows:
             self._write_if_changed(self.io.out_rows, np.asarray(out_rows, np.uint32))
+        if picks:
+            self._write_if_changed(self._choices, choices_table(picks))
         key = (t, len(runs), len(out_rows), picked)
         graph = self._graph(*key[:3])
         n_full = len(out_rows) - picked

@@ -356,10 +356,13 @@ class StepGraph:
         kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, ACT=ACTIVATIONS[act])
         self._dispatch(kernel, params, buffers + [part] + w0.extra_buffers, (-(-rows // 64), t, len(segments)))
 
-    def pick(self, logits: wgpu.GPUBuffer, picks: wgpu.GPUBuffer, vocab: int, first_row: int, rows: int) -> None:
-        """picks[r] = (argmax, its logit, log Σ exp) of logits row first_row + r, for r < rows."""
-        kernel = self.kernels.get("pick.wgsl", "pick")
-        self._dispatch(kernel, pack_params(vocab, first_row), [logits, picks], (rows, 1, 1))
+    def sample(self, logits: wgpu.GPUBuffer, picks: wgpu.GPUBuffer, choices: wgpu.GPUBuffer,
+               penalties: wgpu.GPUBuffer, seen: wgpu.GPUBuffer, vocab: int, first_row: int, rows: int) -> None:
+        """picks[r] = (token, its penalized logit, log Σ exp) chosen from logits row first_row + r
+        as choices[r] says (sample.wgsl), for r < rows; updates the slots' penalties."""
+        kernel = self.kernels.get("sample.wgsl", "sample")
+        self._dispatch(kernel, pack_params(vocab, first_row), [logits, picks, choices, penalties, seen],
+                       (rows, 1, 1))
 
     def wkv4(self, kvr: Act, y: Act, state_base: int, slot_stride: int, decay_off: int, first_off: int) -> None:
         kernel = self.kernels.get("wkv4.wgsl", "wkv4")

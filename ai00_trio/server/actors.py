@@ -23,7 +23,7 @@ import trio
 
 from ..engine.batch import BatchRuntime, embed_batch
 from ..engine.prefix_cache import PrefixCache
-from ..engine.runtime import Pick
+from ..engine.runtime import GREEDY, Pick, Sampling
 from ..engine.state import State
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, overloaded
@@ -91,7 +91,15 @@ class Submit:
     slot: int
     tokens: list[int]
     reply: trio.MemorySendChannel | None
-    want: str = "last"  # or "pick": the GPU's greedy choice (a Pick) instead of the logits
+    want: str = "last"  # or "pick": the token the GPU chooses as `sampling` says (a Pick), not the logits
+    sampling: Sampling = GREEDY
+
+
+@dataclass
+class Penalties:
+    """Where the GPU's repetition penalties for a slot start ({token: penalty})."""
+    slot: int
+    values: dict[int, float]
 
 
 @dataclass
@@ -160,6 +168,8 @@ class GpuExecutor:
         self.replies: dict[int, trio.MemorySendChannel] = {}
         self.awaiting: set[int] = set()
         self.tokens_per_second = 0.0
+        self.gpu_choices = 0     # tokens the GPU chose (Picks sent)
+        self.logits_replies = 0  # logits rows sent to a host sampler
 
     def _handle(self, message) -> Any:
         batch = self.batch
@@ -169,7 +179,9 @@ class GpuExecutor:
             self.awaiting.discard(message.slot)
             if message.reply is not None:
                 self.replies[message.slot] = message.reply
-            batch.submit(message.slot, message.tokens, message.want)
+            batch.submit(message.slot, message.tokens, message.want, message.sampling)
+        elif isinstance(message, Penalties):
+            batch.set_penalties(message.slot, message.values)
         elif isinstance(message, Release):
             self.awaiting.discard(message.slot)
             self.replies.pop(message.slot, None)
@@ -219,6 +231,10 @@ class GpuExecutor:
                     try:
                         reply.send_nowait(logits)
                         self.awaiting.add(slot)
+                        if isinstance(logits, Pick):
+                            self.gpu_choices += 1
+                        else:
+                            self.logits_replies += 1
                     except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
 
@@ -327,8 +343,9 @@ class Scheduler:
         matcher = StopMatcher(text.stops)
         eos = self.loaded.eos_token
         grammar = text.grammar.start() if text.grammar is not None else None
-        # Plain greedy decoding takes the GPU's pick: 16 bytes back per token, not the logits.
-        want = "pick" if grammar is None and getattr(sampler, "takes_gpu_pick", False) else "last"
+        # After the first token the GPU chooses where it can: 16 bytes back per token, not the logits.
+        on_gpu = getattr(sampler, "gpu_sampling", None) if grammar is None else None
+        penalties_sent = False
         generated: list[int] = []
         finish = "length"
         while len(generated) < text.max_tokens:
@@ -355,7 +372,11 @@ class Scheduler:
                 break
             if len(generated) >= text.max_tokens:
                 break
-            await executor.send(Submit(slot, [token], logits_send, want))
+            if on_gpu is not None and on_gpu.penalized and not penalties_sent:
+                await executor.send(Penalties(slot, sampler.penalties()))  # including the first token's
+                penalties_sent = True
+            await executor.send(Submit(slot, [token], logits_send, "last" if on_gpu is None else "pick",
+                                       on_gpu or GREEDY))
             logits = await logits_recv.receive()
         if finish == "length":
             tail, _ = matcher.feed(decoder.flush())

@@ -144,6 +144,7 @@ def create_app(state: ServerState) -> QuartTrio:
             "queue": {"active": graph.scheduler.active, "waiting": graph.scheduler.queue_depth,
                       "max_batch": graph.scheduler.max_batch},
             "tokens_per_second": round(graph.executor.tokens_per_second, 1),
+            "outputs": {"gpu_choices": graph.executor.gpu_choices, "logits_rows": graph.executor.logits_replies},
             "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
         })
 
@@ -271,7 +272,8 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
     max_tokens = _max_tokens(body)
     streams = []
     for index in range(body.n):
-        factory = sampler_factory(body, loaded.model.info.n_vocab, index, max(top_n, 1))
+        # top_logprobs only when asked for: without them the GPU can choose the tokens
+        factory = sampler_factory(body, loaded.model.info.n_vocab, index, max(top_n, 1) if want_logprobs else 0)
         send, recv = trio.open_memory_channel(64)
         job = TextJob(prompt, factory, max_tokens, stops, send, body.state, assistant_turns, grammar)
         _enqueue(graph, job)

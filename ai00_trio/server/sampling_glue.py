@@ -5,6 +5,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from ..engine.runtime import Sampling
 from ..sampling import NucleusSampler, SamplerConfigError, SamplingError, make_sampler, sampler_from_request
 from .errors import bad_request
 from .schemas import SamplingFields
@@ -52,15 +53,21 @@ class _StepSampler:
         self.sampler.init(model_tokens)
 
     @property
-    def takes_gpu_pick(self) -> bool:
-        """Whether the GPU's greedy pick (argmax, lowest id on ties) makes exactly this sampler's
-        choice: greedy nucleus sampling without penalties, logit_bias or top_logprobs."""
+    def gpu_sampling(self) -> Sampling | None:
+        """This sampler's choice as the GPU makes it (sample.wgsl), or None where only the host
+        can make it: Typical and Mirostat, logit_bias and top_logprobs need the logits here.
+        The draws use the sampler's seed, so a seed still repeats its output."""
         sampler = self.sampler
-        if not isinstance(sampler, NucleusSampler):
-            return False
+        if not isinstance(sampler, NucleusSampler) or sampler.logit_bias or sampler.top_logprobs:
+            return None
         c = sampler.config
-        return (sampler.greedy and c.presence_penalty == 0 and c.frequency_penalty == 0
-                and not sampler.logit_bias and sampler.top_logprobs == 0)
+        return Sampling(temperature=0.0 if sampler.greedy else c.temperature, top_p=c.top_p, top_k=c.top_k,
+                        presence=c.presence_penalty, frequency=c.frequency_penalty, decay=c.penalty_decay,
+                        seed=sampler.seed)
+
+    def penalties(self) -> dict[int, float]:
+        """The repetition penalties so far, {token: penalty}, for the GPU to carry on from."""
+        return self.sampler.penalties.as_dict()
 
     def step(self, logits, mask=None) -> tuple[int, float, list[tuple[int, float]]]:
         try:

@@ -1,0 +1,133 @@
+"""End-to-end throughput of the HTTP server, as its users see it: a server process on a model,
+then N clients at once, each streaming one completion over plain HTTP, counting streamed tokens.
+
+    python bench/bench_server.py MODEL.st [--clients 1,64] [--tokens 256] [--modes greedy,ai00,openai]
+                                          [--root DIR]  (another checkout's server, for an A/B)
+
+Modes: "greedy" (temperature 0), "ai00" (AI00's default Nucleus sampler with its penalties,
+`sampler: {"type": "Nucleus"}`), "openai" (temperature 1, top_p 1: the OpenAI SDK's defaults).
+Prints one JSON line per (clients, mode): aggregate tok/s over the wall time of the whole wave
+(prompts are 16 tokens, so prefill is a small part), and the median time to the first token.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = {
+    "greedy": {"temperature": 0},
+    "ai00": {"sampler": {"type": "Nucleus"}},
+    "openai": {"temperature": 1.0, "top_p": 1.0},
+}
+
+
+def start_server(root: Path, model: Path, max_batch: int, folder: Path) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = folder / "bench-server.toml"
+    config.write_text(f"""
+[model]
+path = "{model.parent}"
+name = "{model.name}"
+max_batch = {max_batch}
+token_chunk_size = 256
+stop = []
+[listen]
+ip = "127.0.0.1"
+port = {port}
+""")
+    log = open(folder / "bench-server.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "ai00_trio", "--config", str(config)], cwd=root,
+                               stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError((folder / "bench-server.log").read_text())
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/ready")
+            if connection.getresponse().status == 200:
+                return process, port
+        except OSError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("the server did not become ready")
+
+
+def stream(port: int, body: dict, out: dict) -> None:
+    """One streaming completion: counts the tokens of its SSE chunks, and the first one's time."""
+    started = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    tokens, first = 0, None
+    for line in response:
+        if not line.startswith(b"data: {"):
+            continue
+        chunk = json.loads(line[6:])
+        usage = chunk.get("usage")
+        if usage:
+            tokens = usage["completion_tokens"]
+        elif first is None and chunk.get("choices"):
+            first = time.perf_counter() - started
+    out.update(tokens=tokens, first=first)
+
+
+def wave(port: int, clients: int, tokens: int, mode: str) -> dict:
+    results = [dict() for _ in range(clients)]
+    threads = []
+    for i in range(clients):
+        body = {"prompt": f"Request {i}: the story of a cat who", "max_tokens": tokens, "stream": True,
+                "stream_options": {"include_usage": True}, "seed": i, **MODES[mode]}
+        threads.append(threading.Thread(target=stream, args=(port, body, results[i])))
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    total = sum(r.get("tokens", 0) for r in results)
+    firsts = sorted(r["first"] for r in results if r.get("first") is not None)
+    return dict(clients=clients, mode=mode, tokens=total, seconds=round(elapsed, 2),
+                aggregate_tps=round(total / elapsed, 1),
+                median_first_token_s=round(firsts[len(firsts) // 2], 3) if firsts else None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--clients", default="1,64")
+    parser.add_argument("--tokens", type=int, default=256)
+    parser.add_argument("--modes", default="greedy,ai00,openai")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose server runs")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.clients.split(",")]
+    with tempfile.TemporaryDirectory() as folder:
+        process, port = start_server(args.root.resolve(), args.model.resolve(), max(counts), Path(folder))
+        try:
+            wave(port, 2, 8, "greedy")  # warm-up: step graphs and kernels
+            for clients in counts:
+                for mode in args.modes.split(","):
+                    result = wave(port, clients, args.tokens, mode)
+                    print("RESULT", json.dumps(dict(root=str(args.root), **result)), flush=True)
+        finally:
+            process.terminate()
+            process.wait(30)
+            print(Path(folder, "bench-server.log").read_text()[-2000:], file=sys.stderr)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
