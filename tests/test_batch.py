@@ -180,3 +180,45 @@ def test_greedy_picks_on_the_gpu_equal_the_host_argmax(version, load_tiny, refer
             shifted = logits.astype(np.float64) - logits.max()
             logprob = shifted[value.token] - np.log(np.exp(shifted).sum())
             assert abs(value.logprob - logprob) <= TOLERANCE
+
+
+def test_chained_gpu_choices_run_on_by_themselves(load_tiny, references):
+    """A slot whose GPU choices are fed back as its next tokens (a chain) decodes what a caller
+    feeding each pick back would, beside a slot that reads logits; the chain ends at one of its
+    end tokens (not fed) or when its count runs out, and `fed` records every token fed."""
+    model, ref = load_tiny("v7"), references("v7")
+    prompt, other = ref.tokens("sentence_20"), ref.tokens("quote_in")
+    expected = run_alone(model, prompt, 12)
+    greedy = [int(np.argmax(logits)) for logits in expected]  # the 13 tokens after the prompt
+    batch = BatchRuntime(model, max_batch=2, token_chunk_size=64)
+    batch.submit(0, prompt, want="pick", chain=12)
+    batch.submit(1, other)
+    picks, steps = [], 0
+    while batch.busy_slots:
+        out = batch.step()
+        steps += 1
+        if 0 in out:
+            picks.append(out[0].token)
+        if 1 in out and steps < 6:
+            batch.submit(1, [int(np.argmax(out[1]))])
+    assert picks == greedy
+    assert batch.fed[0] == prompt + greedy[:-1]
+
+    end = greedy[4]
+    stop_at = greedy.index(end)
+    batch.reset(0)
+    batch.submit(0, prompt, want="pick", chain=12, end_tokens=frozenset({end}))
+    picks = []
+    while batch.busy_slots:
+        picks.append(batch.step()[0].token)
+    assert picks == greedy[:stop_at + 1]
+    assert batch.fed[0] == prompt + greedy[:stop_at]
+
+    batch.reset(0)
+    batch.submit(0, prompt, want="pick", chain=12)
+    batch.step()
+    batch.step()
+    batch.cancel(0)
+    assert not batch.busy_slots and batch.fed[0] == prompt + greedy[:1]
+    with pytest.raises(ValueError, match="chained"):
+        batch.submit(0, [1], want="last", chain=3)

@@ -1,6 +1,8 @@
 """Token choice on the GPU (sample.wgsl): the same distribution and penalties as the host sampler."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,22 @@ def test_penalties_on_the_gpu_match_the_host_sampler(load_tiny, references, temp
         batch.submit(1, [pick.token], want="pick", sampling=sampling)
         logits = model.forward([pick.token], state)
     assert changed > 0
+
+
+def test_stop_tokens_are_those_holding_a_stop_whole():
+    """Where a server's GPU decode chain ends: at every token whose text holds a stop string."""
+    from types import SimpleNamespace
+
+    from ai00_trio.server.engine_service import LoadedModel
+    from ai00_trio.tokenizer import load_tokenizer
+
+    vocab = Path(__file__).resolve().parents[1] / "assets" / "tokenizer" / "rwkv_vocab_v20230424.txt"
+    tokenizer = load_tokenizer("world", vocab)
+    model = SimpleNamespace(info=SimpleNamespace(n_vocab=65536))
+    loaded = LoadedModel(model, tokenizer, "world", "", 0)
+    ends = loaded.stop_tokens(("\n\n", "User:"))
+    assert tokenizer.encode("\n\n")[0] in ends and tokenizer.encode("\n\n\n")[0] in ends
+    assert all(b"\n\n" in tokenizer.token_bytes(t) or b"User:" in tokenizer.token_bytes(t) for t in ends)
+    assert tokenizer.encode("\n")[0] not in ends and tokenizer.encode(" User")[0] not in ends
+    assert loaded.stop_tokens(()) == frozenset()
+    assert loaded.stop_tokens(("\n\n", "User:")) is ends  # remembered

@@ -159,7 +159,7 @@ def test_lru_offload_to_host_then_host_eviction():
     put(cache, [2])
     assert where(cache, [1]) == "gpu"             # [1] is now more recent than [2]
     put(cache, [3])                               # GPU over budget: LRU [2] goes to host
-    assert cache.stats() == CacheStats(3, 200, 100, 1, 0, 0)
+    assert cache.stats() == CacheStats(3, 200, 100, 1, 0, 0, 1)
     assert where(cache, [2]) == "host"
     assert where(cache, [1]) == "gpu" and where(cache, [3]) == "gpu"
 
@@ -400,13 +400,13 @@ def test_context_manager_abandons_if_never_completed_and_keeps_completions():
 
 def test_stats_count_hits_and_misses():
     cache = make()
-    assert cache.stats() == CacheStats(0, 0, 0, 0, 0, 0)
+    assert cache.stats() == CacheStats(0, 0, 0, 0, 0, 0, 0)
     put(cache, [1, 2])
     cache.lookup([1, 2, 3])
     cache.lookup([1, 2])
     cache.lookup([3])
     cache.lookup([1])
-    assert cache.stats() == CacheStats(1, 100, 0, 2, 2, 0)
+    assert cache.stats() == CacheStats(1, 100, 0, 2, 2, 0, 4)  # 2 + 2 tokens served
 
 
 # --- randomized, against a brute-force reference ---------------------------------------------

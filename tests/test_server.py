@@ -251,9 +251,14 @@ def test_prefix_cache_hits_give_cold_results(client, server, engine):
     assert chat(messages) == first                       # the whole prompt comes from the cache
     assert cache_stats()["hits"] > hits
     follow_up = messages + [{"role": "assistant", "content": first}, {"role": "user", "content": "And then?"}]
-    hits = cache_stats()["hits"]
+    before = cache_stats()
     answer = chat(follow_up)                              # only the new turn is prefilled
-    assert cache_stats()["hits"] > hits
+    after = cache_stats()
+    assert after["hits"] > before["hits"]
+    # the state at the end of the first answer (its tokens chosen on the GPU; it holds all of
+    # them but the last) served the follow-up
+    first_turn = len(f"User: {messages[0]['content']}\n\nAssistant: {first}".encode())
+    assert after["hit_tokens"] - before["hit_tokens"] >= first_turn - 1
     prompt = f"User: {messages[0]['content']}\n\nAssistant: {first}\n\nUser: And then?\n\nAssistant:"
     assert answer == greedy_alone(engine, prompt, 16, stop="\n\n").strip()
 

@@ -9,6 +9,7 @@ shared evenly among slots that still have prompt tokens (water-filling).
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class _SlotWork:
     tokens: deque[int] = field(default_factory=deque)
     want: str = "last"
     sampling: Sampling = GREEDY
+    chain: int = 0               # GPU choices still to feed back as the slot's next tokens
+    end_tokens: frozenset[int] = frozenset()  # choices that end the chain (not fed back)
 
 
 class BatchRuntime:
@@ -44,6 +47,7 @@ class BatchRuntime:
         self.hidden: dict[int, np.ndarray] = {}
         self._work: dict[int, _SlotWork] = {}
         self._draws: dict[int, int] = {}  # per slot: GPU choices made since it was loaded
+        self.fed: dict[int, list[int]] = {}  # per slot: every token fed since it was loaded
         for slot in range(max_batch):
             self.reset(slot)
 
@@ -63,6 +67,7 @@ class BatchRuntime:
                             target_offset=self.runtime.slot_offset(slot))
         self._work.pop(slot, None)
         self._draws[slot] = 0
+        self.fed[slot] = []
 
     def reset(self, slot: int) -> None:
         self.load(slot, None)
@@ -82,13 +87,20 @@ class BatchRuntime:
         self.runtime.set_penalties(slot, penalties)
 
     # --- work --------------------------------------------------------------------------------
-    def submit(self, slot: int, tokens: list[int], want: str = "last", sampling: Sampling = GREEDY) -> None:
+    def submit(self, slot: int, tokens: list[int], want: str = "last", sampling: Sampling = GREEDY,
+               chain: int = 0, end_tokens: frozenset[int] = frozenset()) -> None:
         """Queue tokens for a slot. want="last": logits once all queued tokens are in;
         want="all": logits for every token (perplexity); want="pick": once all are in, only the
-        next token, chosen on the GPU as `sampling` says (a `Pick`: 16 bytes are read back)."""
+        next token, chosen on the GPU as `sampling` says (a `Pick`: 16 bytes are read back).
+        With want="pick", `chain` more choices are fed back as the slot's next tokens, each one
+        a step later, without waiting for the caller (a decode that runs on by itself); the
+        chain stops at a choice in `end_tokens` (not fed), at one that is not finite, or at
+        `cancel`."""
         self._check_slot(slot)
         if want not in WANTS:
             raise ValueError(f"want must be one of {WANTS}")
+        if chain and want != "pick":
+            raise ValueError("only GPU choices (want=\"pick\") can be chained")
         bad = [t for t in tokens if not 0 <= int(t) < self.model.info.n_vocab]
         if bad:
             raise ValueError(f"token id {bad[0]} out of range 0..{self.model.info.n_vocab - 1}")
@@ -96,6 +108,8 @@ class BatchRuntime:
         work.tokens.extend(int(t) for t in tokens)
         work.want = want
         work.sampling = sampling
+        work.chain = chain
+        work.end_tokens = end_tokens
 
     def cancel(self, slot: int) -> None:
         """Drop a slot's queued tokens (its state keeps what was already fed)."""
@@ -134,6 +148,7 @@ class BatchRuntime:
         for slot, n in counts.items():
             work = self._work[slot]
             runs.append(Run(slot, [work.tokens.popleft() for _ in range(n)]))
+            self.fed[slot] += runs[-1].tokens
             if work.want == "all":
                 full.append((slot, range(start, start + n), True))
             elif not work.tokens:
@@ -159,6 +174,11 @@ class BatchRuntime:
             if hidden is not None:
                 self.hidden[slot] = hidden[row]
             row += 1
+            work = self._work.get(slot)
+            if (work is not None and work.chain > 0 and pick.token not in work.end_tokens
+                    and math.isfinite(pick.logprob)):
+                work.tokens.append(pick.token)
+                work.chain -= 1
         return out
 
 

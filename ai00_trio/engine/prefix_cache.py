@@ -64,6 +64,7 @@ class CacheStats:
     hits: int
     misses: int
     in_flight: int
+    hit_tokens: int  # prompt tokens served from cached states instead of prefilled
 
 
 class _Entry(Generic[S]):
@@ -159,6 +160,7 @@ class PrefixCache(Generic[S]):
         self._gpu_bytes = 0
         self._host_bytes = 0
         self._hits = 0
+        self._hit_tokens = 0
         self._misses = 0
         self._flights: dict[Tokens, _Flight[S]] = {}
 
@@ -183,6 +185,7 @@ class PrefixCache(Generic[S]):
             return None
         self._hits += 1
         node, depth = best
+        self._hit_tokens += depth
         entry = node.entry
         (self._gpu if entry.on_gpu else self._host).move_to_end(node)
         return Hit(depth, entry.state, entry.logits, entry.on_gpu)
@@ -216,7 +219,7 @@ class PrefixCache(Generic[S]):
 
     def stats(self) -> CacheStats:
         return CacheStats(len(self), self._gpu_bytes, self._host_bytes, self._hits,
-                          self._misses, len(self._flights))
+                          self._misses, len(self._flights), self._hit_tokens)
 
     # --- in-flight claims --------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ MATMUL_SEGMENTS = 8      # stacked matrices one matmul dispatch may hold (matmul
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_THREADS = 128  # token_shift.wgsl's WG
 NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
+SAMPLE_THREADS = 1024  # sample.wgsl's workgroup, one per row (fewer where the device allows fewer)
 SPLIT_K_GROUPS = 192   # tiled matmuls with fewer tiles than this split K to fill the GPU,
 SPLIT_K_MIN_K4 = 64    # into a power of two of parts, each at least this many vec4 columns long
                        # (run 31: 2 parts of 2048-wide r/k/v beat 3, 8 of 8192-wide ffn value
@@ -360,7 +361,10 @@ class StepGraph:
                penalties: wgpu.GPUBuffer, seen: wgpu.GPUBuffer, vocab: int, first_row: int, rows: int) -> None:
         """picks[r] = (token, its penalized logit, log Σ exp) chosen from logits row first_row + r
         as choices[r] says (sample.wgsl), for r < rows; updates the slots' penalties."""
-        kernel = self.kernels.get("sample.wgsl", "sample")
+        limits = self.ctx.device.limits  # 16 bytes of workgroup memory per thread
+        threads = min(SAMPLE_THREADS, limits["max-compute-invocations-per-workgroup"],
+                      limits["max-compute-workgroup-size-x"], limits["max-compute-workgroup-storage-size"] // 16)
+        kernel = self.kernels.get("sample.wgsl", "sample", SAMPLE_THREADS=1 << (threads.bit_length() - 1))
         self._dispatch(kernel, pack_params(vocab, first_row), [logits, picks, choices, penalties, seen],
                        (rows, 1, 1))
 

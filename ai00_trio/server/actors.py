@@ -9,8 +9,9 @@
   generation task per request (its sampler actor). Client gone → its event channel breaks →
   the generation ends and its slot is freed before the next step.
 - GPU executor: owns the device and the BatchRuntime; steps back to back while work exists, in a
-  worker thread so the event loop keeps serving; after a step it waits (briefly) for the samplers
-  of the slots it just served, so every decoding slot gets its token every step.
+  worker thread so the event loop keeps serving. Slots whose tokens the GPU chooses run on by
+  themselves (each choice is fed straight back, a chain); for the others it waits (briefly) after
+  a step for their samplers, so every decoding slot gets its token every step.
 """
 from __future__ import annotations
 
@@ -93,6 +94,8 @@ class Submit:
     reply: trio.MemorySendChannel | None
     want: str = "last"  # or "pick": the token the GPU chooses as `sampling` says (a Pick), not the logits
     sampling: Sampling = GREEDY
+    chain: int = 0      # with "pick": this many more choices fed straight back (see BatchRuntime.submit)
+    end_tokens: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -179,7 +182,8 @@ class GpuExecutor:
             self.awaiting.discard(message.slot)
             if message.reply is not None:
                 self.replies[message.slot] = message.reply
-            batch.submit(message.slot, message.tokens, message.want, message.sampling)
+            batch.submit(message.slot, message.tokens, message.want, message.sampling, message.chain,
+                         message.end_tokens)
         elif isinstance(message, Penalties):
             batch.set_penalties(message.slot, message.values)
         elif isinstance(message, Release):
@@ -187,7 +191,7 @@ class GpuExecutor:
             self.replies.pop(message.slot, None)
             batch.cancel(message.slot)
         elif isinstance(message, Save):
-            return ("save", message.reply, batch.save(message.slot))
+            return ("save", message.reply, (batch.save(message.slot), list(batch.fed[message.slot])))
         elif isinstance(message, Embed):
             return ("embed", message.reply, embed_batch(self.embedder, message.token_lists))
         return None
@@ -224,13 +228,15 @@ class GpuExecutor:
                 elapsed = trio.current_time() - started
                 if outputs:
                     self.tokens_per_second = len(outputs) / max(elapsed, 1e-6)
+                busy = set(self.batch.busy_slots)  # chained GPU choices are queued already
                 for slot, logits in outputs.items():
                     reply = self.replies.get(slot)
                     if reply is None:
                         continue
                     try:
                         reply.send_nowait(logits)
-                        self.awaiting.add(slot)
+                        if slot not in busy:
+                            self.awaiting.add(slot)
                         if isinstance(logits, Pick):
                             self.gpu_choices += 1
                         else:
@@ -301,7 +307,8 @@ class Scheduler:
     async def _generate(self, job: Job, slot: int, executor: trio.MemorySendChannel,
                         release_send: trio.MemorySendChannel) -> None:
         events = job.text.events
-        logits_send, logits_recv = trio.open_memory_channel(1)
+        # unbounded: a chained decode sends every GPU choice without waiting (at most max_tokens)
+        logits_send, logits_recv = trio.open_memory_channel(math.inf)
         try:
             await self._run_generation(job, slot, executor, events, logits_send, logits_recv)
         except ApiError as error:
@@ -332,7 +339,8 @@ class Scheduler:
                 await executor.send(Submit(slot, tokens[hit.length:] if hit else tokens, logits_send))
                 logits = await logits_recv.receive()
                 if claim is not None:
-                    self.cache.complete(claim, await self._save(executor, slot), np.asarray(logits, np.float32))
+                    state, _ = await self._save(executor, slot)
+                    self.cache.complete(claim, state, np.asarray(logits, np.float32))
         finally:
             if claim is not None and not claim.done:
                 self.cache.abandon(claim)
@@ -343,9 +351,11 @@ class Scheduler:
         matcher = StopMatcher(text.stops)
         eos = self.loaded.eos_token
         grammar = text.grammar.start() if text.grammar is not None else None
-        # After the first token the GPU chooses where it can: 16 bytes back per token, not the logits.
+        # After the first token the GPU chooses where it can: 16 bytes back per token, not the
+        # logits, and each choice is fed straight back as the next token (a chain), so the
+        # steps never wait for this task.
         on_gpu = getattr(sampler, "gpu_sampling", None) if grammar is None else None
-        penalties_sent = False
+        chained = False
         generated: list[int] = []
         finish = "length"
         while len(generated) < text.max_tokens:
@@ -372,21 +382,31 @@ class Scheduler:
                 break
             if len(generated) >= text.max_tokens:
                 break
-            if on_gpu is not None and on_gpu.penalized and not penalties_sent:
-                await executor.send(Penalties(slot, sampler.penalties()))  # including the first token's
-                penalties_sent = True
-            await executor.send(Submit(slot, [token], logits_send, "last" if on_gpu is None else "pick",
-                                       on_gpu or GREEDY))
+            if on_gpu is None:
+                await executor.send(Submit(slot, [token], logits_send))
+            elif not chained:
+                if on_gpu.penalized:
+                    await executor.send(Penalties(slot, sampler.penalties()))  # including the first token's
+                # the chain ends where this loop will: at the end of text or a token holding a stop
+                ends = await trio.to_thread.run_sync(self.loaded.stop_tokens, tuple(text.stops))
+                ends |= {eos} if eos is not None else set()
+                await executor.send(Submit(slot, [token], logits_send, "pick", on_gpu,
+                                           chain=text.max_tokens - len(generated) - 1, end_tokens=ends))
+                chained = True
             logits = await logits_recv.receive()
+        if chained:
+            await executor.send(Release(slot))  # end the chain: the tokens it ran on past here are wasted
         if finish == "length":
             tail, _ = matcher.feed(decoder.flush())
             tail += matcher.flush()
             if tail:
                 await events.send(Token(tail, -1, 0.0, []))
         if initial is None and len(generated) > 1 and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
-            # the slot holds the prompt and every generated token but the last: a later turn of
-            # this conversation re-prefills only what is new
-            self.cache.insert(tokens + generated[:-1], await self._save(executor, slot),
+            # the slot holds the prompt and the generated tokens (all but the last, or with a chain
+            # what it had run on when it ended): a later turn of this conversation re-prefills
+            # only what is new
+            state, fed = await self._save(executor, slot)
+            self.cache.insert(tokens[:hit.length if hit else 0] + fed, state,
                               None if isinstance(logits, Pick) else np.asarray(logits, np.float32))
         await events.send(Done(finish, len(tokens), len(generated)))
 
@@ -414,7 +434,8 @@ class Scheduler:
             claim.add_done_callback(lambda _result: finished.set())
             await finished.wait()
 
-    async def _save(self, executor, slot: int) -> State:
+    async def _save(self, executor, slot: int) -> tuple[State, list[int]]:
+        """A copy of the slot's state, and the tokens fed into it since its Load."""
         reply_send, reply_recv = trio.open_memory_channel(1)
         await executor.send(Save(slot, reply_send))
         return await reply_recv.receive()

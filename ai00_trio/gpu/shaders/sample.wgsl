@@ -2,16 +2,17 @@
 // back 16 bytes per sequence instead of the row. Per row, AI00's Nucleus sampler:
 //   1. repetition penalties: a_i = l_i - pen_i (then pen_i *= decay; the chosen token's pen
 //      += frequency if it was seen before, else = presence);
-//   2. p_i = softmax(a)_i; the token's log-probability is a_i - log Σ_j exp(a_j);
+//   2. p_i = e_i / Σ_j e_j with e_i = exp(a_i - max a); the token's log-probability is
+//      a_i - log Σ_j exp(a_j);
 //   3. top-k: keep the k likeliest; top-p: keep a token while the mass of the likelier tokens
 //      is at most top_p (so the token that crosses top_p is kept);
 //   4. draw among the kept tokens with weights p_i^(1/T), by the Gumbel-max trick:
-//      argmax_i (a_i / T + g_i), g_i = -log(-log u_i), u_i uniform (Gumbel 1954; Maddison et al. 2014).
-// T = 0 takes the argmax (ties: the lowest id). The cuts of step 3 are thresholds on the
-// order-preserving key of a_i, each found by a 32-step bisection over the key range: for top-k
-// the least key K with #{j: key_j > K} < k, for top-p the least K with Σ_{key_j > K} p_j <= top_p;
-// the kept tokens are those with key_i >= both. (Tokens tied at a cut are all kept, where a
-// sort would keep the lower ids.) One workgroup per row.
+//      argmax_i (ln e_i / T + g_i), g_i = -ln(-ln u_i), u_i uniform (Gumbel 1954; Maddison et al. 2014).
+// T = 0 takes the argmax (ties: the lowest id). The cuts of step 3 are thresholds on e_i's bits
+// (which order like e_i, as e_i >= 0), each found by bisection: for top-k the least K with
+// #{j: e_j > K} < k, for top-p the least K with Σ_{e_j > K} e_j <= top_p Σ_j e_j. The kept tokens
+// are those at or above both. A bisection stops once a single token lies in its interval. (Tokens
+// tied at a cut are all kept, where a sort would keep the lower ids.) One workgroup per row.
 struct Params {
     vocab: u32,
     first_row: u32,  // row r of the output picks row first_row + r of the logits
@@ -26,15 +27,16 @@ struct Row {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> logits: array<f32>;  // rows become a_i (penalized)
+@group(0) @binding(1) var<storage, read_write> logits: array<f32>;  // rows become a_i, then e_i
 @group(0) @binding(2) var<storage, read_write> picks: array<vec4<u32>>;  // (id, a_id bits, log Σ bits, 0)
 @group(0) @binding(3) var<storage, read> rows: array<Row>;
 @group(0) @binding(4) var<storage, read_write> penalties: array<f32>;  // [slot][vocab]
 @group(0) @binding(5) var<storage, read_write> seen: array<u32>;  // [slot][words] bits, 32 tokens a word
 
-const WG: u32 = 256u;
+const WG: u32 = {{SAMPLE_THREADS}}u;
 const NO_TOKEN: u32 = 0xffffffffu;
 const LOWEST: f32 = -3.4e38;  // below every finite value
+const ONE: u32 = 0x3f800000u;  // the bits of 1.0, the largest e_i
 var<workgroup> tops: array<f32, WG>;
 var<workgroup> sums: array<f32, WG>;
 var<workgroup> ids: array<u32, WG>;
@@ -51,16 +53,10 @@ fn merge_softmax(a: u32, b: u32) {
 
 // merge thread b's (best score, its id) into thread a's, the lower id on ties
 fn merge_best(a: u32, b: u32) {
-    if sums[b] > sums[a] || (sums[b] == sums[a] && ids[b] < ids[a]) {
-        sums[a] = sums[b];
+    if tops[b] > tops[a] || (tops[b] == tops[a] && ids[b] < ids[a]) {
+        tops[a] = tops[b];
         ids[a] = ids[b];
     }
-}
-
-// order-preserving key of a float: key(x) < key(y) exactly when x < y
-fn key(v: f32) -> u32 {
-    let u = bitcast<u32>(v);
-    return select(u | 0x80000000u, ~u, (u & 0x80000000u) != 0u);
 }
 
 // a 32-bit hash (Wellons' lowbias32), chained over the seed, the draw and the token
@@ -78,19 +74,24 @@ fn gumbel(seed: vec4<u32>, draw: u32, token: u32) -> f32 {
     return -log(-log(u));
 }
 
-// Σ over the workgroup of each thread's (count, mass), left in counts[0] and sums[0]
-fn sum_counts_and_masses(lid: u32, count: u32, mass: f32) {
-    workgroupBarrier();
-    counts[lid] = count;
-    sums[lid] = mass;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s {
-            counts[lid] += counts[lid + s];
-            sums[lid] += sums[lid + s];
-        }
-        workgroupBarrier();
-    }
+// One bisection: the least K in [lo, hi] whose `above` (count or mass of e_j > K) passes the
+// test; n_lo = #{e_j >= lo}, n_hi = #{e_j > hi}: once n_lo - n_hi <= 1 a single token is left in
+// [lo, hi], and lo already keeps exactly the tokens the answer would.
+struct Search {
+    lo: u32,
+    hi: u32,
+    n_lo: u32,
+    n_hi: u32,
+}
+
+fn searching(s: Search) -> bool { return s.lo < s.hi && s.n_lo - s.n_hi > 1u; }
+fn middle(s: Search) -> u32 { return s.lo + (s.hi - s.lo) / 2u; }
+
+// narrow s after probing its middle: `passes` if the test holds there, `n` = #{e_j > middle}
+fn narrow(s: Search, passes: bool, n: u32) -> Search {
+    let mid = middle(s);
+    if passes { return Search(s.lo, mid, s.n_lo, n); }
+    return Search(mid + 1u, s.hi, n, s.n_hi);
 }
 
 @compute @workgroup_size(WG)
@@ -135,49 +136,60 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
         workgroupBarrier();
     }
     let peak = workgroupUniformLoad(&tops[0]);
-    let total = workgroupUniformLoad(&sums[0]);
+    let total = workgroupUniformLoad(&sums[0]);  // Σ_j e_j
     var token = ids[0];
     var chosen = peak;
-    storageBarrier();  // the penalized row is now visible to the whole workgroup
 
-    let top_k = row.ids.z;
     if temperature > 0.0 && total > 0.0 && total < 3.4e38 {
-        // 3: bisect for the top-k and top-p cuts together, one pass over the row per step
-        var k_lo = 0u;
-        var k_hi = 0xffffffffu;
-        var p_lo = 0u;
-        var p_hi = select(0u, 0xffffffffu, top_p < 1.0);
-        if top_k == 0u || top_k >= p.vocab { k_hi = 0u; }
-        let mass_cut = top_p * total;  // Σ_{key_j > K} exp(a_j - peak) <= top_p Σ_j exp(a_j - peak)
-        for (var step = 0u; step < 32u && (k_lo < k_hi || p_lo < p_hi); step++) {
-            let k_mid = k_lo + (k_hi - k_lo) / 2u;
-            let p_mid = p_lo + (p_hi - p_lo) / 2u;
-            var above = 0u;
+        for (var i = lid; i < p.vocab; i += WG) { logits[base + i] = exp(logits[base + i] - peak); }
+        storageBarrier();  // e_i (and the penalties) are now visible to the whole workgroup
+        // 3: both bisections at once, one pass over the row per probe
+        let top_k = row.ids.z;
+        var by_count = Search(0u, ONE, p.vocab, 0u);
+        if top_k == 0u || top_k >= p.vocab { by_count.hi = 0u; }
+        var by_mass = Search(0u, select(0u, ONE, top_p < 1.0), p.vocab, 0u);
+        let mass_cut = top_p * total;
+        for (var probe = 0u; probe < 32u && (searching(by_count) || searching(by_mass)); probe++) {
+            let k_mid = middle(by_count);
+            let p_mid = middle(by_mass);
+            var above_k = 0u;
+            var above_p = 0u;
             var mass = 0.0;
             for (var i = lid; i < p.vocab; i += WG) {
-                let v = logits[base + i];
-                let k = key(v);
-                above += select(0u, 1u, k > k_mid);
-                mass += select(0.0, exp(v - peak), k > p_mid);
+                let e = logits[base + i];
+                let bits = bitcast<u32>(e);
+                above_k += select(0u, 1u, bits > k_mid);
+                let over = bits > p_mid;
+                above_p += select(0u, 1u, over);
+                mass += select(0.0, e, over);
             }
-            sum_counts_and_masses(lid, above, mass);
-            let above_all = workgroupUniformLoad(&counts[0]);
-            let mass_all = workgroupUniformLoad(&sums[0]);
-            if k_lo < k_hi {
-                if above_all < top_k { k_hi = k_mid; } else { k_lo = k_mid + 1u; }
+            workgroupBarrier();
+            counts[lid] = above_k;
+            ids[lid] = above_p;
+            sums[lid] = mass;
+            workgroupBarrier();
+            for (var s = WG / 2u; s > 0u; s >>= 1u) {
+                if lid < s {
+                    counts[lid] += counts[lid + s];
+                    ids[lid] += ids[lid + s];
+                    sums[lid] += sums[lid + s];
+                }
+                workgroupBarrier();
             }
-            if p_lo < p_hi {
-                if mass_all <= mass_cut { p_hi = p_mid; } else { p_lo = p_mid + 1u; }
-            }
+            let n_k = workgroupUniformLoad(&counts[0]);
+            let n_p = workgroupUniformLoad(&ids[0]);
+            let mass_above = workgroupUniformLoad(&sums[0]);
+            if searching(by_count) { by_count = narrow(by_count, n_k < top_k, n_k); }
+            if searching(by_mass) { by_mass = narrow(by_mass, mass_above <= mass_cut, n_p); }
         }
-        let cut = max(k_lo, p_lo);
-        // 4: Gumbel-max among the kept tokens
+        let cut = max(by_count.lo, by_mass.lo);
+        // 4: Gumbel-max among the kept tokens (ln e_i = a_i - peak: the same argmax as a_i)
         var best = LOWEST;
         var best_id = NO_TOKEN;
         for (var i = lid; i < p.vocab; i += WG) {
-            let v = logits[base + i];
-            if key(v) >= cut {
-                let score = v / temperature + gumbel(row.seed, row.ids.y, i);
+            let e = logits[base + i];
+            if bitcast<u32>(e) >= cut && e > 0.0 {
+                let score = log(e) / temperature + gumbel(row.seed, row.ids.y, i);
                 if score > best {
                     best = score;
                     best_id = i;
@@ -185,7 +197,7 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             }
         }
         workgroupBarrier();
-        sums[lid] = best;
+        tops[lid] = best;
         ids[lid] = best_id;
         workgroupBarrier();
         for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -193,8 +205,9 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             workgroupBarrier();
         }
         token = ids[0];
-        chosen = logits[base + token];  // penalized by this workgroup: visible since storageBarrier
+        chosen = peak + log(logits[base + token]);
     }
+    storageBarrier();  // the decayed penalties, for the update below
     if lid == 0u {
         picks[wg.x] = vec4<u32>(token, bitcast<u32>(chosen), bitcast<u32>(peak + log(total)), 0u);
         if penalized && token < p.vocab {
