@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import math
+import queue
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -31,6 +33,7 @@ from .errors import ApiError, bad_request, overloaded
 from .text import StopMatcher
 
 SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the previous step
+_STOP = object()              # ends the GPU executor's step thread
 MASK_DEADLINE_S = 2.0         # a grammar mask slower than this fails its request (only that one)
 CACHE_MIN_TOKENS = 8          # shorter prompts are not worth a cache entry
 
@@ -165,16 +168,23 @@ class TokenizerActor:
 
 # --- GPU executor --------------------------------------------------------------------------
 class GpuExecutor:
+    """Steps the batch back to back in one worker thread of its own, so a step starts as soon as
+    the last one ends, while the event loop turns the last outputs into text (the two overlap:
+    the step thread waits on the GPU without the GIL). Messages reach the thread through a
+    thread-safe queue; outputs go back to the event loop as callbacks (`run_sync_soon`)."""
+
     def __init__(self, batch: BatchRuntime, embedder: BatchRuntime) -> None:
         self.batch = batch
         self.embedder = embedder  # its own slots, so embeddings never touch a generation's state
+        # the step thread's own state
         self.replies: dict[int, trio.MemorySendChannel] = {}
         self.awaiting: set[int] = set()
+        # figures for /api/status, written by the step thread only
         self.tokens_per_second = 0.0
         self.gpu_choices = 0     # tokens the GPU chose (Picks sent)
         self.logits_replies = 0  # logits rows sent to a host sampler
 
-    def _handle(self, message) -> Any:
+    def _handle(self, message, post: Callable) -> None:
         batch = self.batch
         if isinstance(message, Load):
             batch.load(message.slot, message.state)
@@ -191,63 +201,88 @@ class GpuExecutor:
             self.replies.pop(message.slot, None)
             batch.cancel(message.slot)
         elif isinstance(message, Save):
-            return ("save", message.reply, (batch.save(message.slot), list(batch.fed[message.slot])))
+            post([(message.reply, (batch.save(message.slot), list(batch.fed[message.slot])))])
         elif isinstance(message, Embed):
-            return ("embed", message.reply, embed_batch(self.embedder, message.token_lists))
-        return None
+            post([(message.reply, embed_batch(self.embedder, message.token_lists))])
 
     @staticmethod
-    def _deliver(result) -> None:
-        if result is not None:
-            _, reply, value = result
+    def _deliver(sends: list[tuple[trio.MemorySendChannel, Any]]) -> None:
+        """On the event loop: hand each value to its channel (a request gone drops it)."""
+        for reply, value in sends:
             try:
                 reply.send_nowait(value)
             except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
-    async def run(self, inbox: trio.MemoryReceiveChannel) -> None:
-        async with inbox:
-            while True:
-                if not self.batch.busy_slots:
-                    message = await inbox.receive()
-                    self._deliver(await self._run_blocking(message))
-                # the samplers of the previous step reply with their next token
-                with trio.move_on_after(SAMPLER_DEADLINE_S):
-                    while self.awaiting:
-                        self._deliver(await self._run_blocking(await inbox.receive()))
-                while True:
-                    try:
-                        message = inbox.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    self._deliver(await self._run_blocking(message))
-                if not self.batch.busy_slots:
-                    continue
-                started = trio.current_time()
-                outputs = await trio.to_thread.run_sync(self.batch.step)
-                elapsed = trio.current_time() - started
-                if outputs:
-                    self.tokens_per_second = len(outputs) / max(elapsed, 1e-6)
-                busy = set(self.batch.busy_slots)  # chained GPU choices are queued already
-                for slot, logits in outputs.items():
-                    reply = self.replies.get(slot)
-                    if reply is None:
-                        continue
-                    try:
-                        reply.send_nowait(logits)
-                        if slot not in busy:
-                            self.awaiting.add(slot)
-                        if isinstance(logits, Pick):
-                            self.gpu_choices += 1
-                        else:
-                            self.logits_replies += 1
-                    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+    def _steps(self, inbox: queue.SimpleQueue, trio_token: trio.lowlevel.TrioToken) -> None:
+        """The step thread: until it takes _STOP from the inbox."""
+        batch = self.batch
 
-    async def _run_blocking(self, message):
-        if isinstance(message, (Save, Embed)):
-            return await trio.to_thread.run_sync(self._handle, message)
-        return self._handle(message)
+        def post(sends: list) -> None:
+            trio_token.run_sync_soon(self._deliver, sends)
+
+        def take(message) -> bool:
+            if message is _STOP:
+                return False
+            self._handle(message, post)
+            return True
+
+        while True:
+            if not batch.busy_slots and not take(inbox.get()):
+                return
+            # the samplers of the previous step reply with their next token
+            deadline = time.monotonic() + SAMPLER_DEADLINE_S
+            while self.awaiting and (left := deadline - time.monotonic()) > 0:
+                try:
+                    message = inbox.get(timeout=left)
+                except queue.Empty:
+                    break
+                if not take(message):
+                    return
+            while True:
+                try:
+                    message = inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if not take(message):
+                    return
+            if not batch.busy_slots:
+                continue
+            started = time.monotonic()
+            outputs = batch.step()
+            if outputs:
+                self.tokens_per_second = len(outputs) / max(time.monotonic() - started, 1e-6)
+            busy = set(batch.busy_slots)  # chained GPU choices are queued already
+            sends = []
+            for slot, value in outputs.items():
+                reply = self.replies.get(slot)
+                if reply is None:
+                    continue
+                sends.append((reply, value))
+                if slot not in busy:
+                    self.awaiting.add(slot)
+                if isinstance(value, Pick):
+                    self.gpu_choices += 1
+                else:
+                    self.logits_replies += 1
+            if sends:
+                post(sends)
+
+    async def run(self, inbox: trio.MemoryReceiveChannel) -> None:
+        steps_inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+        async def forward() -> None:
+            try:
+                async with inbox:
+                    async for message in inbox:
+                        steps_inbox.put(message)
+            finally:
+                steps_inbox.put(_STOP)  # also when cancelled: the thread ends after its step
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forward)
+            await trio.to_thread.run_sync(self._steps, steps_inbox, trio.lowlevel.current_trio_token())
+            nursery.cancel_scope.cancel()
 
 
 # --- scheduler and generations -------------------------------------------------------------
@@ -376,7 +411,7 @@ class Scheduler:
                 if grammar.is_finished():     # nothing else can follow: the output is complete
                     piece += matcher.flush() + decoder.flush()
                     stopped = True
-            await events.send(Token(piece, token, logprob, top))
+            await _send(events, Token(piece, token, logprob, top))
             if stopped:
                 finish = "stop"
                 break
@@ -393,7 +428,7 @@ class Scheduler:
                 await executor.send(Submit(slot, [token], logits_send, "pick", on_gpu,
                                            chain=text.max_tokens - len(generated) - 1, end_tokens=ends))
                 chained = True
-            logits = await logits_recv.receive()
+            logits = await _receive(logits_recv)
         if chained:
             await executor.send(Release(slot))  # end the chain: the tokens it ran on past here are wasted
         if finish == "length":
@@ -439,6 +474,23 @@ class Scheduler:
         reply_send, reply_recv = trio.open_memory_channel(1)
         await executor.send(Save(slot, reply_send))
         return await reply_recv.receive()
+
+
+async def _send(channel: trio.MemorySendChannel, value) -> None:
+    """Send at once when there is room (a token each step per request: no trip through the
+    scheduler), else wait for room."""
+    try:
+        channel.send_nowait(value)
+    except trio.WouldBlock:
+        await channel.send(value)
+
+
+async def _receive(channel: trio.MemoryReceiveChannel):
+    """The next value: at once when one is waiting (a chain can be steps ahead), else awaited."""
+    try:
+        return channel.receive_nowait()
+    except trio.WouldBlock:
+        return await channel.receive()
 
 
 async def _try_send(channel: trio.MemorySendChannel, message) -> None:

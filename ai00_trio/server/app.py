@@ -311,15 +311,31 @@ async def _grammar(body: s.SamplingFields):
     return None
 
 
-async def _events(recv, first) -> AsyncIterator:
+async def _event_batches(recv, first) -> AsyncIterator[list]:
+    """One choice's events, a list at a time: every event already waiting in the channel (a
+    decode that runs ahead of its stream leaves several), so a stream writes them in one chunk."""
     async with recv:
-        yield first
-        if isinstance(first, Done):
-            return
-        async for event in recv:
-            yield event
-            if isinstance(event, (Done, Failed)):
+        batch = [first]
+        while not isinstance(batch[-1], (Done, Failed)):
+            try:
+                batch.append(recv.receive_nowait())
+                continue
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                break
+            yield batch
+            try:
+                batch = [await recv.receive()]
+            except trio.EndOfChannel:
                 return
+        yield batch
+
+
+async def _events(recv, first) -> AsyncIterator:
+    async for batch in _event_batches(recv, first):
+        for event in batch:
+            yield event
 
 
 def _token_text(loaded, token: int) -> tuple[str, list[int]]:
@@ -396,17 +412,21 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
         for index, (recv, first) in enumerate(zip(streams, firsts)):
             if chat:
                 yield chunk(index, None, None, role=True)
-            async for event in _events(recv, first):
-                if isinstance(event, Token):
-                    if event.text or (want_logprobs and event.token >= 0):
-                        yield chunk(index, event.text, None, event=event)
-                elif isinstance(event, Done):
-                    prompt_tokens = event.prompt_tokens
-                    completion_tokens += event.completion_tokens
-                    yield chunk(index, None, event.finish_reason)
-                elif isinstance(event, Failed):
-                    error = ErrorResponse(ErrorBody(str(event.error), "server_error"))
-                    yield b"data: " + msgspec.json.encode(error) + b"\n\n"
+            async for batch in _event_batches(recv, first):
+                parts = []
+                for event in batch:
+                    if isinstance(event, Token):
+                        if event.text or (want_logprobs and event.token >= 0):
+                            parts.append(chunk(index, event.text, None, event=event))
+                    elif isinstance(event, Done):
+                        prompt_tokens = event.prompt_tokens
+                        completion_tokens += event.completion_tokens
+                        parts.append(chunk(index, None, event.finish_reason))
+                    elif isinstance(event, Failed):
+                        error = ErrorResponse(ErrorBody(str(event.error), "server_error"))
+                        parts.append(b"data: " + msgspec.json.encode(error) + b"\n\n")
+                if parts:
+                    yield b"".join(parts)
         if include_usage:
             usage = s.Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
             if chat:
