@@ -31,7 +31,8 @@ MODES = {
 }
 
 
-def start_server(root: Path, model: Path, max_batch: int, folder: Path) -> tuple[subprocess.Popen, int]:
+def start_server(root: Path, model: Path, max_batch: int, folder: Path,
+                 profile: Path | None = None) -> tuple[subprocess.Popen, int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -48,7 +49,8 @@ ip = "127.0.0.1"
 port = {port}
 """)
     log = open(folder / "bench-server.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "ai00_trio", "--config", str(config)], cwd=root,
+    sampler = [str(ROOT / "bench" / "sample_stacks.py"), str(profile.resolve()), "--"] if profile else []
+    process = subprocess.Popen([sys.executable, *sampler, "-m", "ai00_trio", "--config", str(config)], cwd=root,
                                stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -73,15 +75,13 @@ def stream(port: int, body: dict, out: dict) -> None:
     connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
     response = connection.getresponse()
     tokens, first = 0, None
-    for line in response:
+    for line in response:  # parse only the usage chunk: the client must not be what limits
         if not line.startswith(b"data: {"):
             continue
-        chunk = json.loads(line[6:])
-        usage = chunk.get("usage")
-        if usage:
-            tokens = usage["completion_tokens"]
-        elif first is None and chunk.get("choices"):
+        if first is None:
             first = time.perf_counter() - started
+        if b'"completion_tokens"' in line:
+            tokens = json.loads(line[6:])["usage"]["completion_tokens"]
     out.update(tokens=tokens, first=first)
 
 
@@ -112,17 +112,28 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--modes", default="greedy,ai00,openai")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose server runs")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="sample the server's threads (bench/sample_stacks.py) into this report")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as folder:
-        process, port = start_server(args.root.resolve(), args.model.resolve(), max(counts), Path(folder))
+        process, port = start_server(args.root.resolve(), args.model.resolve(), max(counts), Path(folder),
+                                     args.profile)
         try:
             wave(port, 2, 8, "greedy")  # warm-up: step graphs and kernels
             for clients in counts:
                 for mode in args.modes.split(","):
+                    if args.profile:
+                        Path(str(args.profile) + ".reset").touch()  # count this wave only (the
+                        # report ends up with the last wave's)
+                        time.sleep(0.1)
                     result = wave(port, clients, args.tokens, mode)
+                    if args.profile:
+                        Path(str(args.profile) + ".freeze").touch()
                     print("RESULT", json.dumps(dict(root=str(args.root), **result)), flush=True)
         finally:
+            if args.profile:
+                time.sleep(2.5)  # the last report is written
             process.terminate()
             process.wait(30)
             print(Path(folder, "bench-server.log").read_text()[-2000:], file=sys.stderr)

@@ -387,3 +387,19 @@ def test_tls(tmp_path):
         context.check_hostname = False
         with urllib.request.urlopen(base + "/health", context=context, timeout=10) as response:
             assert response.status == 200
+
+
+def test_states_parked_in_host_memory_serve_later_turns(tmp_path, engine):
+    """With no GPU budget the prefix cache keeps its states in host memory (the GPU's own flat
+    layout); a later request that extends a cached prompt resumes from there unchanged."""
+    with running_server(tmp_path, extra_sections="[cache]\ngpu_bytes = 0\nhost_bytes = 100000000\n") as base:
+        body = {"prompt": "Once upon a time there was a cat who", "max_tokens": 12, "temperature": 0}
+        status, first = http("POST", base + "/v1/completions", body)
+        assert status == 200
+        cache = http("GET", base + "/api/status")[1]["prefix_cache"]
+        assert cache["gpu_bytes"] == 0 and cache["host_bytes"] > 0
+        longer = {**body, "prompt": body["prompt"] + first["choices"][0]["text"] + " and"}
+        status, answer = http("POST", base + "/v1/completions", longer)
+        after = http("GET", base + "/api/status")[1]["prefix_cache"]
+        assert status == 200 and after["hit_tokens"] > cache["hit_tokens"]
+        assert answer["choices"][0]["text"] == greedy_alone(engine, longer["prompt"], 12, stop="\n\n")

@@ -83,7 +83,10 @@ class Model:
                 if arrays[i].size != H * N * N:
                     raise ValueError(f"state array {i} has {arrays[i].size} floats, expected {H * N * N}")
                 arrays[i] = self._wkv_layout(arrays[i].reshape(H, N, N))
-        flat = np.concatenate([a.reshape(-1) for a in arrays])
+        return self.state_from_host(np.concatenate([a.reshape(-1) for a in arrays]))
+
+    def state_from_host(self, flat: np.ndarray) -> State:
+        """The inverse of `State.to_host()`: a flat array in the GPU's own layout."""
         if flat.size != self.arch.slot_stride():
             raise ValueError(f"state has {flat.size} floats, expected {self.arch.slot_stride()}")
         return State(self, self.ctx.upload(flat))

@@ -23,7 +23,10 @@ class State:
         return State(self.model, clone)
 
     def to_numpy(self) -> list[np.ndarray]:
-        model = self.model
-        floats = model.arch.slot_stride()
-        flat = np.frombuffer(model.ctx.read(self.buffer, floats * 4), np.float32)
-        return model.split_state(flat)
+        return self.model.split_state(self.to_host())
+
+    def to_host(self) -> np.ndarray:
+        """The state as the GPU holds it, one flat float32 array (`Model.state_from_host`):
+        the cheap way to park a state in host memory (no per-layer relayout)."""
+        floats = self.model.arch.slot_stride()
+        return np.frombuffer(self.model.ctx.read(self.buffer, floats * 4), np.float32)

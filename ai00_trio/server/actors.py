@@ -365,7 +365,7 @@ class Scheduler:
         try:
             start = initial
             if hit is not None:
-                start = hit.state if hit.on_gpu else model.state_from_numpy(hit.state)
+                start = hit.state if hit.on_gpu else model.state_from_host(hit.state)
             await executor.send(Load(slot, start))
             if hit is not None and hit.length == len(tokens):
                 logits = np.array(hit.logits)
@@ -510,10 +510,9 @@ class ActorGraph:
     executor: GpuExecutor
 
 
-def state_bytes(state: State | list[np.ndarray]) -> int:
-    if isinstance(state, State):
-        return state.buffer.size
-    return sum(a.nbytes for a in state)
+def state_bytes(state: State | np.ndarray) -> int:
+    """A cached state's size: on the GPU (a State) or parked in host memory (`State.to_host`)."""
+    return state.buffer.size if isinstance(state, State) else state.nbytes
 
 
 async def run_actor_graph(loaded: LoadedModel, max_batch: int, token_chunk_size: int, max_queue: int,
@@ -521,7 +520,7 @@ async def run_actor_graph(loaded: LoadedModel, max_batch: int, token_chunk_size:
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
     batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
     cache = PrefixCache(gpu_budget=cache_gpu_bytes, host_budget=cache_host_bytes,
-                        offload=lambda state: state.to_numpy(), size_of=state_bytes)
+                        offload=lambda state: state.to_host(), size_of=state_bytes)
     jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
     to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
     to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
