@@ -33,15 +33,15 @@ def sampler(report: str, every: float) -> None:
     frozen = False
     while True:
         time.sleep(every)
+        if os.path.exists(report + ".freeze"):  # before a reset that may follow at once
+            os.remove(report + ".freeze")
+            frozen = True
         if os.path.exists(report + ".reset"):
             os.remove(report + ".reset")
             own.clear()
             anywhere.clear()
             samples.clear()
             frozen = False
-        if os.path.exists(report + ".freeze"):
-            os.remove(report + ".freeze")
-            frozen = True
         for ident, frame in [] if frozen else sys._current_frames().items():
             if ident == me:
                 continue
