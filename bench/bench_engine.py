@@ -91,6 +91,23 @@ def decode_batched(model, batch: int, n: int, rng, prerecord: bool, want: str = 
     return batch * n / elapsed, encode
 
 
+def decode_chained(model, batch: int, n: int, rng, sampled: bool) -> float:
+    """Aggregate decode tok/s of `batch` chains (each GPU choice fed straight back, as the
+    server decodes): greedy picks, or AI00's default sampler with sampled=True."""
+    from ai00_trio.engine.runtime import GREEDY, Sampling
+
+    runtime = BatchRuntime(model, max_batch=batch, token_chunk_size=max(256, batch))
+    sampling = Sampling(seed=1, **AI00_NUCLEUS) if sampled else GREEDY
+    for slot in range(batch):
+        runtime.set_penalties(slot, {})
+        runtime.submit(slot, rng.integers(1, model.info.n_vocab, 8).tolist(), "pick", sampling, chain=n + 8)
+    for _ in range(4):  # the prompts, then warm the step graph of the decode shape
+        runtime.step()
+    started = time.perf_counter()
+    made = sum(len(runtime.step()) for _ in range(n))
+    return made / (time.perf_counter() - started)
+
+
 def profile_single(model) -> dict:
     """Where a batch-1 decode step's time goes: Python encoding, a bare submit+readback round
     trip, and GPU execution of the recorded step (timed by waiting on a 4-byte readback)."""
@@ -200,6 +217,8 @@ def main() -> None:
                         help="also time batches reading back every logits row (argmax on the host)")
     parser.add_argument("--sampled", action="store_true",
                         help="also decode with AI00's default Nucleus sampler, on the GPU and on the host")
+    parser.add_argument("--chained", action="store_true",
+                        help="also decode chains (GPU choices fed straight back, steps launched one ahead)")
     parser.add_argument("--no-subgroups", action="store_true", help="kernels sum in workgroup memory only")
     parser.add_argument("--quant", type=int, default=0, help="quantize this many layers' projections")
     parser.add_argument("--quant-type", choices=("int8", "nf4"), default="int8")
@@ -265,6 +284,11 @@ def main() -> None:
             report(model=name, batch=batch, runtime="BatchRuntime", want=want, decode_tps=round(tps, 1),
                    python_encode_ms=round(encode * 1000, 3),
                    dispatches=len(model.runtime(1, 1)._graph(1, 1, 1).dispatches) if batch == 1 else None)
+        if args.chained:
+            for sampled in (False, True):
+                tps = decode_chained(model, batch, max(16, args.decode // 2), rng, sampled)
+                report(model=name, batch=batch, runtime="BatchRuntime", want="sample" if sampled else "pick",
+                       chained=True, decode_tps=round(tps, 1))
     report(model=name, gpu_bytes_allocated=model.ctx.allocated_bytes)
 
 

@@ -185,7 +185,8 @@ def test_greedy_picks_on_the_gpu_equal_the_host_argmax(version, load_tiny, refer
 def test_chained_gpu_choices_run_on_by_themselves(load_tiny, references):
     """A slot whose GPU choices are fed back as its next tokens (a chain) decodes what a caller
     feeding each pick back would, beside a slot that reads logits; the chain ends at one of its
-    end tokens (not fed) or when its count runs out, and `fed` records every token fed."""
+    end tokens or when its count runs out, and `fed` records every token fed: once the chain
+    runs alone its steps go one ahead, so the end token has been fed too."""
     model, ref = load_tiny("v7"), references("v7")
     prompt, other = ref.tokens("sentence_20"), ref.tokens("quote_in")
     expected = run_alone(model, prompt, 12)
@@ -204,21 +205,24 @@ def test_chained_gpu_choices_run_on_by_themselves(load_tiny, references):
     assert picks == greedy
     assert batch.fed[0] == prompt + greedy[:-1]
 
-    end = greedy[4]
-    stop_at = greedy.index(end)
+    stop_at = next(i for i in range(2, len(greedy)) if greedy[i] not in greedy[:i])  # a step launched ahead makes it
+    end = greedy[stop_at]
     batch.reset(0)
     batch.submit(0, prompt, want="pick", chain=12, end_tokens=frozenset({end}))
     picks = []
     while batch.busy_slots:
         picks.append(batch.step()[0].token)
     assert picks == greedy[:stop_at + 1]
-    assert batch.fed[0] == prompt + greedy[:stop_at]
+    assert batch.fed[0] == prompt + greedy[:stop_at + 1]
 
     batch.reset(0)
     batch.submit(0, prompt, want="pick", chain=12)
-    batch.step()
-    batch.step()
+    assert batch.step()[0].token == greedy[0]  # the prompt
+    assert batch.step()[0].token == greedy[1]  # and a step launched ahead on this choice
     batch.cancel(0)
-    assert not batch.busy_slots and batch.fed[0] == prompt + greedy[:1]
+    assert not batch.busy_slots and batch.fed[0] == prompt + greedy[:2]
+    assert batch.step() == {}  # the step ahead is waited for and dropped
+    batch.submit(1, [5])
+    assert set(batch.step()) == {1}
     with pytest.raises(ValueError, match="chained"):
         batch.submit(0, [1], want="last", chain=3)

@@ -22,7 +22,7 @@ def choose(model, logits: np.ndarray, picks: list[tuple[int, Sampling, int]]) ->
     queue.write_buffer(runtime.io.logits, 0, np.ascontiguousarray(logits, np.float32))
     queue.write_buffer(runtime._choices, 0, choices_table(picks))
     encoder = device.create_command_encoder()
-    runtime._pick_graph(0, len(picks)).encode(encoder)
+    runtime._pick_graph(0, len(picks), False).encode(encoder)
     queue.submit([encoder.finish()])
     raw = model.ctx.read(runtime._picks, len(picks) * 16).view(np.uint32).reshape(-1, 4)
     values = raw[:, 1:3].view(np.float32)

@@ -17,10 +17,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .model import Model
-from .runtime import GREEDY, Pick, Run, Sampling
+from .runtime import GREEDY, Flight, Pick, Run, Sampling
 from .state import State
 
 WANTS = ("last", "all", "pick")
+
+
+@dataclass
+class _Launched:
+    """A step on the GPU: what its output rows are for."""
+
+    flight: Flight
+    full: list[tuple[int, range, bool]]  # (slot, rows with logits, every token's?)
+    picked: list[tuple[int, int]]        # (slot, its epoch) per GPU choice, in row order
+    steady: bool                         # one GPU choice per run: the next step can run on its choices
+    follows: bool = False                # the next step was launched on this one's choices
 
 
 @dataclass
@@ -48,6 +59,8 @@ class BatchRuntime:
         self._work: dict[int, _SlotWork] = {}
         self._draws: dict[int, int] = {}  # per slot: GPU choices made since it was loaded
         self.fed: dict[int, list[int]] = {}  # per slot: every token fed since it was loaded
+        self._epochs: dict[int, int] = dict.fromkeys(range(max_batch), 0)  # bumped when a slot's work is dropped
+        self._in_flight: _Launched | None = None  # a step launched ahead, on the last one's choices
         for slot in range(max_batch):
             self.reset(slot)
 
@@ -65,7 +78,7 @@ class BatchRuntime:
             raise ValueError("state belongs to another model")
         self.model.ctx.copy(source.buffer, self.runtime.state, self.runtime.slot_floats * 4,
                             target_offset=self.runtime.slot_offset(slot))
-        self._work.pop(slot, None)
+        self.cancel(slot)
         self._draws[slot] = 0
         self.fed[slot] = []
 
@@ -112,12 +125,18 @@ class BatchRuntime:
         work.end_tokens = end_tokens
 
     def cancel(self, slot: int) -> None:
-        """Drop a slot's queued tokens (its state keeps what was already fed)."""
+        """Drop a slot's queued tokens and its chain (its state keeps what was already fed,
+        which may include a step launched ahead: see `fed`); outputs still on the way are dropped."""
         self._work.pop(slot, None)
+        self._epochs[slot] += 1
 
     @property
     def busy_slots(self) -> list[int]:
-        return sorted(s for s, w in self._work.items() if w.tokens)
+        """Slots with tokens to feed, or with a step on the way (`step` lands it)."""
+        busy = {s for s, w in self._work.items() if w.tokens}
+        if self._in_flight is not None:
+            busy.update(s for s, epoch in self._in_flight.picked if self._epochs[s] == epoch)
+        return sorted(busy)
 
     def plan(self) -> dict[int, int]:
         """How many tokens each slot feeds in the next step."""
@@ -136,12 +155,31 @@ class BatchRuntime:
 
     def step(self) -> dict[int, np.ndarray | Pick]:
         """Run one GPU pass over every slot with work. Returns, per slot that produced output,
-        logits [n_vocab] ("last", once its queue is empty), [n, n_vocab] ("all") or a `Pick`."""
+        logits [n_vocab] ("last", once its queue is empty), [n, n_vocab] ("all") or a `Pick`.
+
+        Chains run one step ahead: when every slot of a step is a chain going on and no other
+        slot waits, the next step is launched on the GPU's own choices before this one is read
+        back, so the GPU never waits for the host. A chain that then turns out to have ended
+        (an end token) has had that token fed (see `fed`); the extra step's output is dropped."""
+        launched, self._in_flight = self._in_flight, None
+        if launched is not None and all(self._epochs[s] != epoch for s, epoch in launched.picked):
+            self.runtime.land(launched.flight)  # every slot of it was cancelled: wait, and drop it
+            launched = None
+        if launched is None:
+            launched = self._launch_planned()
+            if launched is None:
+                return {}
+        if self._can_run_ahead(launched):
+            self._in_flight = self._launch_ahead(launched)
+            launched.follows = True
+        return self._land(launched)
+
+    def _launch_planned(self) -> _Launched | None:
         counts = self.plan()
         if not counts:
-            return {}
+            return None
         runs: list[Run] = []
-        full: list[tuple[int, range, bool]] = []  # (slot, rows with logits, every token's?)
+        full: list[tuple[int, range, bool]] = []
         last_rows: list[int] = []  # the rows of `picked`
         picked: list[tuple[int, Sampling, int]] = []  # (slot, sampling, draw): a GPU choice only
         start = 0
@@ -160,23 +198,58 @@ class BatchRuntime:
                     full.append((slot, range(start + n - 1, start + n), False))
             start += n
         rows = [r for _, span, _ in full for r in span] + last_rows
-        logits = self.runtime.step(runs, rows, picked)
-        hidden = self.runtime.read_hidden(len(rows)) if self.keep_hidden and rows else None
+        flight = self.runtime.launch(runs, rows, picked)
+        steady = not full and len(picked) == len(runs) == start
+        return _Launched(flight, full, [(slot, self._epochs[slot]) for slot, _, _ in picked], steady)
+
+    def _can_run_ahead(self, launched: _Launched) -> bool:
+        """Whether the next step is `launched`'s slots again, each fed its GPU choice."""
+        if not launched.steady or self.keep_hidden or any(w.tokens for w in self._work.values()):
+            return False
+        for slot, epoch in launched.picked:
+            work = self._work.get(slot)
+            if self._epochs[slot] != epoch or work is None or work.chain < 1:
+                return False
+        return True
+
+    def _launch_ahead(self, launched: _Launched) -> _Launched:
+        picked = []
+        for slot, _ in launched.picked:
+            work = self._work[slot]
+            work.chain -= 1
+            picked.append((slot, work.sampling, self._draws[slot]))
+            self._draws[slot] += 1
+        runs = [Run(slot, [0]) for slot, _ in launched.picked]  # the ids come from the GPU
+        flight = self.runtime.launch(runs, list(range(len(runs))), picked, gpu_fed=True)
+        return _Launched(flight, [], [(slot, self._epochs[slot]) for slot, _, _ in picked], True)
+
+    def _land(self, launched: _Launched) -> dict[int, np.ndarray | Pick]:
+        logits, picks = self.runtime.land(launched.flight)
+        n_rows = sum(len(span) for _, span, _ in launched.full) + len(picks)
+        hidden = self.runtime.read_hidden(n_rows) if self.keep_hidden and n_rows else None
         out: dict[int, np.ndarray | Pick] = {}
         row = 0
-        for slot, span, every in full:
+        for slot, span, every in launched.full:
             out[slot] = logits[row:row + len(span)] if every else logits[row]
             if hidden is not None:
                 self.hidden[slot] = hidden[row:row + len(span)] if every else hidden[row]
             row += len(span)
-        for (slot, _, _), pick in zip(picked, self.runtime.picks):
-            out[slot] = pick
+        for (slot, epoch), pick in zip(launched.picked, picks):
             if hidden is not None:
                 self.hidden[slot] = hidden[row]
             row += 1
+            if self._epochs[slot] != epoch:
+                continue  # cancelled or loaded since: not for whoever has the slot now
+            out[slot] = pick
             work = self._work.get(slot)
-            if (work is not None and work.chain > 0 and pick.token not in work.end_tokens
-                    and math.isfinite(pick.logprob)):
+            ends = work is None or pick.token in work.end_tokens or not math.isfinite(pick.logprob)
+            if launched.follows:  # the step launched ahead has fed this choice already
+                self.fed[slot].append(pick.token)
+                if ends:
+                    self._epochs[slot] += 1  # that step's output for this slot is not wanted
+                    if work is not None:
+                        work.chain = 0
+            elif work is not None and work.chain > 0 and not ends:
                 work.tokens.append(pick.token)
                 work.chain -= 1
         return out

@@ -56,6 +56,15 @@ class Sampling:
 GREEDY = Sampling()
 
 
+@dataclass(frozen=True)
+class Flight:
+    """A launched step (`Runtime.launch`): what `Runtime.land` reads back."""
+
+    n_full: int   # logits rows
+    picked: int   # GPU choices
+    back: int     # which picks readback
+
+
 def choices_table(picks: Sequence[tuple[int, Sampling, int]]) -> np.ndarray:
     """sample.wgsl's Row per (slot, sampling, draw): 12 words each."""
     table = np.zeros((len(picks), 12), np.uint32)
@@ -89,7 +98,8 @@ class Runtime:
             logits=ctx.storage(max_tokens * n_vocab * 4),
         )
         self._picks = ctx.storage(max_tokens * 16)
-        self._picks_back = Readback(ctx.device)
+        self._picks_back = (Readback(ctx.device), Readback(ctx.device))
+        self._back = 0  # the one the last launch used
         self.picks: list[Pick] = []  # the last step's choices (see `step`)
         self._choices = ctx.storage(max_tokens * 48)
         self._seen_words = -(-n_vocab // 32)
@@ -99,7 +109,7 @@ class Runtime:
         self._graphs: dict[tuple, StepGraph] = {}
         self._shared: dict = {}
         self._logits_back = Readback(ctx.device)
-        self._prepared: tuple[tuple[int, int, int, int], wgpu.GPUCommandBuffer] | None = None
+        self._prepared: dict[tuple, wgpu.GPUCommandBuffer] = {}  # the next step, recorded ahead
         self.prerecord = True  # benchmarks switch it off to measure what it saves
         self._written: dict[int, bytes] = {}  # what the step inputs last received
 
@@ -138,18 +148,19 @@ class Runtime:
         queue.write_buffer(self._penalties, slot * vocab * 4, values)
         queue.write_buffer(self._seen, slot * self._seen_words * 4, seen)
 
-    def _pick_graph(self, first_row: int, rows: int) -> StepGraph:
-        return self._cached(("pick", first_row, rows), 0, 0, lambda g: g.sample(
-            self.io.logits, self._picks, self._choices, self._penalties, self._seen, self.arch.info.n_vocab,
-            first_row, rows))
+    def _pick_graph(self, first_row: int, rows: int, feed: bool) -> StepGraph:
+        return self._cached(("pick", first_row, rows, feed), 0, 0, lambda g: g.sample(
+            self.io.logits, self._picks, self._choices, self._penalties, self._seen, self.io.ids,
+            self.arch.info.n_vocab, first_row, rows, feed))
 
-    def _record(self, graph: StepGraph, n_out: int, picked: int) -> wgpu.GPUCommandBuffer:
+    def _record(self, key: tuple, graph: StepGraph) -> wgpu.GPUCommandBuffer:
+        _, _, n_out, picked, feed, back = key
         encoder = self.ctx.device.create_command_encoder()
         graph.encode(encoder)
         n_full = n_out - picked
         if picked:
-            self._pick_graph(n_full, picked).encode(encoder)
-            self._picks_back.record(encoder, self._picks, picked * 16)
+            self._pick_graph(n_full, picked, feed).encode(encoder)
+            self._picks_back[back].record(encoder, self._picks, picked * 16)
         if n_full:
             self._logits_back.record(encoder, self.io.logits, n_full * self.arch.info.n_vocab * 4)
         return encoder.finish()
@@ -160,18 +171,23 @@ class Runtime:
             self.ctx.device.queue.write_buffer(buffer, 0, raw)
             self._written[id(buffer)] = raw
 
-    def step(self, runs: list[Run], out_rows: list[int],
-             picks: Sequence[tuple[int, Sampling, int]] = ()) -> np.ndarray | None:
-        """Feed every run into its slot; return logits [len(out_rows) - len(picks), vocab] for
-        those tokens. The last len(picks) of out_rows only get a token each, chosen on the GPU
-        as its (slot, sampling, draw number) says and left in `self.picks`: their logits are
-        never read back."""
+    def launch(self, runs: list[Run], out_rows: list[int], picks: Sequence[tuple[int, Sampling, int]] = (),
+               gpu_fed: bool = False) -> Flight:
+        """Submit one step: feed every run into its slot, then make logits for `out_rows`, the
+        last len(picks) of which only get a token chosen on the GPU as its (slot, sampling,
+        draw number) says. `land` waits for the results. A step whose tokens each run one slot
+        with a GPU choice (a decode of chains) also writes its choices as the next step's token
+        ids, so the next step of the same runs can go with `gpu_fed=True` before this one lands
+        (the run's tokens are then ignored)."""
         t = sum(len(r.tokens) for r in runs)
         picked = len(picks)
         if not 0 < t <= self.max_tokens:
             raise ValueError(f"a step holds 1..{self.max_tokens} tokens, got {t}")
         if not 0 <= picked <= len(out_rows):
             raise ValueError(f"{picked} picks for {len(out_rows)} output rows")
+        feed = t == len(runs) == len(out_rows) == picked
+        if gpu_fed and not feed:
+            raise ValueError("only a step of one GPU choice per run can take its tokens from the GPU")
         ids = np.empty(t, np.uint32)
         tokens = np.zeros((t, 4), np.uint32)
         spans = np.zeros((len(runs), 4), np.uint32)
@@ -184,7 +200,8 @@ class Runtime:
             tokens[start:start + n, 2] = start + n - 1
             spans[i] = (run.slot, start, n, 0)
             start += n
-        self.ctx.device.queue.write_buffer(self.io.ids, 0, ids)
+        if not gpu_fed:
+            self.ctx.device.queue.write_buffer(self.io.ids, 0, ids)
         # Decoding repeats the same slots step after step: only the token ids change.
         self._write_if_changed(self.io.tokens, tokens)
         self._write_if_changed(self.io.runs, spans)
@@ -192,26 +209,38 @@ class Runtime:
             self._write_if_changed(self.io.out_rows, np.asarray(out_rows, np.uint32))
         if picks:
             self._write_if_changed(self._choices, choices_table(picks))
-        key = (t, len(runs), len(out_rows), picked)
-        graph = self._graph(*key[:3])
+        # two readbacks for the picks, taken in turn: a step may land while the next one runs
+        self._back = back = 1 - self._back
+        key = (t, len(runs), len(out_rows), picked, feed, back)
+        graph = self._graph(t, len(runs), len(out_rows))
         n_full = len(out_rows) - picked
         nbytes = n_full * self.arch.info.n_vocab * 4
-        replaced = self._logits_back.reserve(nbytes)
-        if self._picks_back.reserve(picked * 16) or replaced:
-            self._prepared = None  # recorded against a replaced readback buffer
-        prepared, self._prepared = self._prepared, None
-        command = (prepared[1] if prepared is not None and prepared[0] == key
-                   else self._record(graph, len(out_rows), picked))
+        replaced = [self._logits_back.reserve(nbytes)] + [b.reserve(picked * 16) for b in self._picks_back]
+        if any(replaced):
+            self._prepared = {}  # recorded against a replaced readback buffer
+        command = self._prepared.pop(key, None) or self._record(key, graph)
         self.ctx.device.queue.submit([command])
         # Record the next step of this shape while the GPU runs this one: decoding repeats the
         # shape, and what changes (token ids, slots) goes in through the buffer writes above.
         if self.prerecord:
-            self._prepared = (key, self._record(graph, len(out_rows), picked))
-        self.picks = []
-        if picked:
-            raw = self._picks_back.fetch(picked * 16).view(np.uint32).reshape(picked, 4)
+            following = key[:-1] + (1 - back,)
+            self._prepared = {following: self._record(following, graph)}
+        return Flight(n_full, picked, back)
+
+    def land(self, flight: Flight) -> tuple[np.ndarray | None, list[Pick]]:
+        """Wait for a launched step: its logits rows [n, vocab] (None if none) and its picks."""
+        picks = []
+        if flight.picked:
+            raw = self._picks_back[flight.back].fetch(flight.picked * 16).view(np.uint32).reshape(-1, 4)
             values = raw[:, 1:3].view(np.float32)
-            self.picks = [Pick(int(i), float(top - norm)) for i, (top, norm) in zip(raw[:, 0], values)]
-        if not n_full:
-            return None
-        return self._logits_back.fetch(nbytes).view(np.float32).reshape(n_full, -1)
+            picks = [Pick(int(i), float(top - norm)) for i, (top, norm) in zip(raw[:, 0], values)]
+        if not flight.n_full:
+            return None, picks
+        nbytes = flight.n_full * self.arch.info.n_vocab * 4
+        return self._logits_back.fetch(nbytes).view(np.float32).reshape(flight.n_full, -1), picks
+
+    def step(self, runs: list[Run], out_rows: list[int],
+             picks: Sequence[tuple[int, Sampling, int]] = ()) -> np.ndarray | None:
+        """`launch` and `land` in one: the logits rows, with the picks left in `self.picks`."""
+        logits, self.picks = self.land(self.launch(runs, out_rows, picks))
+        return logits

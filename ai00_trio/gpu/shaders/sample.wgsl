@@ -16,6 +16,7 @@
 struct Params {
     vocab: u32,
     first_row: u32,  // row r of the output picks row first_row + r of the logits
+    feed: u32,       // 1: also write each choice as token r's id of the next step (same runs)
 }
 
 // Per row: (slot, draw counter, top_k, 0), (T, top_p, presence, frequency) as f32 bits,
@@ -32,6 +33,7 @@ struct Row {
 @group(0) @binding(3) var<storage, read> rows: array<Row>;
 @group(0) @binding(4) var<storage, read_write> penalties: array<f32>;  // [slot][vocab]
 @group(0) @binding(5) var<storage, read_write> seen: array<u32>;  // [slot][words] bits, 32 tokens a word
+@group(0) @binding(6) var<storage, read_write> token_ids: array<u32>;  // the step's token ids
 
 const WG: u32 = {{SAMPLE_THREADS}}u;
 const NO_TOKEN: u32 = 0xffffffffu;
@@ -210,6 +212,7 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     storageBarrier();  // the decayed penalties, for the update below
     if lid == 0u {
         picks[wg.x] = vec4<u32>(token, bitcast<u32>(chosen), bitcast<u32>(peak + log(total)), 0u);
+        if p.feed == 1u { token_ids[wg.x] = token; }
         if penalized && token < p.vocab {
             let word = slot * ((p.vocab + 31u) / 32u) + token / 32u;
             let bit = 1u << (token % 32u);
