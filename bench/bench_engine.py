@@ -156,7 +156,8 @@ def trace_single(model, n: int = 64) -> dict:
     nbytes = model.info.n_vocab * 4
     phases: dict[str, list[float]] = {k: [] for k in ("write", "submit", "record", "wait", "argmax", "total")}
     token = 1
-    command = runtime._record(graph, 1, 0)
+    step_key = (1, 1, 1, 0, False, 0)  # Runtime.launch's key of a one-token step with its logits read back
+    command = runtime._record(step_key, graph)
     for _ in range(n):
         t0 = time.perf_counter()
         queue.write_buffer(runtime.io.ids, 0, np.array([token], np.uint32))
@@ -166,7 +167,7 @@ def trace_single(model, n: int = 64) -> dict:
         t1 = time.perf_counter()
         queue.submit([command])
         t2 = time.perf_counter()
-        command = runtime._record(graph, 1, 0)
+        command = runtime._record(step_key, graph)
         t3 = time.perf_counter()
         logits = runtime._logits_back.fetch(nbytes).view(np.float32)
         t4 = time.perf_counter()
@@ -177,7 +178,7 @@ def trace_single(model, n: int = 64) -> dict:
             phases[key].append(b - a)
     alone = []
     for _ in range(n):
-        command = runtime._record(graph, 1, 0)
+        command = runtime._record(step_key, graph)
         t0 = time.perf_counter()
         queue.submit([command])
         runtime._logits_back.fetch(4)
