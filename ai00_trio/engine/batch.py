@@ -40,7 +40,7 @@ class _SlotWork:
     want: str = "last"
     sampling: Sampling = GREEDY
     chain: int = 0               # GPU choices still to feed back as the slot's next tokens
-    end_tokens: frozenset[int] = frozenset()  # choices that end the chain (not fed back)
+    end_tokens: frozenset[int] = frozenset()  # choices that end the chain
 
 
 class BatchRuntime:
@@ -107,8 +107,9 @@ class BatchRuntime:
         next token, chosen on the GPU as `sampling` says (a `Pick`: 16 bytes are read back).
         With want="pick", `chain` more choices are fed back as the slot's next tokens, each one
         a step later, without waiting for the caller (a decode that runs on by itself); the
-        chain stops at a choice in `end_tokens` (not fed), at one that is not finite, or at
-        `cancel`."""
+        chain stops at a choice in `end_tokens`, at one that is not finite, or at `cancel`.
+        Such a last choice is not fed back, unless a step had already been launched ahead on
+        it (see `step`): `fed` has what the slot's state holds."""
         self._check_slot(slot)
         if want not in WANTS:
             raise ValueError(f"want must be one of {WANTS}")
