@@ -52,6 +52,7 @@ port = {port}
     sampler = [str(ROOT / "bench" / "sample_stacks.py"), str(profile.resolve()), "--"] if profile else []
     process = subprocess.Popen([sys.executable, *sampler, "-m", "ai00_trio", "--config", str(config)], cwd=root,
                                stdout=log, stderr=subprocess.STDOUT)
+    spawned = time.perf_counter()
     deadline = time.time() + 300
     while time.time() < deadline:
         if process.poll() is not None:
@@ -60,6 +61,8 @@ port = {port}
             connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             connection.request("GET", "/ready")
             if connection.getresponse().status == 200:
+                print("RESULT", json.dumps({"root": str(root), "ready_s": round(time.perf_counter() - spawned, 2)}),
+                      flush=True)
                 return process, port
         except OSError:
             pass
