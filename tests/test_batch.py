@@ -226,16 +226,3 @@ def test_chained_gpu_choices_run_on_by_themselves(load_tiny, references):
     assert set(batch.step()) == {1}
     with pytest.raises(ValueError, match="chained"):
         batch.submit(0, [1], want="last", chain=3)
-
-
-def test_prewarm_records_every_decode_shape(load_tiny):
-    """After `prewarm`, decoding any number of chains up to max_batch records no new graph."""
-    model = load_tiny("v7")
-    batch = BatchRuntime(model, max_batch=3, token_chunk_size=16)
-    batch.prewarm()
-    for slot in range(3):
-        batch.submit(slot, [65 + slot], want="pick", chain=4)
-    graphs = len(batch.runtime._graphs)
-    outputs = [batch.step() for _ in range(4)]
-    assert all(set(out) == {0, 1, 2} for out in outputs)
-    assert len(batch.runtime._graphs) == graphs

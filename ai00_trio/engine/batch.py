@@ -64,13 +64,6 @@ class BatchRuntime:
         for slot in range(max_batch):
             self.reset(slot)
 
-    def prewarm(self) -> None:
-        """Record the step graphs of decoding 1..max_batch sequences by GPU choices, so that a
-        burst of requests does not wait for them one batch size at a time (~15 ms each for a
-        24-layer model: bench/RESULTS.md, run 61)."""
-        for n in range(1, self.max_batch + 1):
-            self.runtime.prepare_decode(n)
-
     # --- state moves -------------------------------------------------------------------------
     def _check_slot(self, slot: int) -> None:
         if not 0 <= slot < self.max_batch:

@@ -125,11 +125,6 @@ class Runtime:
     def _graph(self, t: int, n_runs: int, n_out: int) -> StepGraph:
         return self._cached((t, n_runs, n_out), t, n_runs, lambda g: self.arch.record(g, self.workspace, n_out))
 
-    def prepare_decode(self, n: int) -> None:
-        """Record now the graphs of a step that decodes `n` slots by GPU choices."""
-        self._graph(n, n, n)
-        self._pick_graph(0, n, True)
-
     def read_hidden(self, n_rows: int) -> np.ndarray:
         """The final normalized hidden states (ln_out output) of the last step's logits rows."""
         C = self.arch.info.n_embd

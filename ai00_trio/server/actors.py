@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import queue
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -520,10 +519,6 @@ async def run_actor_graph(loaded: LoadedModel, max_batch: int, token_chunk_size:
                           max_prompt_tokens: int, cache_gpu_bytes: int, cache_host_bytes: int,
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
     batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
-    started = time.monotonic()
-    await trio.to_thread.run_sync(batch.prewarm)
-    print(f"[ai00-trio] recorded the decode steps of 1..{max_batch} sequences in "
-          f"{time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
     cache = PrefixCache(gpu_budget=cache_gpu_bytes, host_budget=cache_host_bytes,
                         offload=lambda state: state.to_host(), size_of=state_bytes)
     jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
