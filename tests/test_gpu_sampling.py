@@ -98,19 +98,22 @@ def test_ties_at_zero_temperature_take_the_lowest_id(load_tiny):
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_penalties_on_the_gpu_match_the_host_sampler(load_tiny, references, temperature):
-    """A sequence decoded with GPU choices under presence/frequency penalties with decay makes
-    the host sampler's choices: at temperature 0 the same tokens; at 1 the host's penalty map,
-    replayed over the GPU's tokens, gives the logprobs the GPU reports."""
+    """A sequence decoded with GPU choices under presence/frequency penalties with decay and a
+    logit bias makes the host sampler's choices: at temperature 0 the same tokens; at 1 the
+    host's penalty map, replayed over the GPU's tokens, gives the logprobs the GPU reports."""
     model, ref = load_tiny("v7"), references("v7")
     config = Nucleus(temperature=temperature, top_p=1.0, top_k=0, presence_penalty=2.5,
                      frequency_penalty=1.0, penalty_decay=0.9)
     history = [int(t) for t in ref.tokens("quote_in")[:6]]  # earlier output, as chat's model_text
-    host = NucleusSampler(config, seed=3)
+    bias = {ord("e"): 1.5, ord(" "): -2.0, ord("x"): 4.0}
+    host = NucleusSampler(config, seed=3, logit_bias=bias)
     host.init(history)
-    sampling = Sampling(temperature=temperature, top_p=1.0, presence=2.5, frequency=1.0, decay=0.9, seed=3)
+    sampling = Sampling(temperature=temperature, top_p=1.0, presence=2.5, frequency=1.0, decay=0.9, seed=3,
+                        biased=True)
     batch = BatchRuntime(model, max_batch=2, token_chunk_size=64)
     batch.reset(1)
     batch.set_penalties(1, host.penalties.as_dict())
+    batch.set_bias(1, bias)
     prompt = ref.tokens("sentence_20")
     batch.submit(1, prompt, want="pick", sampling=sampling)
     state = model.new_state()
@@ -118,7 +121,7 @@ def test_penalties_on_the_gpu_match_the_host_sampler(load_tiny, references, temp
     changed = 0  # steps whose penalized argmax differs from the plain one
     for _ in range(16):
         pick = batch.step()[1]
-        x = host.penalties.apply(logits.astype(np.float64).copy())
+        x = host.apply_bias(host.penalties.apply(logits.astype(np.float64).copy()))
         log_softmax = x - x.max() - np.log(np.exp(x - x.max()).sum())
         if temperature == 0:
             assert pick.token == int(np.argmax(x))

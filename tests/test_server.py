@@ -201,9 +201,9 @@ def test_docs_health_ready_status(server):
 
 
 def test_sampled_requests_choose_on_the_gpu(client, server):
-    """Nucleus requests without logprobs or logit_bias get every token after the first from
-    the GPU (16 bytes back, no logits); a seed still repeats the output. Requests that need
-    the logits (top_logprobs, logit_bias, Typical) keep the host sampler."""
+    """Nucleus requests without logprobs get every token after the first from the GPU (16
+    bytes back, no logits), logit_bias too; a seed still repeats the output. Requests that need
+    the logits (top_logprobs, Typical) keep the host sampler."""
     def outputs() -> dict:
         return http("GET", server + "/api/status")[1]["outputs"]
 
@@ -216,7 +216,10 @@ def test_sampled_requests_choose_on_the_gpu(client, server):
     assert after["gpu_choices"] - before["gpu_choices"] == 15  # the first token is sampled from the prompt's logits
     assert after["logits_rows"] - before["logits_rows"] == 1
     assert client.completions.create(**kwargs).choices[0].text == first.choices[0].text
-    for extra in ({"logprobs": 2}, {"logit_bias": {"65": 1.0}}, {"extra_body": {"sampler": {"type": "Typical"}}}):
+    before = outputs()
+    client.completions.create(**kwargs, logit_bias={"65": 1.0})
+    assert outputs()["gpu_choices"] - before["gpu_choices"] == 15
+    for extra in ({"logprobs": 2}, {"extra_body": {"sampler": {"type": "Typical"}}}):
         before = outputs()
         client.completions.create(**{**kwargs, **extra})
         assert outputs()["gpu_choices"] == before["gpu_choices"], extra

@@ -99,6 +99,11 @@ class BatchRuntime:
         self._check_slot(slot)
         self.runtime.set_penalties(slot, penalties)
 
+    def set_bias(self, slot: int, bias: Mapping[int, float]) -> None:
+        """The logit bias the GPU adds for a slot's `Sampling(biased=True)` ({token: bias})."""
+        self._check_slot(slot)
+        self.runtime.set_bias(slot, bias)
+
     # --- work --------------------------------------------------------------------------------
     def submit(self, slot: int, tokens: list[int], want: str = "last", sampling: Sampling = GREEDY,
                chain: int = 0, end_tokens: frozenset[int] = frozenset()) -> None:

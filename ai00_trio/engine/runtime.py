@@ -36,9 +36,10 @@ class Pick:
 @dataclass(frozen=True)
 class Sampling:
     """How the GPU chooses a sequence's next token (sample.wgsl): AI00's Nucleus sampler
-    (repetition penalties, top_k, top_p, then weights p^(1/T)), or the argmax (ties: the lowest
-    id) when the temperature is 0. The draws come from `seed` and the slot's count of draws, so
-    a seed repeats its choices. Penalties live on the GPU per slot (`Runtime.set_penalties`)."""
+    (repetition penalties and logit bias, top_k, top_p, then weights p^(1/T)), or the argmax
+    (ties: the lowest id) when the temperature is 0. The draws come from `seed` and the slot's
+    count of draws, so a seed repeats its choices. Penalties and bias live on the GPU per slot
+    (`Runtime.set_penalties`, `Runtime.set_bias`; `biased` says to add the slot's bias)."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -47,6 +48,7 @@ class Sampling:
     frequency: float = 0.0
     decay: float = 1.0
     seed: int = 0
+    biased: bool = False
 
     @property
     def penalized(self) -> bool:
@@ -70,7 +72,7 @@ def choices_table(picks: Sequence[tuple[int, Sampling, int]]) -> np.ndarray:
     table = np.zeros((len(picks), 12), np.uint32)
     floats = table.view(np.float32)
     for r, (slot, s, draw) in enumerate(picks):
-        table[r, :3] = slot, draw & 0xFFFFFFFF, min(s.top_k, 0xFFFFFFFF)
+        table[r, :4] = slot, draw & 0xFFFFFFFF, min(s.top_k, 0xFFFFFFFF), int(s.biased)
         floats[r, 4:9] = s.temperature, s.top_p, s.presence, s.frequency, s.decay
         table[r, 9:11] = s.seed & 0xFFFFFFFF, (s.seed >> 32) & 0xFFFFFFFF
     return table
@@ -105,6 +107,7 @@ class Runtime:
         self._seen_words = -(-n_vocab // 32)
         self._penalties = ctx.storage(max_batch * n_vocab * 4)
         self._seen = ctx.storage(max_batch * self._seen_words * 4)
+        self._biases = ctx.storage(max_batch * n_vocab * 4)
         self.workspace = Workspace(ctx, max_tokens)
         self._graphs: dict[tuple, StepGraph] = {}
         self._shared: dict = {}
@@ -148,9 +151,16 @@ class Runtime:
         queue.write_buffer(self._penalties, slot * vocab * 4, values)
         queue.write_buffer(self._seen, slot * self._seen_words * 4, seen)
 
+    def set_bias(self, slot: int, bias: Mapping[int, float]) -> None:
+        """A slot's logit bias, {token: added to its logit}, for `Sampling(biased=True)`."""
+        values = np.zeros(self.arch.info.n_vocab, np.float32)
+        if bias:
+            values[np.fromiter(bias.keys(), np.int64, len(bias))] = np.fromiter(bias.values(), np.float64, len(bias))
+        self.ctx.device.queue.write_buffer(self._biases, slot * values.nbytes, values)
+
     def _pick_graph(self, first_row: int, rows: int, feed: bool) -> StepGraph:
         return self._cached(("pick", first_row, rows, feed), 0, 0, lambda g: g.sample(
-            self.io.logits, self._picks, self._choices, self._penalties, self._seen, self.io.ids,
+            self.io.logits, self._picks, self._choices, self._penalties, self._seen, self.io.ids, self._biases,
             self.arch.info.n_vocab, first_row, rows, feed))
 
     def _record(self, key: tuple, graph: StepGraph) -> wgpu.GPUCommandBuffer:

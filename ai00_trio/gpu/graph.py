@@ -358,16 +358,17 @@ class StepGraph:
         self._dispatch(kernel, params, buffers + [part] + w0.extra_buffers, (-(-rows // 64), t, len(segments)))
 
     def sample(self, logits: wgpu.GPUBuffer, picks: wgpu.GPUBuffer, choices: wgpu.GPUBuffer,
-               penalties: wgpu.GPUBuffer, seen: wgpu.GPUBuffer, ids: wgpu.GPUBuffer, vocab: int, first_row: int,
-               rows: int, feed: bool) -> None:
+               penalties: wgpu.GPUBuffer, seen: wgpu.GPUBuffer, ids: wgpu.GPUBuffer, biases: wgpu.GPUBuffer,
+               vocab: int, first_row: int, rows: int, feed: bool) -> None:
         """picks[r] = (token, its penalized logit, log Σ exp) chosen from logits row first_row + r
-        as choices[r] says (sample.wgsl), for r < rows; updates the slots' penalties. With
+        as choices[r] says (sample.wgsl, with the slots' penalties and biases), for r < rows;
+        updates the penalties. With
         `feed`, also ids[r] = token: the next step's input, when it runs the same slots."""
         limits = self.ctx.device.limits  # 16 bytes of workgroup memory per thread
         threads = min(SAMPLE_THREADS, limits["max-compute-invocations-per-workgroup"],
                       limits["max-compute-workgroup-size-x"], limits["max-compute-workgroup-storage-size"] // 16)
         kernel = self.kernels.get("sample.wgsl", "sample", SAMPLE_THREADS=1 << (threads.bit_length() - 1))
-        self._dispatch(kernel, pack_params(vocab, first_row, int(feed)), [logits, picks, choices, penalties, seen, ids],
+        self._dispatch(kernel, pack_params(vocab, first_row, int(feed)), [logits, picks, choices, penalties, seen, ids, biases],
                        (rows, 1, 1))
 
     def wkv4(self, kvr: Act, y: Act, state_base: int, slot_stride: int, decay_off: int, first_off: int) -> None:

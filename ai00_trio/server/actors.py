@@ -102,10 +102,12 @@ class Submit:
 
 
 @dataclass
-class Penalties:
-    """Where the GPU's repetition penalties for a slot start ({token: penalty})."""
+class SlotSampling:
+    """What the GPU's sampler keeps per slot: where its repetition penalties start, and its
+    logit bias ({token: value} each; None leaves it as it is)."""
     slot: int
-    values: dict[int, float]
+    penalties: dict[int, float] | None
+    bias: dict[int, float] | None
 
 
 @dataclass
@@ -194,8 +196,11 @@ class GpuExecutor:
                 self.replies[message.slot] = message.reply
             batch.submit(message.slot, message.tokens, message.want, message.sampling, message.chain,
                          message.end_tokens)
-        elif isinstance(message, Penalties):
-            batch.set_penalties(message.slot, message.values)
+        elif isinstance(message, SlotSampling):
+            if message.penalties is not None:
+                batch.set_penalties(message.slot, message.penalties)
+            if message.bias is not None:
+                batch.set_bias(message.slot, message.bias)
         elif isinstance(message, Release):
             self.awaiting.discard(message.slot)
             self.replies.pop(message.slot, None)
@@ -420,8 +425,9 @@ class Scheduler:
             if on_gpu is None:
                 await executor.send(Submit(slot, [token], logits_send))
             elif not chained:
-                if on_gpu.penalized:
-                    await executor.send(Penalties(slot, sampler.penalties()))  # including the first token's
+                if on_gpu.penalized or on_gpu.biased:  # the penalties include the first token's
+                    await executor.send(SlotSampling(slot, sampler.penalties() if on_gpu.penalized else None,
+                                                     sampler.logit_bias() if on_gpu.biased else None))
                 # the chain ends where this loop will: at the end of text or a token holding a stop
                 ends = await trio.to_thread.run_sync(self.loaded.stop_tokens, tuple(text.stops))
                 ends |= {eos} if eos is not None else set()

@@ -55,15 +55,18 @@ class _StepSampler:
     @property
     def gpu_sampling(self) -> Sampling | None:
         """This sampler's choice as the GPU makes it (sample.wgsl), or None where only the host
-        can make it: Typical and Mirostat, logit_bias and top_logprobs need the logits here.
-        The draws use the sampler's seed, so a seed still repeats its output."""
+        can make it: Typical, Mirostat and top_logprobs need the logits here. The draws use
+        the sampler's seed, so a seed still repeats its output."""
         sampler = self.sampler
-        if not isinstance(sampler, NucleusSampler) or sampler.logit_bias or sampler.top_logprobs:
+        if not isinstance(sampler, NucleusSampler) or sampler.top_logprobs:
             return None
         c = sampler.config
         return Sampling(temperature=0.0 if sampler.greedy else c.temperature, top_p=c.top_p, top_k=c.top_k,
                         presence=c.presence_penalty, frequency=c.frequency_penalty, decay=c.penalty_decay,
-                        seed=sampler.seed)
+                        seed=sampler.seed, biased=bool(sampler.logit_bias))
+
+    def logit_bias(self) -> dict[int, float]:
+        return dict(self.sampler.logit_bias)
 
     def penalties(self) -> dict[int, float]:
         """The repetition penalties so far, {token: penalty}, for the GPU to carry on from."""

@@ -1,7 +1,7 @@
 // The next token of each sequence, chosen on the GPU from its logits row, so a decode step reads
 // back 16 bytes per sequence instead of the row. Per row, AI00's Nucleus sampler:
-//   1. repetition penalties: a_i = l_i - pen_i (then pen_i *= decay; the chosen token's pen
-//      += frequency if it was seen before, else = presence);
+//   1. repetition penalties and logit bias: a_i = l_i - pen_i + bias_i (then pen_i *= decay;
+//      the chosen token's pen += frequency if it was seen before, else = presence);
 //   2. p_i = e_i / Σ_j e_j with e_i = exp(a_i - max a); the token's log-probability is
 //      a_i - log Σ_j exp(a_j);
 //   3. top-k: keep the k likeliest; top-p: keep a token while the mass of the likelier tokens
@@ -19,7 +19,7 @@ struct Params {
     feed: u32,       // 1: also write each choice as token r's id of the next step (same runs)
 }
 
-// Per row: (slot, draw counter, top_k, 0), (T, top_p, presence, frequency) as f32 bits,
+// Per row: (slot, draw counter, top_k, biased?), (T, top_p, presence, frequency) as f32 bits,
 // (decay as f32 bits, seed low, seed high, 0).
 struct Row {
     ids: vec4<u32>,
@@ -34,6 +34,7 @@ struct Row {
 @group(0) @binding(4) var<storage, read_write> penalties: array<f32>;  // [slot][vocab]
 @group(0) @binding(5) var<storage, read_write> seen: array<u32>;  // [slot][words] bits, 32 tokens a word
 @group(0) @binding(6) var<storage, read_write> token_ids: array<u32>;  // the step's token ids
+@group(0) @binding(7) var<storage, read> biases: array<f32>;  // [slot][vocab]
 
 const WG: u32 = {{SAMPLE_THREADS}}u;
 const NO_TOKEN: u32 = 0xffffffffu;
@@ -106,6 +107,7 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     let frequency = bitcast<f32>(row.cuts.w);
     let decay = bitcast<f32>(row.seed.x);
     let penalized = presence != 0.0 || frequency != 0.0;
+    let biased = row.ids.w != 0u;
     let base = (p.first_row + wg.x) * p.vocab;
     let pen_base = slot * p.vocab;
 
@@ -118,9 +120,10 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
         if penalized {
             let pen = penalties[pen_base + i];
             v -= pen;
-            logits[base + i] = v;
             penalties[pen_base + i] = pen * decay;
         }
+        if biased { v += biases[pen_base + i]; }
+        if penalized || biased { logits[base + i] = v; }
         if v > top {
             sum = sum * exp(top - v) + 1.0;
             top = v;
