@@ -197,8 +197,7 @@ class BatchRuntime:
                 full.append((slot, range(start, start + n), True))
             elif not work.tokens:
                 if work.want == "pick":
-                    picked.append((slot, work.sampling, self._draws[slot]))
-                    self._draws[slot] += 1
+                    picked.append(self._choice(slot, work))
                     last_rows.append(start + n - 1)
                 else:
                     full.append((slot, range(start + n - 1, start + n), False))
@@ -207,6 +206,11 @@ class BatchRuntime:
         flight = self.runtime.launch(runs, rows, picked)
         steady = not full and len(picked) == len(runs) == start
         return _Launched(flight, full, [(slot, self._epochs[slot]) for slot, _, _ in picked], steady)
+
+    def _choice(self, slot: int, work: _SlotWork) -> tuple[int, Sampling, int]:
+        """The (slot, sampling, draw number) of the slot's next GPU choice; counts the draw."""
+        self._draws[slot] += 1
+        return slot, work.sampling, self._draws[slot] - 1
 
     def _can_run_ahead(self, launched: _Launched) -> bool:
         """Whether the next step is `launched`'s slots again, each fed its GPU choice."""
@@ -223,8 +227,7 @@ class BatchRuntime:
         for slot, _ in launched.picked:
             work = self._work[slot]
             work.chain -= 1
-            picked.append((slot, work.sampling, self._draws[slot]))
-            self._draws[slot] += 1
+            picked.append(self._choice(slot, work))
         runs = [Run(slot, [0]) for slot, _ in launched.picked]  # the ids come from the GPU
         flight = self.runtime.launch(runs, list(range(len(runs))), picked, gpu_fed=True)
         return _Launched(flight, [], [(slot, self._epochs[slot]) for slot, _, _ in picked], True)

@@ -54,11 +54,17 @@ fn merge_softmax(a: u32, b: u32) {
     sums[a] = select(sum, 0.0, top == LOWEST);
 }
 
-// merge thread b's (best score, its id) into thread a's, the lower id on ties
-fn merge_best(a: u32, b: u32) {
-    if tops[b] > tops[a] || (tops[b] == tops[a] && ids[b] < ids[a]) {
-        tops[a] = tops[b];
-        ids[a] = ids[b];
+// every thread's (max, Σ exp(a - max), argmax) merged over the workgroup, into tops[0], sums[0],
+// ids[0] (the argmax with the lowest id on ties; with sums all 0, just the argmax)
+fn merge_workgroup(lid: u32, top: f32, sum: f32, id: u32) {
+    workgroupBarrier();  // everyone is done reading these arrays
+    tops[lid] = top;
+    sums[lid] = sum;
+    ids[lid] = id;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s { merge_softmax(lid, lid + s); }
+        workgroupBarrier();
     }
 }
 
@@ -132,14 +138,7 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             sum += exp(v - top);
         }
     }
-    tops[lid] = top;
-    sums[lid] = sum;
-    ids[lid] = id;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if lid < s { merge_softmax(lid, lid + s); }
-        workgroupBarrier();
-    }
+    merge_workgroup(lid, top, sum, id);
     let peak = workgroupUniformLoad(&tops[0]);
     let total = workgroupUniformLoad(&sums[0]);  // Σ_j e_j
     var token = ids[0];
@@ -201,14 +200,7 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
                 }
             }
         }
-        workgroupBarrier();
-        tops[lid] = best;
-        ids[lid] = best_id;
-        workgroupBarrier();
-        for (var s = WG / 2u; s > 0u; s >>= 1u) {
-            if lid < s { merge_best(lid, lid + s); }
-            workgroupBarrier();
-        }
+        merge_workgroup(lid, best, 0.0, best_id);
         token = ids[0];
         chosen = peak + log(logits[base + token]);
     }
