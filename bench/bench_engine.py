@@ -211,6 +211,11 @@ def main() -> None:
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
     parser.add_argument("--tile", default=None, help="ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4 of the tiled matmul")
+    parser.add_argument("--rows", default=None,
+                        help="THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS of the batched-decode matmul")
+    parser.add_argument("--rows-tall", default=None, help="the same, for tall matrices at 64 tokens")
+    parser.add_argument("--rows-min", type=int, default=None, help="matmul_rows from this many tokens")
+    parser.add_argument("--rows-max", type=int, default=None, help="matmul_rows below this many tokens (0: never)")
     parser.add_argument("--tile-long", default=None, help="the same, for steps of many tokens")
     parser.add_argument("--tiled-unstacked", action="store_true",
                         help="many-token matmuls sharing an input run one dispatch each (as before run 35)")
@@ -241,6 +246,14 @@ def main() -> None:
         graph.NORM_SPLIT_MAX_TOKENS = args.norm_split
     if args.tile:
         graph.TILE = graph.TileShape(*(int(v) for v in args.tile.split(",")))
+    if args.rows:
+        graph.ROWS = graph.RowsShape(*(int(v) for v in args.rows.split(",")))
+    if args.rows_min is not None:
+        graph.ROWS_MIN_TOKENS = args.rows_min
+    if args.rows_max is not None:
+        graph.ROWS_MAX_TOKENS = args.rows_max
+    if args.rows_tall:
+        graph.ROWS_TALL = graph.RowsShape(*(int(v) for v in args.rows_tall.split(",")))
     if args.tiled_unstacked:
         stacked = graph.StepGraph.matmuls
 
@@ -264,6 +277,8 @@ def main() -> None:
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            tile=list(vars(graph.TILE).values()), tile_long=list(vars(graph.TILE_LONG).values()),
+           rows=list(vars(graph.ROWS).values()), rows_min=graph.ROWS_MIN_TOKENS, rows_max=graph.ROWS_MAX_TOKENS,
+           rows_tall=list(vars(graph.ROWS_TALL).values()),
            tiled_unstacked=args.tiled_unstacked, checked_shaders=args.checked_shaders, quant=[args.quant, args.quant_type],
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
            prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,

@@ -202,6 +202,53 @@ def split_counts(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) 
                        tflops=round(2 * z * m * k * t / per / 1e12, 2))
 
 
+ROW_SHAPES = [  # threads, lanes per row, rows per thread, tokens per workgroup, vec4 input columns per chunk
+    (128, 1, 4, 16, 32), (128, 4, 4, 16, 32), (64, 1, 4, 16, 32), (128, 1, 4, 8, 32), (256, 1, 4, 8, 32),
+    (128, 1, 4, 32, 16), (128, 8, 4, 16, 32),
+]
+L2_BYTES = 200 << 20  # weights cycled through per shape, so that they come from memory as in a model
+
+
+def rows_shapes(ctx, back: Readback, kernels, repeat: int, shapes: list[tuple], tokens: list[int]) -> None:
+    """matmul_rows (each weight read once into registers, inputs from workgroup memory) on each
+    layer matmul at these token counts, for each rows shape and split target, beside the tiled
+    kernel (timed first and last): µs per matmul (with its reduce pass), TFLOP/s, error against
+    numpy. Each shape cycles through copies of its weights, L2_BYTES in all."""
+    rng = np.random.default_rng(0)
+    fmt = "f16" if ctx.has_f16 else "f16_packed"
+    for name, (z, m, k) in SHAPES.items():
+        if z * m * k * 2 > ctx.device.limits["max-storage-buffer-binding-size"]:
+            continue  # e.g. the head on lavapipe
+        weights = (rng.standard_normal((z, m, k)) * 0.02).astype(np.float16)
+        copies = [Matrix(ctx.upload(weights), z, m, k, fmt) for _ in range(-(-L2_BYTES // weights.nbytes))]
+        for t in tokens:
+            x_host = rng.standard_normal((z, t, k)).astype(np.float32)
+            x = Act(ctx.upload(x_host), k, t, z)
+            y = Act(ctx.storage(z * t * m * 4), m, t, z)
+            want = np.einsum("ztk,zmk->ztm", x_host, weights.astype(np.float32))
+            seen = set()
+            variants = [("tiled", None, 0)] + [("rows", shape, groups) for shape in shapes for groups in (132, 264, 528)]
+            for index, (kind, shape, groups) in enumerate(variants + variants[:1]):  # tiled first and last
+                graph_module.ROWS_MAX_TOKENS = 0 if kind == "tiled" else 1 << 20
+                graph_module.ROWS_MIN_TOKENS = 1
+                if shape is not None:
+                    graph_module.ROWS = graph_module.ROWS_TALL = graph_module.RowsShape(*shape, groups)
+                    graph_module.ROWS_TALL_ROWS = 0
+                g = StepGraph(ctx, kernels, t, 1, None, None, None)
+                for i in range(repeat):
+                    g.matmul(copies[i % len(copies)], x, y)
+                key = (kind, shape, tuple(d[2] for d in g.dispatches[:2]))
+                if key in seen and index < len(variants):
+                    continue  # the split target changes nothing
+                seen.add(key)
+                per = timed(ctx, back, y.buffer, g.encode, repeat)
+                got = ctx.read(y.buffer, y.planes * t * m * 4).view(np.float32).reshape(z, t, m)
+                report(rows=name, z=z, m=m, k=k, tokens=t, kernel=g.labels[0], shape=shape, split_groups=groups,
+                       grid=g.dispatches[0][2], dispatches=len(g.dispatches) // repeat, us=round(per * 1e6, 2),
+                       tflops=round(2 * z * m * k * t / per / 1e12, 2),
+                       rel_err=float(np.abs(got - want).max() / np.abs(want).max()))
+
+
 def parse_tiles(text: str) -> list[tuple[int, ...]]:
     """"R,T,RT,TT,K4;..." → tile shapes."""
     return [tuple(int(v) for v in tile.split(",")) for tile in text.split(";")]
@@ -215,6 +262,8 @@ def main() -> None:
     parser.add_argument("--tiles", default=None, help="with --tiled: these tiles (R,T,RT,TT,K4;...)")
     parser.add_argument("--splits", default=None,
                         help="time split-K part counts at 64 tokens for these tiles (R,T,RT,TT,K4;...)")
+    parser.add_argument("--rows", default=None, help="time matmul_rows at these token counts (e.g. 32,64)")
+    parser.add_argument("--row-shapes", default=None, help="with --rows: these shapes (THREADS,ROWS,TOKENS,K4;...)")
     parser.add_argument("--peak", action="store_true", help="time fp32 multiply-adds from registers alone")
     parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in the kernels")
     args = parser.parse_args()
@@ -228,6 +277,11 @@ def main() -> None:
         return
     if args.tiled:
         tiled_shapes(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat, parse_tiles(args.tiles) if args.tiles else TILES)
+        return
+    if args.rows:
+        rows_shapes(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat,
+                    parse_tiles(args.row_shapes) if args.row_shapes else ROW_SHAPES,
+                    [int(t) for t in args.rows.split(",")])
         return
     if args.splits:
         split_counts(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat, parse_tiles(args.splits))

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ai00_trio.engine import load_model  # noqa: E402
 from ai00_trio.engine.runtime import Run  # noqa: E402
+from ai00_trio.gpu import graph as graph_module  # noqa: E402
 from ai00_trio.gpu.context import create_context  # noqa: E402
 
 FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
@@ -101,7 +102,20 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--tokens", default="1,64,1024")
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--rows-max", type=int, default=None, help="matmul_rows below this many tokens (0: never)")
+    parser.add_argument("--rows", default=None, help="THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS of matmul_rows")
+    parser.add_argument("--rows-tall", default=None, help="the same, for tall matrices at 64 tokens")
+    parser.add_argument("--tall-rows", type=int, default=None, help="rows of the matrices matmul_rows takes at 64 tokens")
+    parser.add_argument("--first", type=int, default=0, help="also list the first N dispatches and the last 4, each timed")
     args = parser.parse_args()
+    if args.rows_max is not None:
+        graph_module.ROWS_MAX_TOKENS = args.rows_max
+    if args.rows:
+        graph_module.ROWS = graph_module.RowsShape(*(int(v) for v in args.rows.split(",")))
+    if args.rows_tall:
+        graph_module.ROWS_TALL = graph_module.RowsShape(*(int(v) for v in args.rows_tall.split(",")))
+    if args.tall_rows is not None:
+        graph_module.ROWS_TALL_ROWS = args.tall_rows
     sizes = [int(t) for t in args.tokens.split(",")]
     ctx = create_context(extra_features=FEATURES)
     model = load_model(args.model, chunk_size=max(sizes), context=ctx)
@@ -120,6 +134,10 @@ def main() -> None:
         for label, d in zip(graph.labels, ns):
             by_label[label].append(int(d))
         rows = sorted(((sum(v), k, len(v), min(v), max(v)) for k, v in by_label.items()), reverse=True)
+        picked = list(range(min(args.first, len(ns)))) + list(range(max(args.first, len(ns) - 4), len(ns))) if args.first else []
+        for i in picked:
+            print(json.dumps({"tokens": t, "dispatch": i, "kernel": graph.labels[i], "groups": graph.dispatches[i][2],
+                              "us": round(float(ns[i]) / 1e3, 1)}), flush=True)
         print(json.dumps({
             "tokens": t, "dispatches": len(ns), "step_gpu_ms": round(ns.sum() / 1e6, 3),
             "median_dispatch_us": round(float(np.median(ns)) / 1e3, 1),

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ai00_trio.engine.batch import BatchRuntime
+from ai00_trio.gpu import graph as graph_module
 
 TOLERANCE = 1e-4  # different kernel paths (tiled vs. per-token matmul) round differently
 
@@ -20,7 +21,23 @@ def run_alone(model, prompt: list[int], n_decode: int) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("version", ["v5.2", "v6", "v7"])
 def test_mixed_batch_equals_each_sequence_alone(version, load_tiny, references):
-    model, ref = load_tiny(version), references(version)
+    check_mixed_batch(load_tiny(version), references(version))
+
+
+@pytest.mark.parametrize("version", ["v6", "v7"])
+def test_mixed_batch_through_the_batched_decode_kernel(version, load_tiny, references, monkeypatch):
+    """The same with fp16 weights and matmul_rows taking every matmul of 2 tokens or more (the
+    tiny models' rows are too short for it otherwise)."""
+    monkeypatch.setattr(graph_module, "ROWS_MIN_K4", 8)
+    monkeypatch.setattr(graph_module, "ROWS_MIN_TOKENS", 2)
+    batch = check_mixed_batch(load_tiny(version, precision="fp16"), references(version))
+    labels = {label for graph in batch.runtime._graphs.values() for label in graph.labels}
+    assert any(label.startswith("matmul_rows") for label in labels)
+
+
+def check_mixed_batch(model, ref) -> BatchRuntime:
+    """Four sequences through a 3-slot batch (prefilling beside decoding, joining and leaving,
+    a slot reused) each get the logits they get alone."""
     # (slot, prompt, tokens to decode, step at which it joins)
     jobs = {
         "long": (0, ref.tokens("paragraph_200"), 6, 0),
@@ -58,6 +75,7 @@ def test_mixed_batch_equals_each_sequence_alone(version, load_tiny, references):
         assert len(got[name]) == len(expected), name
         for i, (a, b) in enumerate(zip(got[name], expected)):
             assert np.abs(a - b).max() <= TOLERANCE, f"{name} output {i}: {np.abs(a - b).max()}"
+    return batch
 
 
 def test_long_prefill_does_not_stall_decoding(load_tiny, references):

@@ -2,13 +2,18 @@
 16-byte f16 reads, thread counts by shape) and the tiled kernel on matrices that share a buffer."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
+from ai00_trio.engine.quant import dequantize_int8, dequantize_nf4, quantize
 from ai00_trio.engine.upload import Uploader
 from ai00_trio.gpu import graph as graph_module
-from ai00_trio.gpu.graph import Act, StepGraph, TileShape
+from ai00_trio.gpu.graph import Act, RowsShape, StepGraph, TileShape
 from ai00_trio.gpu.kernels import KernelCache
+
+DEQUANTIZE = {"int8": dequantize_int8, "nf4": dequantize_nf4}
 
 
 def run(gpu, record) -> StepGraph:
@@ -79,6 +84,7 @@ def test_one_activation_per_stacked_matrix(gpu):
 @pytest.mark.parametrize("split_groups", [1, 256], ids=["whole-k", "split-k"])
 def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
     """Rows, tokens and K that fill no tile evenly, with and without splitting K, each tile shape."""
+    monkeypatch.setattr(graph_module, "ROWS_MAX_TOKENS", 0)
     monkeypatch.setattr(graph_module, "TILE", tile)
     monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", split_groups)
     monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 8)
@@ -96,9 +102,10 @@ def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
 
 
 @pytest.mark.parametrize("k4, tiles, splits", [(512, 96, 2), (2048, 32, 8), (512, 8, 8), (32, 128, 1), (32, 8, 1)])
-def test_split_k_parts(gpu, k4, tiles, splits):
+def test_split_k_parts(gpu, monkeypatch, k4, tiles, splits):
     """K is cut into a power of two of parts: the fewest that make SPLIT_K_GROUPS workgroups,
     each part at least SPLIT_K_MIN_K4 vec4 long."""
+    monkeypatch.setattr(graph_module, "ROWS_MAX_TOKENS", 0)
     rows = tiles * graph_module.TILE.rows
     (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, 4 * k4), np.float32)])
     x = Act(gpu.storage(64 * 4 * k4 * 4), 4 * k4, 64)
@@ -116,3 +123,57 @@ def test_long_steps_take_the_long_tile(gpu):
     y = Act(gpu.storage(tokens * rows * 4), rows, tokens)
     graph = run(gpu, lambda g: g.matmul(w, x, y))
     assert graph.dispatches[0][2] == (1, tokens // graph_module.TILE_LONG.tokens, 1)
+
+
+@pytest.mark.parametrize("shape", [RowsShape(128, 8, 4, 16, 32, 1), RowsShape(64, 1, 8, 8, 16, 1),
+                                   RowsShape(32, 4, 4, 32, 8, 1)],
+                         ids=["128x4-8lanes-16", "64x8-1lane-8", "32x4-4lanes-32"])
+@pytest.mark.parametrize("precision", ["fp16", "int8", "nf4"])
+@pytest.mark.parametrize("split_groups", [1, 4096], ids=["whole-k", "split-k"])
+def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split_groups):
+    """The batched-decode kernel (matmul_rows) on rows, tokens and K that fill no workgroup
+    evenly, in a ragged stack, for each weight format it reads, with and without splitting K."""
+    monkeypatch.setattr(graph_module, "ROWS", dataclasses.replace(shape, split_groups=split_groups))
+    monkeypatch.setattr(graph_module, "ROWS_MIN_K4", 8)
+    rng = np.random.default_rng(11)
+    m, k, tokens = (shape.rows(shape.lanes) + 24, 200), 640, 37
+    assert tokens < graph_module.ROWS_MAX_TOKENS
+    weights = [rng.standard_normal((rows, k)).astype(np.float32) for rows in m]
+    if precision == "fp16":
+        w = Uploader(gpu, "fp16").matrices(weights[:1], weights[1:])
+        stored = [a.astype(np.float16).astype(np.float32) for a in weights]
+    else:
+        w = Uploader(gpu, "fp16", quant_layers=1, quant_type=precision).matrices(weights[:1], weights[1:], layer=0)
+        flat = np.concatenate([a.reshape(-1) for a in weights])
+        restored = DEQUANTIZE[precision](*quantize(precision, flat), flat.size)
+        stored = [restored[: m[0] * k].reshape(m[0], k), restored[m[0] * k:].reshape(m[1], k)]
+    x_host = rng.standard_normal((tokens, k)).astype(np.float32)
+    x = Act(gpu.upload(x_host), k, tokens)
+    y = Act(gpu.upload(np.ones((tokens, sum(m)), np.float32)), m[0], tokens)
+    second = Act(y.buffer, m[1], tokens, offset=tokens * m[0])
+    graph = run(gpu, lambda g: g.matmuls([(w[0], x, y, "relu_sq"), (w[1], x, second, "none")]))
+    assert graph.labels[0].startswith("matmul_rows")
+    assert len(graph.dispatches) == (2 if split_groups > 1 else 1)
+    got = [read(gpu, y)[0], read(gpu, second)[0]]
+    np.testing.assert_allclose(got[0], np.maximum(x_host @ stored[0].T, 0) ** 2, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(got[1], x_host @ stored[1].T, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("tokens, heights, kernel", [
+    (16, [2048], "matmul_rows"), (63, [2048], "matmul_rows"), (64, [2048], "matmul_tiled"),
+    (64, [2048, 2048, 2048, 64], "matmul_tiled"), (64, [8192], "matmul_rows"), (64, [8192, 64], "matmul_tiled"),
+    (65, [8192], "matmul_tiled"),
+    (15, [2048], "matvec")])
+def test_which_kernel_takes_a_matmul(gpu, tokens, heights, kernel):
+    """The rows kernel takes 16-63 tokens, and 64 tokens only through matrices of 4096 rows or
+    more (in 32-token blocks)."""
+    k = 512
+    matrices = Uploader(gpu, "fp16").matrices(*[[np.zeros((m, k), np.float32)] for m in heights])
+    x = Act(gpu.storage(tokens * k * 4), k, tokens)
+    out = gpu.storage(sum(heights) * tokens * 4)
+    firsts = np.cumsum([0] + heights[:-1]) * tokens
+    jobs = [(w, x, Act(out, w.m, tokens, offset=int(first)), "none") for w, first in zip(matrices, firsts)]
+    graph = run(gpu, lambda g: g.matmuls(jobs))
+    assert graph.labels[0].startswith(kernel + "[")
+    if kernel == "matmul_rows" and tokens == 64:
+        assert graph.dispatches[0][2][0] == 8192 // graph_module.ROWS_TALL.rows(1) * 2  # 32-token blocks

@@ -75,6 +75,48 @@ TILE_LONG = TileShape(4, 8, 16, 16, 4)  # steps of LONG_TILE_MIN_TOKENS tokens o
 LONG_TILE_MIN_TOKENS = 256
 
 
+@dataclass(frozen=True)
+class RowsShape:
+    """How matmul.wgsl's batched-decode kernel (matmul_rows) cuts its work: `lanes` neighbouring
+    threads of `threads` share rows_per rows (each taking every lanes-th 16-byte word), for the
+    workgroup's `tokens` tokens, reading the inputs k4 vec4 columns at a time; K is split into
+    parts of at least that length until there are split_groups workgroups."""
+
+    threads: int
+    lanes: int
+    rows_per: int
+    tokens: int
+    k4: int
+    split_groups: int
+
+    def rows(self, lanes: int) -> int:
+        return self.threads // lanes * self.rows_per
+
+    def values(self, lanes: int, wide: int) -> dict[str, int]:
+        """Template values with `lanes` threads per row (1 without subgroups) for weights of
+        `wide` vec4s per word; the chunk grows to hold a word for every lane."""
+        k4 = max(self.k4, lanes * wide)
+        loads = self.tokens * k4
+        if self.rows_per % 4 or loads % self.threads or self.threads % lanes or k4 % (lanes * wide):
+            raise ValueError(f"rows shape {self} does not split evenly over its threads")
+        return dict(RS_THREADS=self.threads, RS_LANES=lanes, RS_ROWS=self.rows_per, RS_TOKENS=self.tokens,
+                    RS_K4=k4, RS_ROW_GROUPS=self.rows_per // 4, RS_ACC=self.tokens * self.rows_per // 4,
+                    RS_X_LOADS=loads // self.threads, MV_WIDE=wide)
+
+
+# matmul_rows reads each weight once per block of tokens, the tiled kernel once per 64 tokens.
+# Runs 72-74 (H100): below 64 tokens the rows kernel wins on every layer matmul (v7 batches
+# 16 / 32 / 48: +2 / +12 / +11%, v6 at 32: +14%). At 64 tokens, in the engine, it wins only on
+# tall matrices, with 32-token blocks (ffn key 95 against 98 µs, head 540 against 654), and
+# loses elsewhere (r/k/v with the LoRAs stacked 125 against 95 µs).
+ROWS = RowsShape(128, 2, 4, 16, 32, 264)
+ROWS_TALL = RowsShape(128, 1, 4, 32, 16, 132)  # at ROWS_MAX_TOKENS, for stacks of ROWS_TALL_ROWS-row matrices
+ROWS_MIN_TOKENS = 16     # matmul_rows from this many tokens
+ROWS_MAX_TOKENS = 64     # up to this many: below it always, at it for tall matrices only
+ROWS_TALL_ROWS = 4096
+ROWS_MIN_K4 = 128        # matrices at least this many vec4 wide (narrower ones can't split)
+
+
 def matvec_threads(workgroups: int, k4: int) -> int:
     """Threads per workgroup of the per-token kernel: the fewest (each reading more of its rows)
     that still make MATVEC_BUSY_THREADS in all, and never more than the rows have 16-byte words
@@ -237,7 +279,7 @@ class StepGraph:
             raise ValueError(f"matmul shapes: W {w.m}x{w.k}, x width {x.width}, y width {y.width}")
         if gate is not None and (gate.offset != y.offset or gate.width != y.width):
             raise ValueError("gate must share the output's layout")
-        if x.t < TILED_MIN_TOKENS:
+        if x.t < TILED_MIN_TOKENS and not self._rows_shape(w, x.t, self._stack([(w, x, y, act)], x_strides)[0]):
             self._matvec([(w, x, y, act)], gate, add, x_strides)
         else:
             self._tiled([(w, x, y, act)], gate, add, x_strides)
@@ -253,10 +295,23 @@ class StepGraph:
         if not one_pass:
             for w, x, y, act in jobs:
                 self.matmul(w, x, y, act)
-        elif first_x.t < TILED_MIN_TOKENS:
+        elif first_x.t < TILED_MIN_TOKENS and not self._rows_shape(first_w, first_x.t, self._stack(jobs, None)[0]):
             self._matvec(jobs)
         else:
             self._tiled(jobs)
+
+    @staticmethod
+    def _rows_shape(w: Matrix, t: int, segments: list[tuple[int, int, int, int]]) -> RowsShape | None:
+        """The shape matmul_rows takes t tokens through this stack of matrices of w's format and
+        width in (`_stack`'s segments), if it takes them: rows start on 16-byte words, and K is
+        long enough to split."""
+        words, k4 = w.wide_vec4s, w.k // 4
+        if (words is None or k4 < ROWS_MIN_K4 or k4 % words or any(s[0] % words for s in segments)
+                or not ROWS_MIN_TOKENS <= t <= ROWS_MAX_TOKENS):
+            return None
+        if t < ROWS_MAX_TOKENS:
+            return ROWS
+        return ROWS_TALL if min(s[1] for s in segments) >= ROWS_TALL_ROWS else None
 
     @staticmethod
     def _epilogue(w: Matrix, acts: list[str], gate: Act | None, add: bool) -> tuple[list[str], str, int]:
@@ -317,8 +372,9 @@ class StepGraph:
 
     def _tiled(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
                add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
-        """The many-token kernel over the stacked matrices of every job (TILE or TILE_LONG-shaped
-        tiles, split along K when there are too few tiles)."""
+        """The many-token kernels over the stacked matrices of every job: matmul_rows (ROWS) for
+        tens of tokens where the weights are read 16 bytes at a time, else matmul_tiled (TILE or
+        TILE_LONG-shaped tiles); either splits K when it has too few workgroups."""
         w0, x0, y0, _ = jobs[0]
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = self._stack(jobs, x_strides)
@@ -328,19 +384,30 @@ class StepGraph:
         segments, acts = [segments[z] for z in order], [acts[z] for z in order]
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
         buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
-        tile = TILE_LONG if t >= LONG_TILE_MIN_TOKENS else TILE
-        values = dict(ACT=ACTIVATIONS[act], **tile.values())
         rows = max(s[1] for s in segments)
-        groups = (-(-rows // tile.rows), -(-t // tile.tokens), len(segments))
-        tiles = sum(-(-s[1] // tile.rows) for s in segments) * groups[1]  # those with rows to make
+        shape = self._rows_shape(w0, t, segments)
+        if shape is not None:
+            lanes = shape.lanes if self.ctx.has_subgroups else 1
+            entry, values = "matmul_rows", dict(ACT=ACTIVATIONS[act], **shape.values(lanes, w0.wide_vec4s))
+            flags += ["W_WIDE"] + (self._subgroups() if lanes > 1 else [])
+            blocks, block_rows = -(-t // shape.tokens), shape.rows(lanes)
+            groups = (-(-rows // block_rows) * blocks, 1, len(segments))
+            workgroups = sum(-(-s[1] // block_rows) for s in segments) * blocks  # those with rows to make
+            split_target, min_part = shape.split_groups, values["RS_K4"]
+        else:
+            tile = TILE_LONG if t >= LONG_TILE_MIN_TOKENS else TILE
+            entry, values = "matmul_tiled", dict(ACT=ACTIVATIONS[act], **tile.values())
+            groups = (-(-rows // tile.rows), -(-t // tile.tokens), len(segments))
+            workgroups = sum(-(-s[1] // tile.rows) for s in segments) * groups[1]
+            split_target, min_part = SPLIT_K_GROUPS, SPLIT_K_MIN_K4
         splits = 1
-        while tiles * splits < SPLIT_K_GROUPS and 2 * splits * SPLIT_K_MIN_K4 <= k4:
+        while workgroups * splits < split_target and 2 * splits * min_part <= k4:
             splits *= 2
         if splits == 1:
-            kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
+            kernel = self.kernels.get("matmul.wgsl", entry, flags, **values)
             self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers + w0.extra_buffers, groups)
             return
-        # Too few tiles to fill the GPU: each workgroup sums one part of K into a scratch
+        # Too few workgroups to fill the GPU: each workgroup sums one part of K into a scratch
         # buffer that mirrors the outputs once per part, and a second pass adds the parts up
         # and applies the epilogue. One scratch buffer, grown when needed, serves every split
         # matmul of every graph.
@@ -348,12 +415,12 @@ class StepGraph:
         span = max(s[3] + t * s[1] for s in segments) - y_first
         part = self.shared.get("split_k")
         if part is None or part.size < splits * span * 4:
-            part = self.shared["split_k"] = self.ctx.storage(
-                max(splits * span * 4, 2 * SPLIT_K_GROUPS * tile.rows * tile.tokens * 4))
+            part = self.shared["split_k"] = self.ctx.storage(max(splits * span * 4, 2 * SPLIT_K_GROUPS * 64 * 64 * 4))
         params = self._params(segments, k4, t, x_ts, z_acts, splits, y_first, span)
         flags.append("SPLIT_K")
-        kernel = self.kernels.get("matmul.wgsl", "matmul_tiled", flags, **values)
-        self._dispatch(kernel, params, buffers + [part] + w0.extra_buffers, (groups[0], groups[1] * splits, groups[2]))
+        kernel = self.kernels.get("matmul.wgsl", entry, flags, **values)
+        split_groups = (groups[0], groups[1] * splits, groups[2])  # matmul_tiled: y = split * token tiles + tile
+        self._dispatch(kernel, params, buffers + [part] + w0.extra_buffers, split_groups)
         kernel = self.kernels.get("matmul.wgsl", "matmul_reduce", flags, ACT=ACTIVATIONS[act])
         self._dispatch(kernel, params, buffers + [part] + w0.extra_buffers, (-(-rows // 64), t, len(segments)))
 

@@ -137,19 +137,12 @@ fn store_at(i: u32, z: u32, v: f32) {
 #endif
 }
 
-// @entry matvec
-// Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
-// reading each weight once; the threads split K and then add their parts up, first within
-// each subgroup (SUBGROUPS) and then in workgroup memory. W_WIDE reads f16 weights 8 at a time
-// (16 bytes) as u32 words, with or without shader-f16, int8 weights 16 and NF4 weights 32 at a time.
-const MV_WG: u32 = {{MV_WG}}u;
-const TOKENS: u32 = {{MV_TOKENS}}u;
-var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
-
+// @entry matvec matmul_rows
 #if W_WIDE
 // W_WIDE: each 16-byte weight word holds MV_WIDE vec4s of weights (f16 2, int8 4, NF4 8).
 // wide_scale(i) is what a word starting at vec4 i needs of its block's scales, read once per
-// row; wide_dot(q, scale, xs) = Σ of the word's weights times the MV_WIDE input vec4s xs.
+// row; wide_dot(q, scale, xs) = Σ of the word's weights times the MV_WIDE input vec4s xs;
+// wide_weights(q, scale) = the word's weights as MV_WIDE vec4s.
 #if W_INT8
 fn wide_scale(i: u32) -> vec2<f32> { return int8_range(i); }
 fn wide_dot(q: vec4<u32>, range: vec2<f32>, xs: array<vec4<f32>, {{MV_WIDE}}>) -> f32 {
@@ -157,6 +150,12 @@ fn wide_dot(q: vec4<u32>, range: vec2<f32>, xs: array<vec4<f32>, {{MV_WIDE}}>) -
             + dot(unpack4x8unorm(q.z), xs[2]) + dot(unpack4x8unorm(q.w), xs[3]);
     let total = dot(xs[0] + xs[1] + xs[2] + xs[3], vec4<f32>(1.0));
     return fma(sum, range.y, range.x * total);  // Σ (min + q/255 · (max - min)) x
+}
+fn wide_weights(q: vec4<u32>, range: vec2<f32>) -> array<vec4<f32>, {{MV_WIDE}}> {
+    let lo = vec4<f32>(range.x);
+    let scale = vec4<f32>(range.y);
+    return array<vec4<f32>, {{MV_WIDE}}>(fma(unpack4x8unorm(q.x), scale, lo), fma(unpack4x8unorm(q.y), scale, lo),
+                                         fma(unpack4x8unorm(q.z), scale, lo), fma(unpack4x8unorm(q.w), scale, lo));
 }
 #else
 #if W_NF4
@@ -167,15 +166,34 @@ fn wide_dot(q: vec4<u32>, absmax: vec2<f32>, xs: array<vec4<f32>, {{MV_WIDE}}>) 
                      + dot(nf4_levels(q.z), xs[4]) + dot(nf4_levels(q.z >> 16u), xs[5])
                      + dot(nf4_levels(q.w), xs[6]) + dot(nf4_levels(q.w >> 16u), xs[7]));
 }
+fn wide_weights(q: vec4<u32>, absmax: vec2<f32>) -> array<vec4<f32>, {{MV_WIDE}}> {
+    return array<vec4<f32>, {{MV_WIDE}}>(
+        nf4_levels(q.x) * absmax.x, nf4_levels(q.x >> 16u) * absmax.x, nf4_levels(q.y) * absmax.x,
+        nf4_levels(q.y >> 16u) * absmax.x, nf4_levels(q.z) * absmax.x, nf4_levels(q.z >> 16u) * absmax.x,
+        nf4_levels(q.w) * absmax.x, nf4_levels(q.w >> 16u) * absmax.x);
+}
 #else
 fn wide_scale(i: u32) -> vec2<f32> { return vec2<f32>(0.0); }  // f16 needs none
 fn wide_dot(q: vec4<u32>, unused: vec2<f32>, xs: array<vec4<f32>, {{MV_WIDE}}>) -> f32 {
     return dot(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)), xs[0])
          + dot(vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)), xs[1]);
 }
+fn wide_weights(q: vec4<u32>, unused: vec2<f32>) -> array<vec4<f32>, {{MV_WIDE}}> {
+    return array<vec4<f32>, {{MV_WIDE}}>(vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)),
+                                         vec4<f32>(unpack2x16float(q.z), unpack2x16float(q.w)));
+}
 #endif
 #endif
 #endif
+
+// @entry matvec
+// Few tokens (decode): a workgroup of MV_WG threads makes 4 rows for up to TOKENS tokens,
+// reading each weight once; the threads split K and then add their parts up, first within
+// each subgroup (SUBGROUPS) and then in workgroup memory. W_WIDE reads f16 weights 8 at a time
+// (16 bytes) as u32 words, with or without shader-f16, int8 weights 16 and NF4 weights 32 at a time.
+const MV_WG: u32 = {{MV_WG}}u;
+const TOKENS: u32 = {{MV_TOKENS}}u;
+var<workgroup> partial: array<array<vec4<f32>, TOKENS>, MV_WG>;
 
 @compute @workgroup_size(MV_WG)
 fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>,
@@ -263,6 +281,30 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
     }
 }
 
+// @entry matmul_tiled matmul_rows
+// sums + (a0 · b, a1 · b, a2 · b, a3 · b), one k at a time
+fn add_dots(sums: vec4<f32>, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let s = fma(vec4<f32>(a0.x, a1.x, a2.x, a3.x), vec4<f32>(b.x), sums);
+    let t = fma(vec4<f32>(a0.y, a1.y, a2.y, a3.y), vec4<f32>(b.y), s);
+    let u = fma(vec4<f32>(a0.z, a1.z, a2.z, a3.z), vec4<f32>(b.z), t);
+    return fma(vec4<f32>(a0.w, a1.w, a2.w, a3.w), vec4<f32>(b.w), u);
+}
+
+// y_z[t][m + stride * c] = v[c] for c < 4 (or its part of K's sum)
+fn tiled_out(split: u32, z: u32, seg: vec4<u32>, t: u32, m: u32, stride: u32, v: vec4<f32>) {
+    if t >= p.t { return; }
+    for (var c = 0u; c < 4u; c++) {
+        let row = m + c * stride;
+        if row >= seg.y { return; }
+        let i = seg.w + t * seg.y + row;
+#if SPLIT_K
+        part[split * p.part_span + i - p.y_first] = v[c];
+#else
+        store_at(i, z, v[c]);
+#endif
+    }
+}
+
 // @entry matmul_tiled
 // Many tokens (prefill, large batches): a workgroup of ROW_THREADS x TOKEN_THREADS threads
 // makes TILE_M = ROW_THREADS * ROWS_PER rows for TILE_T = TOKEN_THREADS * TOKENS_PER tokens, K in
@@ -286,14 +328,6 @@ const TILE_T: u32 = TOKEN_THREADS * TOKENS_PER;
 const THREADS: u32 = ROW_THREADS * TOKEN_THREADS;
 var<workgroup> tile_w: array<array<vec4<f32>, {{TILE_K4_PADDED}}>, TILE_M>;
 var<workgroup> tile_x: array<array<vec4<f32>, {{TILE_K4_PADDED}}>, TILE_T>;
-
-// sums + (a0 · b, a1 · b, a2 · b, a3 · b), one k at a time
-fn add_dots(sums: vec4<f32>, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
-    let s = fma(vec4<f32>(a0.x, a1.x, a2.x, a3.x), vec4<f32>(b.x), sums);
-    let t = fma(vec4<f32>(a0.y, a1.y, a2.y, a3.y), vec4<f32>(b.y), s);
-    let u = fma(vec4<f32>(a0.z, a1.z, a2.z, a3.z), vec4<f32>(b.z), t);
-    return fma(vec4<f32>(a0.w, a1.w, a2.w, a3.w), vec4<f32>(b.w), u);
-}
 
 // element i of matrix seg's weight tile at K step k0 (row i / TILE_K4, column i % TILE_K4), 0 outside
 fn tile_w_at(i: u32, k0: u32, k_end: u32, m0: u32, seg: vec4<u32>) -> vec4<f32> {
@@ -374,24 +408,133 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
 #for j in TOKENS_PER
 #for g in ROW_GROUPS
     tiled_out(split, z, seg, t0 + ty * TOKENS_PER + {{j}}u, m0 + rx + {{g}}u * 4u * ROW_THREADS,
-              acc[{{j}} * {{ROW_GROUPS}} + {{g}}]);
+              ROW_THREADS, acc[{{j}} * {{ROW_GROUPS}} + {{g}}]);
 #endfor
 #endfor
 }
 
-// y_z[t][m + ROW_THREADS * c] = v[c] for c < 4 (or its part of K's sum)
-fn tiled_out(split: u32, z: u32, seg: vec4<u32>, t: u32, m: u32, v: vec4<f32>) {
-    if t >= p.t { return; }
-    for (var c = 0u; c < 4u; c++) {
-        let row = m + c * ROW_THREADS;
-        if row >= seg.y { return; }
-        let i = seg.w + t * seg.y + row;
-#if SPLIT_K
-        part[split * p.part_span + i - p.y_first] = v[c];
-#else
-        store_at(i, z, v[c]);
+// @entry matmul_rows
+// Tens of tokens (batched decode): each weight is read once per workgroup, 16 bytes at a time
+// (W_WIDE words), from memory straight into registers, and feeds RS_TOKENS tokens' multiply-adds.
+// RS_LANES neighbouring threads share RS_ROWS rows and take every RS_LANES-th word of them, so
+// each load of a subgroup reads whole 16 * RS_LANES-byte runs of a row; at the end they add up
+// their sums across those lanes (SUBGROUPS; RS_LANES is 1 without). The workgroup's RS_GROUPS =
+// RS_THREADS / RS_LANES row groups take rows m0 + group + RS_GROUPS * i. The inputs wait in workgroup
+// memory, RS_K4 vec4 columns at a time, where the row-sharing threads read the same values.
+// Sums as in matmul_tiled: y_mt = fma(w_mk, x_tk, y_mt), one k at a time. Workgroup x picks the
+// rows and tokens, y the part of K (SPLIT_K, summed by matmul_reduce), z the stacked matrix. The
+// next weight words and the next input chunk are fetched into registers while the current ones
+// are multiplied. Threads whose rows all lie past a short matrix (a LoRA in a ragged stack)
+// only help fill workgroup memory.
+const RS_THREADS: u32 = {{RS_THREADS}}u;
+const RS_LANES: u32 = {{RS_LANES}}u;
+const RS_GROUPS: u32 = RS_THREADS / RS_LANES;
+const RS_TOKENS: u32 = {{RS_TOKENS}}u;
+const RS_K4: u32 = {{RS_K4}}u;
+const RS_WORDS: u32 = RS_K4 / {{MV_WIDE}}u;  // weight words per row per input chunk
+var<workgroup> chunk_x: array<array<vec4<f32>, RS_K4>, RS_TOKENS>;
+
+// element i of the input chunk at K step k0 (token i / RS_K4, column i % RS_K4), 0 outside
+fn chunk_x_at(i: u32, k0: u32, k_end: u32, t0: u32, seg: vec4<u32>) -> vec4<f32> {
+    let t = t0 + i / RS_K4;
+    let k = k0 + i % RS_K4;
+    if t < p.t && k < k_end { return x[seg.z + t * p.x_ts + k]; }
+    return vec4<f32>(0.0);
+}
+
+@compute @workgroup_size(RS_THREADS)
+fn matmul_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+#if W_NF4
+    load_nf4_table(lid);
 #endif
+    let token_blocks = (p.t + RS_TOKENS - 1u) / RS_TOKENS;
+    let t0 = (wg.x % token_blocks) * RS_TOKENS;  // a row block's token blocks run side by side
+    let m0 = (wg.x / token_blocks) * RS_GROUPS * {{RS_ROWS}}u;
+    let split = wg.y;
+    let z = wg.z;
+    let seg = p.seg[z];
+    if m0 >= seg.y { return; }  // a ragged stack's shorter matrix
+    let k_part = (p.k4 + p.splits * RS_K4 - 1u) / (p.splits * RS_K4) * RS_K4;
+    let k_begin = split * k_part;
+    let k_end = min(p.k4, k_begin + k_part);
+    let lane = lid % RS_LANES;
+    // row i's first weight (vec4 index); rows past the matrix read its last row, unused
+    let first_row = m0 + lid / RS_LANES;
+    let busy = first_row < seg.y;
+    var rows: array<u32, {{RS_ROWS}}>;
+#for i in RS_ROWS
+    rows[{{i}}] = seg.x + min(first_row + {{i}}u * RS_GROUPS, seg.y - 1u) * p.k4;
+#endfor
+    // acc[j * RS_ROW_GROUPS + g][c]: token t0 + j, row first_row + RS_GROUPS * (4g + c) (this lane's words)
+    var acc: array<vec4<f32>, {{RS_ACC}}>;
+    var next_x: array<vec4<f32>, {{RS_X_LOADS}}>;
+    var next_q: array<vec4<u32>, {{RS_ROWS}}>;
+    let word_begin = k_begin / {{MV_WIDE}}u;
+    let word_end = k_end / {{MV_WIDE}}u;
+#for i in RS_ROWS
+    next_q[{{i}}] = w[rows[{{i}}] / {{MV_WIDE}}u + word_begin + lane];
+#endfor
+    // step s: this lane's word is word_begin + s + lane; chunks start every RS_WORDS words
+    for (var s = 0u; word_begin + s < word_end; s += RS_LANES) {
+        let in_chunk = s % RS_WORDS;
+        if in_chunk == 0u {
+            let k0 = k_begin + s * {{MV_WIDE}}u;
+            if s == 0u {
+#for l in RS_X_LOADS
+                next_x[{{l}}] = chunk_x_at(lid + {{l}}u * RS_THREADS, k0, k_end, t0, seg);
+#endfor
+            }
+            workgroupBarrier();
+#for l in RS_X_LOADS
+            chunk_x[(lid + {{l}}u * RS_THREADS) / RS_K4][(lid + {{l}}u * RS_THREADS) % RS_K4] = next_x[{{l}}];
+#endfor
+            workgroupBarrier();
+            if k0 + RS_K4 < k_end {
+#for l in RS_X_LOADS
+                next_x[{{l}}] = chunk_x_at(lid + {{l}}u * RS_THREADS, k0 + RS_K4, k_end, t0, seg);
+#endfor
+            }
+        }
+        let word = word_begin + s + lane;
+        if !busy || word >= word_end { continue; }
+        let q = next_q;
+        if word + RS_LANES < word_end {
+#for i in RS_ROWS
+            next_q[{{i}}] = w[rows[{{i}}] / {{MV_WIDE}}u + word + RS_LANES];
+#endfor
+        }
+        var a: array<array<vec4<f32>, {{MV_WIDE}}>, {{RS_ROWS}}>;
+#for i in RS_ROWS
+        a[{{i}}] = wide_weights(q[{{i}}], wide_scale(rows[{{i}}] + word * {{MV_WIDE}}u));
+#endfor
+        let column = (in_chunk + lane) * {{MV_WIDE}}u;
+#for e in MV_WIDE
+#for j in RS_TOKENS
+        {
+            let b = chunk_x[{{j}}][column + {{e}}u];
+#for g in RS_ROW_GROUPS
+            acc[{{j}} * {{RS_ROW_GROUPS}} + {{g}}] = add_dots(acc[{{j}} * {{RS_ROW_GROUPS}} + {{g}}], a[4 * {{g}}][{{e}}],
+                a[4 * {{g}} + 1][{{e}}], a[4 * {{g}} + 2][{{e}}], a[4 * {{g}} + 3][{{e}}], b);
+#endfor
+        }
+#endfor
+#endfor
     }
+#if SUBGROUPS
+    // add up the RS_LANES lanes' sums (they sit side by side in the subgroup)
+    for (var mask = 1u; mask < RS_LANES; mask <<= 1u) {
+#for j in RS_ACC
+        acc[{{j}}] += subgroupShuffleXor(acc[{{j}}], mask);
+#endfor
+    }
+#endif
+    if lane != 0u { return; }
+#for j in RS_TOKENS
+#for g in RS_ROW_GROUPS
+    tiled_out(split, z, seg, t0 + {{j}}u, first_row + {{g}}u * 4u * RS_GROUPS, RS_GROUPS,
+              acc[{{j}} * {{RS_ROW_GROUPS}} + {{g}}]);
+#endfor
+#endfor
 }
 
 // @entry matmul_reduce
