@@ -232,7 +232,7 @@ def rows_shapes(ctx, back: Readback, kernels, repeat: int, shapes: list[tuple], 
                 graph_module.ROWS_MAX_TOKENS = 0 if kind == "tiled" else 1 << 20
                 graph_module.ROWS_MIN_TOKENS = 1
                 if shape is not None:
-                    graph_module.ROWS = graph_module.ROWS_TALL = graph_module.RowsShape(*shape, groups)
+                    graph_module.ROWS = graph_module.ROWS_FEW = graph_module.ROWS_TALL = graph_module.RowsShape(*shape, groups)
                     graph_module.ROWS_TALL_ROWS = 0
                 g = StepGraph(ctx, kernels, t, 1, None, None, None)
                 for i in range(repeat):

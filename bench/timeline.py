@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--rows-max", type=int, default=None, help="matmul_rows below this many tokens (0: never)")
     parser.add_argument("--rows", default=None, help="THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS of matmul_rows")
+    parser.add_argument("--rows-few", default=None, help="the same, for up to 32 tokens")
     parser.add_argument("--rows-tall", default=None, help="the same, for tall matrices at 64 tokens")
     parser.add_argument("--tall-rows", type=int, default=None, help="rows of the matrices matmul_rows takes at 64 tokens")
     parser.add_argument("--first", type=int, default=0, help="also list the first N dispatches and the last 4, each timed")
@@ -112,6 +113,8 @@ def main() -> None:
         graph_module.ROWS_MAX_TOKENS = args.rows_max
     if args.rows:
         graph_module.ROWS = graph_module.RowsShape(*(int(v) for v in args.rows.split(",")))
+    if args.rows_few:
+        graph_module.ROWS_FEW = graph_module.RowsShape(*(int(v) for v in args.rows_few.split(",")))
     if args.rows_tall:
         graph_module.ROWS_TALL = graph_module.RowsShape(*(int(v) for v in args.rows_tall.split(",")))
     if args.tall_rows is not None:

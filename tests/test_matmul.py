@@ -160,13 +160,13 @@ def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split
 
 
 @pytest.mark.parametrize("tokens, heights, kernel", [
-    (16, [2048], "matmul_rows"), (63, [2048], "matmul_rows"), (64, [2048], "matmul_tiled"),
+    (16, [2048], "matmul_rows"), (32, [2048], "matmul_rows"), (63, [2048], "matmul_rows"), (64, [2048], "matmul_tiled"),
     (64, [2048, 2048, 2048, 64], "matmul_tiled"), (64, [8192], "matmul_rows"), (64, [8192, 64], "matmul_tiled"),
     (65, [8192], "matmul_tiled"),
     (15, [2048], "matvec")])
 def test_which_kernel_takes_a_matmul(gpu, tokens, heights, kernel):
-    """The rows kernel takes 16-63 tokens, and 64 tokens only through matrices of 4096 rows or
-    more (in 32-token blocks)."""
+    """The rows kernel takes 16-63 tokens (in two shapes), and 64 tokens only through matrices of
+    4096 rows or more (in 32-token blocks)."""
     k = 512
     matrices = Uploader(gpu, "fp16").matrices(*[[np.zeros((m, k), np.float32)] for m in heights])
     x = Act(gpu.storage(tokens * k * 4), k, tokens)
@@ -175,5 +175,7 @@ def test_which_kernel_takes_a_matmul(gpu, tokens, heights, kernel):
     jobs = [(w, x, Act(out, w.m, tokens, offset=int(first)), "none") for w, first in zip(matrices, firsts)]
     graph = run(gpu, lambda g: g.matmuls(jobs))
     assert graph.labels[0].startswith(kernel + "[")
-    if kernel == "matmul_rows" and tokens == 64:
-        assert graph.dispatches[0][2][0] == 8192 // graph_module.ROWS_TALL.rows(1) * 2  # 32-token blocks
+    if kernel == "matmul_rows":  # its shape for this many tokens: rows and tokens per workgroup
+        shape = graph_module.ROWS_FEW if tokens <= 32 else graph_module.ROWS if tokens < 64 else graph_module.ROWS_TALL
+        lanes = shape.lanes if gpu.has_subgroups else 1
+        assert graph.dispatches[0][2][0] == -(-max(heights) // shape.rows(lanes)) * -(-tokens // shape.tokens)

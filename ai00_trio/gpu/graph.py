@@ -105,13 +105,17 @@ class RowsShape:
 
 
 # matmul_rows reads each weight once per block of tokens, the tiled kernel once per 64 tokens.
-# Runs 72-74 (H100): below 64 tokens the rows kernel wins on every layer matmul (v7 batches
+# Runs 72-76 (H100): below 64 tokens the rows kernel wins on every layer matmul (v7 batches
 # 16 / 32 / 48: +2 / +12 / +11%, v6 at 32: +14%). At 64 tokens, in the engine, it wins only on
 # tall matrices, with 32-token blocks (ffn key 95 against 98 µs, head 540 against 654), and
-# loses elsewhere (r/k/v with the LoRAs stacked 125 against 95 µs).
-ROWS = RowsShape(128, 2, 4, 16, 32, 264)
+# loses elsewhere (r/k/v with the LoRAs stacked 125 against 95 µs). Shapes per token count
+# from the engine's timeline (run 76: a 32-token step 9.10 ms with ROWS_FEW, 9.77 with ROWS;
+# a 48-token step 9.96 ms with ROWS, 12.48 with ROWS_FEW).
+ROWS_FEW = RowsShape(128, 1, 4, 16, 32, 132)   # up to ROWS_FEW_TOKENS
+ROWS = RowsShape(128, 2, 4, 16, 32, 264)       # from there to below ROWS_MAX_TOKENS
 ROWS_TALL = RowsShape(128, 1, 4, 32, 16, 132)  # at ROWS_MAX_TOKENS, for stacks of ROWS_TALL_ROWS-row matrices
 ROWS_MIN_TOKENS = 16     # matmul_rows from this many tokens
+ROWS_FEW_TOKENS = 32
 ROWS_MAX_TOKENS = 64     # up to this many: below it always, at it for tall matrices only
 ROWS_TALL_ROWS = 4096
 ROWS_MIN_K4 = 128        # matrices at least this many vec4 wide (narrower ones can't split)
@@ -310,7 +314,7 @@ class StepGraph:
                 or not ROWS_MIN_TOKENS <= t <= ROWS_MAX_TOKENS):
             return None
         if t < ROWS_MAX_TOKENS:
-            return ROWS
+            return ROWS_FEW if t <= ROWS_FEW_TOKENS else ROWS
         return ROWS_TALL if min(s[1] for s in segments) >= ROWS_TALL_ROWS else None
 
     @staticmethod
