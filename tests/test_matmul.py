@@ -133,10 +133,14 @@ def test_long_steps_take_the_long_tile(gpu):
 def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split_groups):
     """The batched-decode kernel (matmul_rows) on rows, tokens and K that fill no workgroup
     evenly, in a ragged stack, for each weight format it reads, with and without splitting K."""
-    monkeypatch.setattr(graph_module, "ROWS", dataclasses.replace(shape, split_groups=split_groups))
+    shape = dataclasses.replace(shape, split_groups=split_groups)
+    monkeypatch.setattr(graph_module, "ROWS", shape)
+    monkeypatch.setattr(graph_module, "ROWS_FEW", shape)
     monkeypatch.setattr(graph_module, "ROWS_MIN_K4", 8)
     rng = np.random.default_rng(11)
     m, k, tokens = (shape.rows(shape.lanes) + 24, 200), 640, 37
+    if precision == "nf4":  # which takes only up to ROWS_FEW_TOKENS
+        monkeypatch.setattr(graph_module, "ROWS_FEW_TOKENS", tokens)
     assert tokens < graph_module.ROWS_MAX_TOKENS
     weights = [rng.standard_normal((rows, k)).astype(np.float32) for rows in m]
     if precision == "fp16":
@@ -179,3 +183,13 @@ def test_which_kernel_takes_a_matmul(gpu, tokens, heights, kernel):
         shape = graph_module.ROWS_FEW if tokens <= 32 else graph_module.ROWS if tokens < 64 else graph_module.ROWS_TALL
         lanes = shape.lanes if gpu.has_subgroups else 1
         assert graph.dispatches[0][2][0] == -(-max(heights) // shape.rows(lanes)) * -(-tokens // shape.tokens)
+
+
+@pytest.mark.parametrize("tokens, kernel", [(32, "matmul_rows"), (33, "matmul_tiled")])
+def test_nf4_takes_the_rows_kernel_up_to_32_tokens(gpu, tokens, kernel):
+    k = 512
+    (w,) = Uploader(gpu, "fp16", quant_layers=1, quant_type="nf4").matrices([np.zeros((2048, k), np.float32)], layer=0)
+    x = Act(gpu.storage(tokens * k * 4), k, tokens)
+    y = Act(gpu.storage(tokens * 2048 * 4), 2048, tokens)
+    graph = run(gpu, lambda g: g.matmul(w, x, y))
+    assert graph.labels[0].startswith(kernel + "[")

@@ -110,7 +110,8 @@ class RowsShape:
 # tall matrices, with 32-token blocks (ffn key 95 against 98 µs, head 540 against 654), and
 # loses elsewhere (r/k/v with the LoRAs stacked 125 against 95 µs). Shapes per token count
 # from the engine's timeline (run 76: a 32-token step 9.10 ms with ROWS_FEW, 9.77 with ROWS;
-# a 48-token step 9.96 ms with ROWS, 12.48 with ROWS_FEW).
+# a 48-token step 9.96 ms with ROWS, 12.48 with ROWS_FEW). NF4 weights take it up to
+# ROWS_FEW_TOKENS only (run 80: batch 16 2,529 against 1,470 tok/s, batch 48 3,915 against 4,531).
 ROWS_FEW = RowsShape(128, 1, 4, 16, 32, 132)   # up to ROWS_FEW_TOKENS
 ROWS = RowsShape(128, 2, 4, 16, 32, 264)       # from there to below ROWS_MAX_TOKENS
 ROWS_TALL = RowsShape(128, 1, 4, 32, 16, 132)  # at ROWS_MAX_TOKENS, for stacks of ROWS_TALL_ROWS-row matrices
@@ -313,6 +314,8 @@ class StepGraph:
         if (words is None or k4 < ROWS_MIN_K4 or k4 % words or any(s[0] % words for s in segments)
                 or not ROWS_MIN_TOKENS <= t <= ROWS_MAX_TOKENS):
             return None
+        if w.fmt == "nf4" and t > ROWS_FEW_TOKENS:
+            return None  # it decodes each NF4 weight once per 16 tokens, the tiled kernel once per 64
         if t < ROWS_MAX_TOKENS:
             return ROWS_FEW if t <= ROWS_FEW_TOKENS else ROWS
         return ROWS_TALL if min(s[1] for s in segments) >= ROWS_TALL_ROWS else None
