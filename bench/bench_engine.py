@@ -213,6 +213,7 @@ def main() -> None:
     parser.add_argument("--tile", default=None, help="ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4 of the tiled matmul")
     parser.add_argument("--rows", default=None,
                         help="THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS of the batched-decode matmul")
+    parser.add_argument("--wkv7-split", type=int, default=None, help="threads per state row in wkv7")
     parser.add_argument("--rows-few", default=None, help="the same, for up to 32 tokens")
     parser.add_argument("--rows-tall", default=None, help="the same, for tall matrices at 64 tokens")
     parser.add_argument("--rows-min", type=int, default=None, help="matmul_rows from this many tokens")
@@ -253,6 +254,8 @@ def main() -> None:
         graph.ROWS_MIN_TOKENS = args.rows_min
     if args.rows_max is not None:
         graph.ROWS_MAX_TOKENS = args.rows_max
+    if args.wkv7_split is not None:
+        graph.WKV7_KEY_SPLIT = args.wkv7_split
     if args.rows_few:
         graph.ROWS_FEW = graph.RowsShape(*(int(v) for v in args.rows_few.split(",")))
     if args.rows_tall:
@@ -281,7 +284,7 @@ def main() -> None:
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            tile=list(vars(graph.TILE).values()), tile_long=list(vars(graph.TILE_LONG).values()),
            rows=list(vars(graph.ROWS).values()), rows_min=graph.ROWS_MIN_TOKENS, rows_max=graph.ROWS_MAX_TOKENS,
-           rows_few=list(vars(graph.ROWS_FEW).values()), rows_tall=list(vars(graph.ROWS_TALL).values()),
+           wkv7_split=graph.WKV7_KEY_SPLIT, rows_few=list(vars(graph.ROWS_FEW).values()), rows_tall=list(vars(graph.ROWS_TALL).values()),
            tiled_unstacked=args.tiled_unstacked, checked_shaders=args.checked_shaders, quant=[args.quant, args.quant_type],
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
            prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,

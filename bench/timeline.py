@@ -104,6 +104,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=12)
     parser.add_argument("--rows-max", type=int, default=None, help="matmul_rows below this many tokens (0: never)")
     parser.add_argument("--rows", default=None, help="THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS of matmul_rows")
+    parser.add_argument("--wkv7-split", type=int, default=None, help="threads per state row in wkv7")
     parser.add_argument("--rows-few", default=None, help="the same, for up to 32 tokens")
     parser.add_argument("--rows-tall", default=None, help="the same, for tall matrices at 64 tokens")
     parser.add_argument("--tall-rows", type=int, default=None, help="rows of the matrices matmul_rows takes at 64 tokens")
@@ -113,6 +114,8 @@ def main() -> None:
         graph_module.ROWS_MAX_TOKENS = args.rows_max
     if args.rows:
         graph_module.ROWS = graph_module.RowsShape(*(int(v) for v in args.rows.split(",")))
+    if args.wkv7_split is not None:
+        graph_module.WKV7_KEY_SPLIT = args.wkv7_split
     if args.rows_few:
         graph_module.ROWS_FEW = graph_module.RowsShape(*(int(v) for v in args.rows_few.split(",")))
     if args.rows_tall:

@@ -31,6 +31,9 @@ MATMUL_SEGMENTS = 8      # stacked matrices one matmul dispatch may hold (matmul
 NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_THREADS = 128  # token_shift.wgsl's WG
 NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
+WKV7_KEY_SPLIT = 2     # threads per row of a head's state in wkv7's short runs, each holding head_size / 2
+                       # keys (run 81: 64 decoding sequences 0.98 ms of wkv7 per step against 1.36; the
+                       # long runs' scan keeps one thread per row: 1024 tokens 31.4 ms against 21.8)
 SAMPLE_THREADS = 1024  # sample.wgsl's workgroup, one per row (fewer where the device allows fewer)
 SPLIT_K_GROUPS = 192   # tiled matmuls with fewer tiles than this split K to fill the GPU,
 SPLIT_K_MIN_K4 = 64    # into a power of two of parts, each at least this many vec4 columns long
@@ -461,6 +464,14 @@ class StepGraph:
             buffers.append(decay.buffer)
         self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
 
+    @staticmethod
+    def _wkv7_values(head_size: int, key_split: int) -> dict[str, int]:
+        """wkv7.wgsl's template values: the head, and threads per state row."""
+        values = head_values(head_size)
+        if values["HEAD_VEC4"] % key_split:
+            raise ValueError(f"head size {head_size} does not split into {key_split} parts of whole vec4s")
+        return dict(values, KEY_SPLIT=key_split, HEAD_VEC4_PART=values["HEAD_VEC4"] // key_split)
+
     def wkv7(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int, state_base: int,
              slot_stride: int, vec_off: int, first_layer: bool, prep: Act | None = None,
              y_raw: Act | None = None) -> None:
@@ -470,17 +481,17 @@ class StepGraph:
         params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
         heads = y.width // head_size
         if prep is None or y_raw is None:
-            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, **head_values(head_size))
+            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, **self._wkv7_values(head_size, WKV7_KEY_SPLIT))
             buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
             self._dispatch(kernel, params, buffers, (heads, self.n_runs, 1))
             return
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, **head_values(head_size))
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, **self._wkv7_values(head_size, 1))
         self._dispatch(kernel, params, [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, prep.buffer],
                        (heads, self.t, 1))
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["SCAN"] + self._subgroups(), **head_values(head_size))
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["SCAN"] + self._subgroups(), **self._wkv7_values(head_size, 1))
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, self.state, self.io.runs, y_raw.buffer],
                        (heads, self.n_runs, 1))
-        kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", self._subgroups(), **head_values(head_size))
+        kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", self._subgroups(), **self._wkv7_values(head_size, 1))
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, lora.buffer, self.vecs, y_raw.buffer, y.buffer],
                        (heads, self.t, 1))
 
