@@ -22,6 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ai00_trio.engine import load_model  # noqa: E402
+from kernel_options import add_kernel_options, apply_kernel_options, kernel_report  # noqa: E402
 from ai00_trio.engine.batch import BatchRuntime  # noqa: E402
 
 
@@ -211,14 +212,8 @@ def main() -> None:
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
     parser.add_argument("--tile", default=None, help="ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4 of the tiled matmul")
-    parser.add_argument("--rows", default=None,
-                        help="THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS of the batched-decode matmul")
-    parser.add_argument("--wkv7-split", type=int, default=None, help="threads per state row in wkv7")
-    parser.add_argument("--rows-few", default=None, help="the same, for up to 32 tokens")
-    parser.add_argument("--rows-tall", default=None, help="the same, for tall matrices at 64 tokens")
-    parser.add_argument("--rows-min", type=int, default=None, help="matmul_rows from this many tokens")
-    parser.add_argument("--rows-max", type=int, default=None, help="matmul_rows below this many tokens (0: never)")
     parser.add_argument("--tile-long", default=None, help="the same, for steps of many tokens")
+    add_kernel_options(parser)
     parser.add_argument("--tiled-unstacked", action="store_true",
                         help="many-token matmuls sharing an input run one dispatch each (as before run 35)")
     parser.add_argument("--host-argmax", action="store_true",
@@ -248,18 +243,7 @@ def main() -> None:
         graph.NORM_SPLIT_MAX_TOKENS = args.norm_split
     if args.tile:
         graph.TILE = graph.TileShape(*(int(v) for v in args.tile.split(",")))
-    if args.rows:
-        graph.ROWS = graph.RowsShape(*(int(v) for v in args.rows.split(",")))
-    if args.rows_min is not None:
-        graph.ROWS_MIN_TOKENS = args.rows_min
-    if args.rows_max is not None:
-        graph.ROWS_MAX_TOKENS = args.rows_max
-    if args.wkv7_split is not None:
-        graph.WKV7_KEY_SPLIT = args.wkv7_split
-    if args.rows_few:
-        graph.ROWS_FEW = graph.RowsShape(*(int(v) for v in args.rows_few.split(",")))
-    if args.rows_tall:
-        graph.ROWS_TALL = graph.RowsShape(*(int(v) for v in args.rows_tall.split(",")))
+    apply_kernel_options(args, graph)
     if args.tiled_unstacked:
         stacked = graph.StepGraph.matmuls
 
@@ -283,8 +267,7 @@ def main() -> None:
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
            tile=list(vars(graph.TILE).values()), tile_long=list(vars(graph.TILE_LONG).values()),
-           rows=list(vars(graph.ROWS).values()), rows_min=graph.ROWS_MIN_TOKENS, rows_max=graph.ROWS_MAX_TOKENS,
-           wkv7_split=graph.WKV7_KEY_SPLIT, rows_few=list(vars(graph.ROWS_FEW).values()), rows_tall=list(vars(graph.ROWS_TALL).values()),
+           **kernel_report(graph),
            tiled_unstacked=args.tiled_unstacked, checked_shaders=args.checked_shaders, quant=[args.quant, args.quant_type],
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,
            prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,

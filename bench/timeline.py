@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ai00_trio.engine import load_model  # noqa: E402
 from ai00_trio.engine.runtime import Run  # noqa: E402
 from ai00_trio.gpu import graph as graph_module  # noqa: E402
+from kernel_options import add_kernel_options, apply_kernel_options  # noqa: E402
 from ai00_trio.gpu.context import create_context  # noqa: E402
 
 FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
@@ -102,26 +103,10 @@ def main() -> None:
     parser.add_argument("model")
     parser.add_argument("--tokens", default="1,64,1024")
     parser.add_argument("--top", type=int, default=12)
-    parser.add_argument("--rows-max", type=int, default=None, help="matmul_rows below this many tokens (0: never)")
-    parser.add_argument("--rows", default=None, help="THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS of matmul_rows")
-    parser.add_argument("--wkv7-split", type=int, default=None, help="threads per state row in wkv7")
-    parser.add_argument("--rows-few", default=None, help="the same, for up to 32 tokens")
-    parser.add_argument("--rows-tall", default=None, help="the same, for tall matrices at 64 tokens")
-    parser.add_argument("--tall-rows", type=int, default=None, help="rows of the matrices matmul_rows takes at 64 tokens")
+    add_kernel_options(parser)
     parser.add_argument("--first", type=int, default=0, help="also list the first N dispatches and the last 4, each timed")
     args = parser.parse_args()
-    if args.rows_max is not None:
-        graph_module.ROWS_MAX_TOKENS = args.rows_max
-    if args.rows:
-        graph_module.ROWS = graph_module.RowsShape(*(int(v) for v in args.rows.split(",")))
-    if args.wkv7_split is not None:
-        graph_module.WKV7_KEY_SPLIT = args.wkv7_split
-    if args.rows_few:
-        graph_module.ROWS_FEW = graph_module.RowsShape(*(int(v) for v in args.rows_few.split(",")))
-    if args.rows_tall:
-        graph_module.ROWS_TALL = graph_module.RowsShape(*(int(v) for v in args.rows_tall.split(",")))
-    if args.tall_rows is not None:
-        graph_module.ROWS_TALL_ROWS = args.tall_rows
+    apply_kernel_options(args, graph_module)
     sizes = [int(t) for t in args.tokens.split(",")]
     ctx = create_context(extra_features=FEATURES)
     model = load_model(args.model, chunk_size=max(sizes), context=ctx)

@@ -282,6 +282,15 @@ fn matvec(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
 }
 
 // @entry matmul_tiled matmul_rows
+// element i of stacked matrix seg's input block of `cols` vec4 columns from K step k0 (token
+// t0 + i / cols, column k0 + i % cols), 0 outside
+fn input_at(i: u32, cols: u32, k0: u32, k_end: u32, t0: u32, seg: vec4<u32>) -> vec4<f32> {
+    let t = t0 + i / cols;
+    let k = k0 + i % cols;
+    if t < p.t && k < k_end { return x[seg.z + t * p.x_ts + k]; }
+    return vec4<f32>(0.0);
+}
+
 // sums + (a0 · b, a1 · b, a2 · b, a3 · b), one k at a time
 fn add_dots(sums: vec4<f32>, a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
     let s = fma(vec4<f32>(a0.x, a1.x, a2.x, a3.x), vec4<f32>(b.x), sums);
@@ -337,13 +346,6 @@ fn tile_w_at(i: u32, k0: u32, k_end: u32, m0: u32, seg: vec4<u32>) -> vec4<f32> 
     return vec4<f32>(0.0);
 }
 
-fn tile_x_at(i: u32, k0: u32, k_end: u32, t0: u32, seg: vec4<u32>) -> vec4<f32> {
-    let t = t0 + i / TILE_K4;
-    let k = k0 + i % TILE_K4;
-    if t < p.t && k < k_end { return x[seg.z + t * p.x_ts + k]; }
-    return vec4<f32>(0.0);
-}
-
 @compute @workgroup_size(THREADS)
 fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_id) wg: vec3<u32>) {
 #if W_NF4
@@ -369,7 +371,7 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
     next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k_begin, k_end, m0, seg);
 #endfor
 #for l in X_LOADS
-    next_x[{{l}}] = tile_x_at(flat + {{l}}u * THREADS, k_begin, k_end, t0, seg);
+    next_x[{{l}}] = input_at(flat + {{l}}u * THREADS, TILE_K4, k_begin, k_end, t0, seg);
 #endfor
     for (var k0 = k_begin; k0 < k_end; k0 += TILE_K4) {
         workgroupBarrier();
@@ -386,7 +388,7 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
             next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k1, k_end, m0, seg);
 #endfor
 #for l in X_LOADS
-            next_x[{{l}}] = tile_x_at(flat + {{l}}u * THREADS, k1, k_end, t0, seg);
+            next_x[{{l}}] = input_at(flat + {{l}}u * THREADS, TILE_K4, k1, k_end, t0, seg);
 #endfor
         }
 #for q in TILE_K4
@@ -434,14 +436,6 @@ const RS_K4: u32 = {{RS_K4}}u;
 const RS_WORDS: u32 = RS_K4 / {{MV_WIDE}}u;  // weight words per row per input chunk
 var<workgroup> chunk_x: array<array<vec4<f32>, RS_K4>, RS_TOKENS>;
 
-// element i of the input chunk at K step k0 (token i / RS_K4, column i % RS_K4), 0 outside
-fn chunk_x_at(i: u32, k0: u32, k_end: u32, t0: u32, seg: vec4<u32>) -> vec4<f32> {
-    let t = t0 + i / RS_K4;
-    let k = k0 + i % RS_K4;
-    if t < p.t && k < k_end { return x[seg.z + t * p.x_ts + k]; }
-    return vec4<f32>(0.0);
-}
-
 @compute @workgroup_size(RS_THREADS)
 fn matmul_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: vec3<u32>) {
 #if W_NF4
@@ -481,7 +475,7 @@ fn matmul_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
             let k0 = k_begin + s * {{MV_WIDE}}u;
             if s == 0u {
 #for l in RS_X_LOADS
-                next_x[{{l}}] = chunk_x_at(lid + {{l}}u * RS_THREADS, k0, k_end, t0, seg);
+                next_x[{{l}}] = input_at(lid + {{l}}u * RS_THREADS, RS_K4, k0, k_end, t0, seg);
 #endfor
             }
             workgroupBarrier();
@@ -491,7 +485,7 @@ fn matmul_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
             workgroupBarrier();
             if k0 + RS_K4 < k_end {
 #for l in RS_X_LOADS
-                next_x[{{l}}] = chunk_x_at(lid + {{l}}u * RS_THREADS, k0 + RS_K4, k_end, t0, seg);
+                next_x[{{l}}] = input_at(lid + {{l}}u * RS_THREADS, RS_K4, k0 + RS_K4, k_end, t0, seg);
 #endfor
             }
         }
