@@ -32,7 +32,7 @@ NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows int
 NORM_THREADS = 128  # token_shift.wgsl's WG
 NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
 WKV7_KEY_SPLIT = 2     # threads per row of a head's state in wkv7's short runs, each holding head_size / 2
-                       # keys (run 81: 64 decoding sequences 0.98 ms of wkv7 per step against 1.36; the
+                       # keys (run 81: 64 decoding sequences 1.02 ms of wkv7 per step against 1.42; the
                        # long runs' scan keeps one thread per row: 1024 tokens 31.4 ms against 21.8)
 SAMPLE_THREADS = 1024  # sample.wgsl's workgroup, one per row (fewer where the device allows fewer)
 SPLIT_K_GROUPS = 192   # tiled matmuls with fewer tiles than this split K to fill the GPU,
@@ -382,9 +382,9 @@ class StepGraph:
 
     def _tiled(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
                add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
-        """The many-token kernels over the stacked matrices of every job: matmul_rows (ROWS) for
-        tens of tokens where the weights are read 16 bytes at a time, else matmul_tiled (TILE or
-        TILE_LONG-shaped tiles); either splits K when it has too few workgroups."""
+        """The many-token kernels over the stacked matrices of every job: matmul_rows where
+        `_rows_shape` gives it a shape (tens of tokens), else matmul_tiled (TILE or TILE_LONG-shaped
+        tiles); either splits K when it has too few workgroups."""
         w0, x0, y0, _ = jobs[0]
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = self._stack(jobs, x_strides)
@@ -425,7 +425,7 @@ class StepGraph:
         span = max(s[3] + t * s[1] for s in segments) - y_first
         part = self.shared.get("split_k")
         if part is None or part.size < splits * span * 4:
-            part = self.shared["split_k"] = self.ctx.storage(max(splits * span * 4, 2 * SPLIT_K_GROUPS * 64 * 64 * 4))
+            part = self.shared["split_k"] = self.ctx.storage(max(splits * span * 4, 2 * SPLIT_K_GROUPS * TILE.rows * TILE.tokens * 4))
         params = self._params(segments, k4, t, x_ts, z_acts, splits, y_first, span)
         flags.append("SPLIT_K")
         kernel = self.kernels.get("matmul.wgsl", entry, flags, **values)

@@ -490,29 +490,30 @@ fn matmul_rows(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id)
             }
         }
         let word = word_begin + s + lane;
-        if !busy || word >= word_end { continue; }
-        let q = next_q;
-        if word + RS_LANES < word_end {
+        if busy && word < word_end {  // not where the rows lie past a short matrix, or the word past K
+            let q = next_q;
+            if word + RS_LANES < word_end {
 #for i in RS_ROWS
-            next_q[{{i}}] = w[rows[{{i}}] / {{MV_WIDE}}u + word + RS_LANES];
+                next_q[{{i}}] = w[rows[{{i}}] / {{MV_WIDE}}u + word + RS_LANES];
 #endfor
-        }
-        var a: array<array<vec4<f32>, {{MV_WIDE}}>, {{RS_ROWS}}>;
+            }
+            var a: array<array<vec4<f32>, {{MV_WIDE}}>, {{RS_ROWS}}>;
 #for i in RS_ROWS
-        a[{{i}}] = wide_weights(q[{{i}}], wide_scale(rows[{{i}}] + word * {{MV_WIDE}}u));
+            a[{{i}}] = wide_weights(q[{{i}}], wide_scale(rows[{{i}}] + word * {{MV_WIDE}}u));
 #endfor
-        let column = (in_chunk + lane) * {{MV_WIDE}}u;
+            let column = (in_chunk + lane) * {{MV_WIDE}}u;
 #for e in MV_WIDE
 #for j in RS_TOKENS
-        {
-            let b = chunk_x[{{j}}][column + {{e}}u];
+            {
+                let b = chunk_x[{{j}}][column + {{e}}u];
 #for g in RS_ROW_GROUPS
-            acc[{{j}} * {{RS_ROW_GROUPS}} + {{g}}] = add_dots(acc[{{j}} * {{RS_ROW_GROUPS}} + {{g}}], a[4 * {{g}}][{{e}}],
-                a[4 * {{g}} + 1][{{e}}], a[4 * {{g}} + 2][{{e}}], a[4 * {{g}} + 3][{{e}}], b);
+                acc[{{j}} * {{RS_ROW_GROUPS}} + {{g}}] = add_dots(acc[{{j}} * {{RS_ROW_GROUPS}} + {{g}}], a[4 * {{g}}][{{e}}],
+                    a[4 * {{g}} + 1][{{e}}], a[4 * {{g}} + 2][{{e}}], a[4 * {{g}} + 3][{{e}}], b);
+#endfor
+            }
+#endfor
 #endfor
         }
-#endfor
-#endfor
     }
 #if SUBGROUPS
     // add up the RS_LANES lanes' sums (they sit side by side in the subgroup)
