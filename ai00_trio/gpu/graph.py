@@ -187,6 +187,10 @@ class Matrix:
         return [self.scales] if self.scales is not None else []
 
 
+JOBS = list[tuple[Matrix, Act, Act, str | tuple[str, ...]]]  # (weights, input, output, activation) per matmul
+STACK = tuple[list[tuple[int, int, int, int]], list[str], int]  # StepGraph._stack: segments, activations, x stride
+
+
 @dataclass(frozen=True)
 class StepIO:
     """Per-step inputs and outputs, written/read by the host around each submit."""
@@ -287,12 +291,9 @@ class StepGraph:
             raise ValueError(f"matmul shapes: W {w.m}x{w.k}, x width {x.width}, y width {y.width}")
         if gate is not None and (gate.offset != y.offset or gate.width != y.width):
             raise ValueError("gate must share the output's layout")
-        if x.t < TILED_MIN_TOKENS and not self._rows_shape(w, x.t, self._stack([(w, x, y, act)], x_strides)[0]):
-            self._matvec([(w, x, y, act)], gate, add, x_strides)
-        else:
-            self._tiled([(w, x, y, act)], gate, add, x_strides)
+        self._linear([(w, x, y, act)], gate, add, x_strides)
 
-    def matmuls(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]]) -> None:
+    def matmuls(self, jobs: JOBS) -> None:
         """Several `matmul(w, x, y, act)`s. Matrices of one upload (`Uploader.matrices`), inputs
         in one buffer and outputs in one buffer, packed (each output as wide as its matrix has
         rows): all in one dispatch, as one ragged stack."""
@@ -303,18 +304,37 @@ class StepGraph:
         if not one_pass:
             for w, x, y, act in jobs:
                 self.matmul(w, x, y, act)
-        elif first_x.t < TILED_MIN_TOKENS and not self._rows_shape(first_w, first_x.t, self._stack(jobs, None)[0]):
-            self._matvec(jobs)
         else:
-            self._tiled(jobs)
+            self._linear(jobs)
+
+    def _linear(self, jobs: JOBS, gate: Act | None = None, add: bool = False,
+                x_strides: tuple[int, int] | None = None) -> None:
+        """The stacked matrices of every job in one dispatch (and a reduce pass where K is
+        split): the per-token kernel for few tokens, unless matmul_rows takes them, else the
+        many-token kernels."""
+        stack = self._stack(jobs, x_strides)
+        w0, x0 = jobs[0][0], jobs[0][1]
+        shape = self._rows_shape(w0, x0.t, stack[0])
+        if x0.t < TILED_MIN_TOKENS and shape is None:
+            self._matvec(jobs, stack, gate, add)
+        else:
+            self._tiled(jobs, stack, shape, gate, add)
 
     @staticmethod
-    def _rows_shape(w: Matrix, t: int, segments: list[tuple[int, int, int, int]]) -> RowsShape | None:
+    def _wide(w: Matrix, segments: list[tuple[int, int, int, int]]) -> int | None:
+        """vec4s of w's weights per 16-byte word, where kernels can read them a word at a time:
+        every row of the stack (`_stack`'s segments) starts on a word."""
+        words = w.wide_vec4s
+        if words is None or (w.k // 4) % words or any(s[0] % words for s in segments):
+            return None
+        return words
+
+    @classmethod
+    def _rows_shape(cls, w: Matrix, t: int, segments: list[tuple[int, int, int, int]]) -> RowsShape | None:
         """The shape matmul_rows takes t tokens through this stack of matrices of w's format and
-        width in (`_stack`'s segments), if it takes them: rows start on 16-byte words, and K is
-        long enough to split."""
-        words, k4 = w.wide_vec4s, w.k // 4
-        if (words is None or k4 < ROWS_MIN_K4 or k4 % words or any(s[0] % words for s in segments)
+        width in (`_stack`'s segments), if it takes them: weights read a word at a time (`_wide`),
+        and K long enough to split."""
+        if (cls._wide(w, segments) is None or w.k // 4 < ROWS_MIN_K4
                 or not ROWS_MIN_TOKENS <= t <= ROWS_MAX_TOKENS):
             return None
         if w.fmt == "nf4" and t > ROWS_FEW_TOKENS:
@@ -333,8 +353,7 @@ class StepGraph:
         return flags + ["ACT_PER_Z"], "none", sum(ACTIVATION_CODES[a] << (4 * z) for z, a in enumerate(acts))
 
     @staticmethod
-    def _stack(jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]],
-               x_strides: tuple[int, int] | None) -> tuple[list[tuple[int, int, int, int]], list[str], int]:
+    def _stack(jobs: JOBS, x_strides: tuple[int, int] | None) -> STACK:
         """matmul.wgsl's seg table for the stacked matrices of every job: (first weight / 4,
         rows, first input / 4, first output) each; each matrix's activation; the input token
         stride in floats. Every matmul goes through here, so its activations are checked here."""
@@ -361,15 +380,14 @@ class StepGraph:
         rows = max(s[1] for s in segments)
         return pack_params(rows, k4, t, x_ts // 4, z_acts, splits, y_first, part_span, *table)
 
-    def _matvec(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
-                add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
-        """The few-token kernel over the stacked matrices of every job (one dispatch)."""
+    def _matvec(self, jobs: JOBS, stack: STACK, gate: Act | None, add: bool) -> None:
+        """The few-token kernel over `_stack`'s stack of every job's matrices (one dispatch)."""
         w0, x0, y0, _ = jobs[0]
         t, k4 = x0.t, w0.k // 4
-        segments, acts, x_ts = self._stack(jobs, x_strides)
+        segments, acts, x_ts = stack
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
         words = w0.wide_vec4s
-        if MATVEC_WIDE and words and k4 % words == 0 and all(s[0] % words == 0 for s in segments):
+        if MATVEC_WIDE and self._wide(w0, segments):
             flags.append("W_WIDE")
         flags += self._subgroups()
         rows = max(s[1] for s in segments)
@@ -380,14 +398,13 @@ class StepGraph:
         self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers + w0.extra_buffers,
                        (-(-t // MATVEC_TOKENS), -(-rows // 4), len(segments)))
 
-    def _tiled(self, jobs: list[tuple[Matrix, Act, Act, str | tuple[str, ...]]], gate: Act | None = None,
-               add: bool = False, x_strides: tuple[int, int] | None = None) -> None:
-        """The many-token kernels over the stacked matrices of every job: matmul_rows where
-        `_rows_shape` gives it a shape (tens of tokens), else matmul_tiled (TILE or TILE_LONG-shaped
+    def _tiled(self, jobs: JOBS, stack: STACK, shape: RowsShape | None, gate: Act | None, add: bool) -> None:
+        """The many-token kernels over `_stack`'s stack of every job's matrices: matmul_rows in
+        `shape` (tens of tokens, see `_rows_shape`), else matmul_tiled (TILE or TILE_LONG-shaped
         tiles); either splits K when it has too few workgroups."""
         w0, x0, y0, _ = jobs[0]
         t, k4 = x0.t, w0.k // 4
-        segments, acts, x_ts = self._stack(jobs, x_strides)
+        segments, acts, x_ts = stack
         # The GPU starts workgroups in order of z: short matrices first, so that their
         # workgroups do not trail behind the tall ones'.
         order = sorted(range(len(segments)), key=lambda z: segments[z][1])
@@ -395,7 +412,6 @@ class StepGraph:
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
         buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
         rows = max(s[1] for s in segments)
-        shape = self._rows_shape(w0, t, segments)
         if shape is not None:
             lanes = shape.lanes if self.ctx.has_subgroups else 1
             entry, values = "matmul_rows", dict(ACT=ACTIVATIONS[act], **shape.values(lanes, w0.wide_vec4s))
