@@ -93,10 +93,10 @@ TILES = [  # rows per thread, tokens per thread, row threads, token threads, vec
 ]
 
 
-def tiled_shapes(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) -> None:
-    """Each tile shape (and split-K target) on each layer matmul at a 64-sequence decode step and
-    a 1024-token prefill chunk: µs per matmul (with its reduce pass), TFLOP/s, and the largest
-    error against numpy relative to the largest output."""
+def tiled_shapes(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple], halves: list[bool]) -> None:
+    """Each tile shape (and split-K target, and f16 or f32 multiply-adds) on each layer matmul at
+    a 64-sequence decode step and a 1024-token prefill chunk: µs per matmul (with its reduce
+    pass), TFLOP/s, and the largest error against numpy relative to the largest output."""
     rng = np.random.default_rng(0)
     fmt = "f16" if ctx.has_f16 else "f16_packed"
     for name, (z, m, k) in SHAPES.items():
@@ -110,49 +110,59 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) 
             y = Act(ctx.storage(z * t * m * 4), m, t, z)
             want = np.einsum("ztk,zmk->ztm", x_host, weights.astype(np.float32))
             seen = set()
-            for tile, groups in itertools.product(tiles, (96, 192, 384)):
-                graph_module.TILE = graph_module.TILE_LONG = graph_module.TileShape(*tile)
+            for tile, groups, half in itertools.product(tiles, (96, 192, 384), halves):
+                graph_module.TILE = graph_module.TILE_LONG = graph_module.TILE_HALF = graph_module.TileShape(*tile)
                 graph_module.SPLIT_K_GROUPS = groups
+                graph_module.TILED_HALF = half
                 g = StepGraph(ctx, kernels, t, 1, None, None, None)
                 for _ in range(repeat):
                     g.matmul(w, x, y)
-                key = (tile, len(g.dispatches))
+                key = (tile, half, len(g.dispatches))
                 if len(g.dispatches) == repeat and key in seen:
                     continue  # no split: the split target changes nothing
                 seen.add(key)
                 per = timed(ctx, back, y.buffer, g.encode, repeat)
                 got = ctx.read(y.buffer, y.planes * t * m * 4).view(np.float32).reshape(z, t, m)
-                report(tiled=name, z=z, m=m, k=k, tokens=t, tile=tile, split_groups=groups,
+                report(tiled=name, z=z, m=m, k=k, tokens=t, tile=tile, split_groups=groups, half=half,
                        dispatches=len(g.dispatches) // repeat, us=round(per * 1e6, 2),
                        tflops=round(2 * z * m * k * t / per / 1e12, 2),
                        rel_err=float(np.abs(got - want).max() / np.abs(want).max()))
 
 
 PEAK_WGSL = """
+ENABLE
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let seed = f32(id.x) * 1e-9;
-    var s0 = vec4<f32>(seed); var s1 = s0 + 1.0; var s2 = s0 + 2.0; var s3 = s0 + 3.0;
+    var s0 = vec4<T>(T(seed)); var s1 = s0 + 1.0; var s2 = s0 + 2.0; var s3 = s0 + 3.0;
     var s4 = s0 + 4.0; var s5 = s0 + 5.0; var s6 = s0 + 6.0; var s7 = s0 + 7.0;
-    let m = vec4<f32>(0.999);
-    let c = vec4<f32>(1e-3);
+    let m = vec4<T>(0.999);
+    let c = vec4<T>(1e-3);
     for (var i = 0u; i < ITERATIONSu; i++) {
         s0 = fma(s0, m, c); s1 = fma(s1, m, c); s2 = fma(s2, m, c); s3 = fma(s3, m, c);
         s4 = fma(s4, m, c); s5 = fma(s5, m, c); s6 = fma(s6, m, c); s7 = fma(s7, m, c);
     }
     let total = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
-    out[id.x] = total.x + total.y + total.z + total.w;
+    out[id.x] = f32(total.x + total.y + total.z + total.w);
 }
 """
 
 
 def fma_peak(ctx, back: Readback, repeat: int) -> None:
-    """What fp32 multiply-adds from registers alone reach: 32 independent chains per thread."""
+    """What fp32 (and f16, with shader-f16) multiply-adds from registers alone reach: 32
+    independent chains per thread."""
+    for kind in ("f32", "f16") if ctx.has_f16 else ("f32",):
+        fma_peak_of(ctx, back, repeat, kind)
+
+
+def fma_peak_of(ctx, back: Readback, repeat: int, kind: str) -> None:
     from ai00_trio.gpu.kernels import shader_module
 
     iterations = 4096
-    module = shader_module(ctx.device, "peak", PEAK_WGSL.replace("ITERATIONS", str(iterations)), False)
+    code = PEAK_WGSL.replace("ITERATIONS", str(iterations)).replace("<T>", f"<{kind}>").replace("T(", f"{kind}(")
+    code = code.replace("ENABLE", "enable f16;" if kind == "f16" else "")
+    module = shader_module(ctx.device, "peak", code, False)
     pipeline = ctx.device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
     for groups in (132, 264, 528, 1056, 4224):
         out = ctx.storage(groups * 256 * 4)
@@ -167,7 +177,7 @@ def fma_peak(ctx, back: Readback, repeat: int) -> None:
                 compute.dispatch_workgroups(groups)
             compute.end()
         per = timed(ctx, back, out, encode, repeat)
-        report(peak="fma", workgroups=groups, us=round(per * 1e6, 2),
+        report(peak="fma", kind=kind, workgroups=groups, us=round(per * 1e6, 2),
                tflops=round(2 * 32 * iterations * 256 * groups / per / 1e12, 2))
 
 
@@ -264,7 +274,8 @@ def main() -> None:
                         help="time split-K part counts at 64 tokens for these tiles (R,T,RT,TT,K4;...)")
     parser.add_argument("--rows", default=None, help="time matmul_rows at these token counts (e.g. 32,64)")
     parser.add_argument("--row-shapes", default=None, help="with --rows: these shapes (THREADS,ROWS,TOKENS,K4;...)")
-    parser.add_argument("--peak", action="store_true", help="time fp32 multiply-adds from registers alone")
+    parser.add_argument("--half", default="0,1", help="with --tiled: tiled f16 multiply-adds off (0) / on (1)")
+    parser.add_argument("--peak", action="store_true", help="time fp32 and f16 multiply-adds from registers alone")
     parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in the kernels")
     args = parser.parse_args()
     ctx = create_context()
@@ -276,7 +287,8 @@ def main() -> None:
         fma_peak(ctx, back, args.repeat)
         return
     if args.tiled:
-        tiled_shapes(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat, parse_tiles(args.tiles) if args.tiles else TILES)
+        tiled_shapes(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat,
+                     parse_tiles(args.tiles) if args.tiles else TILES, [v == "1" for v in args.half.split(",")])
         return
     if args.rows:
         rows_shapes(ctx, back, KernelCache(ctx.device, checked=args.checked_shaders), args.repeat,

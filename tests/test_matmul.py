@@ -36,6 +36,7 @@ def read(gpu, act: Act) -> np.ndarray:
 def test_ragged_stack_in_one_pass_equals_numpy(gpu, monkeypatch, precision, tokens, split):
     """Matrices of different heights on one input, in one dispatch (and its reduce pass when K
     is split): each output as if each matmul ran alone."""
+    monkeypatch.setattr(graph_module, "TILED_HALF", False)  # f16 multiply-adds: test_tiled_kernel_edges_equal_numpy
     if split:
         monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", 256)
         monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 4)
@@ -82,10 +83,17 @@ def test_one_activation_per_stacked_matrix(gpu):
 @pytest.mark.parametrize("tile", [TileShape(8, 8, 16, 8, 8), TileShape(4, 4, 16, 16, 8), TileShape(8, 4, 16, 16, 4),
                                   TileShape(4, 8, 16, 16, 4)], ids=["8x8", "4x4", "8x4-k16", "4x8-k16"])
 @pytest.mark.parametrize("split_groups", [1, 256], ids=["whole-k", "split-k"])
-def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
-    """Rows, tokens and K that fill no tile evenly, with and without splitting K, each tile shape."""
+@pytest.mark.parametrize("half", [False, True], ids=["f32-math", "f16-math"])
+def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups, half):
+    """Rows, tokens and K that fill no tile evenly, with and without splitting K, each tile shape,
+    with f32 multiply-adds and with f16 ones (HALF_MATH: its partial sums round to f16, so it
+    agrees to ~1e-3 of the largest output)."""
+    if half and not gpu.has_f16:
+        pytest.skip("the device has no shader-f16")
     monkeypatch.setattr(graph_module, "ROWS_MAX_TOKENS", 0)
+    monkeypatch.setattr(graph_module, "TILED_HALF", half)
     monkeypatch.setattr(graph_module, "TILE", tile)
+    monkeypatch.setattr(graph_module, "TILE_HALF", tile)
     monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", split_groups)
     monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 8)
     rng = np.random.default_rng(7)
@@ -97,8 +105,12 @@ def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups):
     y = Act(gpu.upload(np.ones((z, tokens, m), np.float32)), m, tokens, z)
     graph = run(gpu, lambda g: g.matmul(w, x, y, "relu_sq", add=True))
     assert len(graph.dispatches) == (2 if split_groups > 1 else 1)
+    assert ("HALF_MATH" in graph.labels[0]) == half
     want = 1 + np.maximum(np.einsum("ztk,zmk->ztm", x_host, weights), 0) ** 2
-    np.testing.assert_allclose(read(gpu, y), want, rtol=1e-4, atol=1e-3)
+    if half:  # relu² doubles the relative error of the sums
+        assert np.abs(read(gpu, y) - want).max() <= 3e-3 * np.abs(want).max()
+    else:
+        np.testing.assert_allclose(read(gpu, y), want, rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("k4, tiles, splits", [(512, 96, 2), (2048, 32, 8), (512, 8, 8), (32, 128, 1), (32, 8, 1)])
@@ -115,14 +127,18 @@ def test_split_k_parts(gpu, monkeypatch, k4, tiles, splits):
     assert len(graph.dispatches) == (2 if splits > 1 else 1)
 
 
-def test_long_steps_take_the_long_tile(gpu):
-    """From LONG_TILE_MIN_TOKENS tokens on, tiles are TILE_LONG's 128 tokens wide."""
+@pytest.mark.parametrize("half", [False, True], ids=["f32-math", "f16-math"])
+def test_long_steps_take_the_long_tile(gpu, monkeypatch, half):
+    """From LONG_TILE_MIN_TOKENS tokens on, f32 tiles are TILE_LONG's 128 tokens wide; f16 ones
+    stay TILE_HALF's 64."""
+    monkeypatch.setattr(graph_module, "TILED_HALF", half)
     rows, k, tokens = 64, 32, graph_module.LONG_TILE_MIN_TOKENS
     (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, k), np.float32)])
     x = Act(gpu.storage(tokens * k * 4), k, tokens)
     y = Act(gpu.storage(tokens * rows * 4), rows, tokens)
     graph = run(gpu, lambda g: g.matmul(w, x, y))
-    assert graph.dispatches[0][2] == (1, tokens // graph_module.TILE_LONG.tokens, 1)
+    tile = graph_module.TILE_HALF if half and gpu.has_f16 else graph_module.TILE_LONG
+    assert graph.dispatches[0][2] == (1, tokens // tile.tokens, 1)
 
 
 @pytest.mark.parametrize("shape", [RowsShape(128, 8, 4, 16, 32, 1), RowsShape(64, 1, 8, 8, 16, 1),
@@ -134,6 +150,7 @@ def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split
     """The batched-decode kernel (matmul_rows) on rows, tokens and K that fill no workgroup
     evenly, in a ragged stack, for each weight format it reads, with and without splitting K."""
     shape = dataclasses.replace(shape, split_groups=split_groups)
+    monkeypatch.setattr(graph_module, "TILED_HALF", False)  # which takes f16 weights from 32 tokens
     monkeypatch.setattr(graph_module, "ROWS", shape)
     monkeypatch.setattr(graph_module, "ROWS_FEW", shape)
     monkeypatch.setattr(graph_module, "ROWS_MIN_K4", 8)
@@ -163,21 +180,27 @@ def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split
     np.testing.assert_allclose(got[1], x_host @ stored[1].T, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("tokens, heights, kernel", [
-    (16, [2048], "matmul_rows"), (32, [2048], "matmul_rows"), (63, [2048], "matmul_rows"), (64, [2048], "matmul_tiled"),
-    (64, [2048, 2048, 2048, 64], "matmul_tiled"), (64, [8192], "matmul_rows"), (64, [8192, 64], "matmul_tiled"),
-    (65, [8192], "matmul_tiled"),
-    (15, [2048], "matvec")])
-def test_which_kernel_takes_a_matmul(gpu, tokens, heights, kernel):
+@pytest.mark.parametrize("precision, tokens, heights, kernel", [
+    ("int8", 16, [2048], "matmul_rows"), ("int8", 32, [2048], "matmul_rows"), ("int8", 63, [2048], "matmul_rows"),
+    ("int8", 64, [2048], "matmul_tiled"), ("int8", 64, [2048, 2048, 2048, 64], "matmul_tiled"),
+    ("int8", 64, [8192], "matmul_rows"), ("int8", 64, [8192, 64], "matmul_tiled"), ("int8", 65, [8192], "matmul_tiled"),
+    ("int8", 15, [2048], "matvec"),
+    ("fp16", 15, [2048], "matvec"), ("fp16", 16, [2048], "matmul_rows"), ("fp16", 31, [2048], "matmul_rows"),
+    ("fp16", 32, [2048], "matmul_tiled"), ("fp16", 64, [8192], "matmul_tiled")])
+def test_which_kernel_takes_a_matmul(gpu, precision, tokens, heights, kernel):
     """The rows kernel takes 16-63 tokens (in two shapes), and 64 tokens only through matrices of
-    4096 rows or more (in 32-token blocks)."""
+    4096 rows or more (in 32-token blocks); f16 weights, which the tiled kernel multiplies in f16,
+    go to it from 32 tokens on."""
     k = 512
-    matrices = Uploader(gpu, "fp16").matrices(*[[np.zeros((m, k), np.float32)] for m in heights])
+    quant = dict(quant_layers=1, quant_type="int8") if precision == "int8" else {}
+    matrices = Uploader(gpu, "fp16", **quant).matrices(*[[np.zeros((m, k), np.float32)] for m in heights], layer=0)
     x = Act(gpu.storage(tokens * k * 4), k, tokens)
     out = gpu.storage(sum(heights) * tokens * 4)
     firsts = np.cumsum([0] + heights[:-1]) * tokens
     jobs = [(w, x, Act(out, w.m, tokens, offset=int(first)), "none") for w, first in zip(matrices, firsts)]
     graph = run(gpu, lambda g: g.matmuls(jobs))
+    if precision == "fp16" and not gpu.has_f16 and kernel == "matmul_tiled":
+        kernel = "matmul_rows"  # f16 read as u32 pairs, so no f16 multiply-adds: as int8
     assert graph.labels[0].startswith(kernel + "[")
     if kernel == "matmul_rows":  # its shape for this many tokens: rows and tokens per workgroup
         shape = graph_module.ROWS_FEW if tokens <= 32 else graph_module.ROWS if tokens < 64 else graph_module.ROWS_TALL

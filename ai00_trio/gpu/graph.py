@@ -68,6 +68,7 @@ class TileShape:
         return dict(ROW_THREADS=self.row_threads, TOKEN_THREADS=self.token_threads, ROWS_PER=self.rows_per,
                     TOKENS_PER=self.tokens_per, TILE_K4=self.k4, TILE_K4_PADDED=self.k4 + 1,
                     ROW_GROUPS=self.rows_per // 4, ACCUMULATORS=self.tokens_per * self.rows_per // 4,
+                    SUMS=self.tokens_per * self.rows_per,
                     W_LOADS=w_loads // threads, X_LOADS=x_loads // threads)
 
 
@@ -76,6 +77,12 @@ class TileShape:
 TILE = TileShape(4, 4, 16, 16, 8)
 TILE_LONG = TileShape(4, 8, 16, 16, 4)  # steps of LONG_TILE_MIN_TOKENS tokens or more
 LONG_TILE_MIN_TOKENS = 256
+# f16 weights (shader-f16): tiled matmuls multiply in f16, two products per instruction, in
+# 64 x 64 tiles with 16-vec4 K steps at every token count. Run 87 (H100): 64 tokens r/k/v 62
+# against 87 µs, ffn value 61 against 99; 1024 tokens 46-48 TFLOP/s against 27-29. Sums differ
+# from f32's by ~7e-4 of the largest output.
+TILED_HALF = True
+TILE_HALF = TileShape(4, 4, 16, 16, 16)
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,8 @@ class RowsShape:
 # from the engine's timeline (run 76: a 32-token step 9.10 ms with ROWS_FEW, 9.77 with ROWS;
 # a 48-token step 9.96 ms with ROWS, 12.48 with ROWS_FEW). NF4 weights take it up to
 # ROWS_FEW_TOKENS only (run 80: batch 16 2,529 against 1,470 tok/s, batch 48 3,915 against 4,531).
+# f16 weights where the tiled kernel multiplies in f16 (TILED_HALF) take it below
+# TILED_MIN_TOKENS only (run 88).
 ROWS_FEW = RowsShape(128, 1, 4, 16, 32, 132)   # up to ROWS_FEW_TOKENS
 ROWS = RowsShape(128, 2, 4, 16, 32, 264)       # from there to below ROWS_MAX_TOKENS
 ROWS_TALL = RowsShape(128, 1, 4, 32, 16, 132)  # at ROWS_MAX_TOKENS, for stacks of ROWS_TALL_ROWS-row matrices
@@ -329,6 +338,12 @@ class StepGraph:
             return None
         return words
 
+    @staticmethod
+    def _half(w: Matrix) -> bool:
+        """Whether tiled matmuls multiply w's weights in f16 (HALF_MATH): f16 weights on a device
+        with shader-f16."""
+        return TILED_HALF and w.fmt == "f16"
+
     @classmethod
     def _rows_shape(cls, w: Matrix, t: int, segments: list[tuple[int, int, int, int]]) -> RowsShape | None:
         """The shape matmul_rows takes t tokens through this stack of matrices of w's format and
@@ -339,6 +354,8 @@ class StepGraph:
             return None
         if w.fmt == "nf4" and t > ROWS_FEW_TOKENS:
             return None  # it decodes each NF4 weight once per 16 tokens, the tiled kernel once per 64
+        if cls._half(w) and t >= TILED_MIN_TOKENS:
+            return None  # the tiled kernel in f16 is faster (run 88: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%)
         if t < ROWS_MAX_TOKENS:
             return ROWS_FEW if t <= ROWS_FEW_TOKENS else ROWS
         return ROWS_TALL if min(s[1] for s in segments) >= ROWS_TALL_ROWS else None
@@ -400,8 +417,9 @@ class StepGraph:
 
     def _tiled(self, jobs: JOBS, stack: STACK, shape: RowsShape | None, gate: Act | None, add: bool) -> None:
         """The many-token kernels over `_stack`'s stack of every job's matrices: matmul_rows in
-        `shape` (tens of tokens, see `_rows_shape`), else matmul_tiled (TILE or TILE_LONG-shaped
-        tiles); either splits K when it has too few workgroups."""
+        `shape` (tens of tokens, see `_rows_shape`), else matmul_tiled (TILE_HALF-shaped tiles
+        in f16 where `_half`, else TILE or TILE_LONG-shaped tiles); either splits K when it has
+        too few workgroups."""
         w0, x0, y0, _ = jobs[0]
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = stack
@@ -421,8 +439,10 @@ class StepGraph:
             workgroups = sum(-(-s[1] // block_rows) for s in segments) * blocks  # those with rows to make
             split_target, min_part = shape.split_groups, values["RS_K4"]
         else:
-            tile = TILE_LONG if t >= LONG_TILE_MIN_TOKENS else TILE
+            half = self._half(w0)
+            tile = TILE_HALF if half else TILE_LONG if t >= LONG_TILE_MIN_TOKENS else TILE
             entry, values = "matmul_tiled", dict(ACT=ACTIVATIONS[act], **tile.values())
+            flags += ["HALF_MATH"] if half else []
             groups = (-(-rows // tile.rows), -(-t // tile.tokens), len(segments))
             workgroups = sum(-(-s[1] // tile.rows) for s in segments) * groups[1]
             split_target, min_part = SPLIT_K_GROUPS, SPLIT_K_MIN_K4

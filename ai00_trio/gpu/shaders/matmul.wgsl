@@ -1,6 +1,7 @@
 // Linear layers: y_z = act(W_z · x_z) for every token, for a stack of up to 8 matrices W_z stored
 // row-major like torch's Linear ([out, in], K contiguous), with x_z and y_z stacked by token.
-// Weights are f32, f16, int8 or NF4 (W_INT8, W_NF4: engine/quant.py); sums are f32.
+// Weights are f32, f16, int8 or NF4 (W_INT8, W_NF4: engine/quant.py); sums are f32 (the tiled
+// kernel's HALF_MATH adds f16 products in f16 for one K step at a time).
 // Epilogue (fused, so no extra pass): optional gate (y ⊙ gate) and optional residual add (y += …).
 #if W_F16
 enable f16;
@@ -335,15 +336,28 @@ const TILE_K4: u32 = {{TILE_K4}}u;
 const TILE_M: u32 = ROW_THREADS * ROWS_PER;
 const TILE_T: u32 = TOKEN_THREADS * TOKENS_PER;
 const THREADS: u32 = ROW_THREADS * TOKEN_THREADS;
-var<workgroup> tile_w: array<array<vec4<f32>, {{TILE_K4_PADDED}}>, TILE_M>;
-var<workgroup> tile_x: array<array<vec4<f32>, {{TILE_K4_PADDED}}>, TILE_T>;
+#if HALF_MATH
+// HALF_MATH (f16 weights, shader-f16): the tiles hold halves, and each sum y_mt takes its
+// products two k at a time in a vec2<f16> (one packed multiply-add per two products) for one
+// K step, then adds the two halves to its f32 total. Inputs beyond f16's range are clamped.
+alias tile_vec = vec4<f16>;
+fn tile_input(v: vec4<f32>) -> tile_vec { return tile_vec(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0))); }
+fn tile_weights(i: u32) -> tile_vec { return w[i]; }
+fn half_total(h: vec2<f16>) -> f32 { let s = vec2<f32>(h); return s.x + s.y; }
+#else
+alias tile_vec = vec4<f32>;
+fn tile_input(v: vec4<f32>) -> tile_vec { return v; }
+fn tile_weights(i: u32) -> tile_vec { return load_w(i); }
+#endif
+var<workgroup> tile_w: array<array<tile_vec, {{TILE_K4_PADDED}}>, TILE_M>;
+var<workgroup> tile_x: array<array<tile_vec, {{TILE_K4_PADDED}}>, TILE_T>;
 
 // element i of matrix seg's weight tile at K step k0 (row i / TILE_K4, column i % TILE_K4), 0 outside
-fn tile_w_at(i: u32, k0: u32, k_end: u32, m0: u32, seg: vec4<u32>) -> vec4<f32> {
+fn tile_w_at(i: u32, k0: u32, k_end: u32, m0: u32, seg: vec4<u32>) -> tile_vec {
     let r = m0 + i / TILE_K4;
     let k = k0 + i % TILE_K4;
-    if r < seg.y && k < k_end { return load_w(seg.x + r * p.k4 + k); }
-    return vec4<f32>(0.0);
+    if r < seg.y && k < k_end { return tile_weights(seg.x + r * p.k4 + k); }
+    return tile_vec(0.0);
 }
 
 @compute @workgroup_size(THREADS)
@@ -365,13 +379,13 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
     let k_end = min(p.k4, k_begin + k_part);
     // acc[j * ROW_GROUPS + g][c]: token ty * TOKENS_PER + j, row rx + ROW_THREADS * (4g + c)
     var acc: array<vec4<f32>, {{ACCUMULATORS}}>;
-    var next_w: array<vec4<f32>, {{W_LOADS}}>;
-    var next_x: array<vec4<f32>, {{X_LOADS}}>;
+    var next_w: array<tile_vec, {{W_LOADS}}>;
+    var next_x: array<tile_vec, {{X_LOADS}}>;
 #for l in W_LOADS
     next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k_begin, k_end, m0, seg);
 #endfor
 #for l in X_LOADS
-    next_x[{{l}}] = input_at(flat + {{l}}u * THREADS, TILE_K4, k_begin, k_end, t0, seg);
+    next_x[{{l}}] = tile_input(input_at(flat + {{l}}u * THREADS, TILE_K4, k_begin, k_end, t0, seg));
 #endfor
     for (var k0 = k_begin; k0 < k_end; k0 += TILE_K4) {
         workgroupBarrier();
@@ -388,24 +402,48 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
             next_w[{{l}}] = tile_w_at(flat + {{l}}u * THREADS, k1, k_end, m0, seg);
 #endfor
 #for l in X_LOADS
-            next_x[{{l}}] = input_at(flat + {{l}}u * THREADS, TILE_K4, k1, k_end, t0, seg);
+            next_x[{{l}}] = tile_input(input_at(flat + {{l}}u * THREADS, TILE_K4, k1, k_end, t0, seg));
 #endfor
         }
+#if HALF_MATH
+        // halves[j * ROWS_PER + i]: token ty * TOKENS_PER + j, row rx + ROW_THREADS * i, this K step
+        // (set to zero here: a var declared in a loop keeps its value across iterations in naga)
+        var halves: array<vec2<f16>, {{SUMS}}>;
+#for i in SUMS
+        halves[{{i}}] = vec2<f16>(0.0);
+#endfor
+#endif
 #for q in TILE_K4
         {
-            var a: array<vec4<f32>, {{ROWS_PER}}>;
+            var a: array<tile_vec, {{ROWS_PER}}>;
 #for i in ROWS_PER
             a[{{i}}] = tile_w[rx + {{i}}u * ROW_THREADS][{{q}}];
 #endfor
 #for j in TOKENS_PER
             let b{{j}} = tile_x[ty * TOKENS_PER + {{j}}u][{{q}}];
+#if HALF_MATH
+#for i in ROWS_PER
+            halves[{{j}} * {{ROWS_PER}} + {{i}}] = fma(a[{{i}}].zw, b{{j}}.zw,
+                fma(a[{{i}}].xy, b{{j}}.xy, halves[{{j}} * {{ROWS_PER}} + {{i}}]));
+#endfor
+#else
 #for g in ROW_GROUPS
             acc[{{j}} * {{ROW_GROUPS}} + {{g}}] = add_dots(acc[{{j}} * {{ROW_GROUPS}} + {{g}}], a[4 * {{g}}],
                                                   a[4 * {{g}} + 1], a[4 * {{g}} + 2], a[4 * {{g}} + 3], b{{j}});
 #endfor
+#endif
 #endfor
         }
 #endfor
+#if HALF_MATH
+#for j in TOKENS_PER
+#for g in ROW_GROUPS
+        acc[{{j}} * {{ROW_GROUPS}} + {{g}}] += vec4<f32>(half_total(halves[{{j}} * {{ROWS_PER}} + 4 * {{g}}]),
+            half_total(halves[{{j}} * {{ROWS_PER}} + 4 * {{g}} + 1]), half_total(halves[{{j}} * {{ROWS_PER}} + 4 * {{g}} + 2]),
+            half_total(halves[{{j}} * {{ROWS_PER}} + 4 * {{g}} + 3]));
+#endfor
+#endfor
+#endif
     }
 #for j in TOKENS_PER
 #for g in ROW_GROUPS
