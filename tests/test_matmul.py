@@ -113,6 +113,26 @@ def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups, ha
         np.testing.assert_allclose(read(gpu, y), want, rtol=1e-4, atol=1e-3)
 
 
+@pytest.mark.parametrize("precision", ["int8", "nf4"])
+def test_tiled_f16_sums_of_quantized_weights(gpu, monkeypatch, precision):
+    """int8 and NF4 weights, decoded to f16 in the tiles, through the tiled kernel's f16 sums."""
+    if not gpu.has_f16:
+        pytest.skip("the device has no shader-f16")
+    monkeypatch.setattr(graph_module, "ROWS_MAX_TOKENS", 0)
+    rng = np.random.default_rng(5)
+    m, k, tokens = 136, 512, 70
+    weights = rng.standard_normal((m, k)).astype(np.float32)
+    (w,) = Uploader(gpu, "fp16", quant_layers=1, quant_type=precision).matrices([weights], layer=0)
+    stored = DEQUANTIZE[precision](*quantize(precision, weights.reshape(-1)), weights.size).reshape(m, k)
+    x_host = rng.standard_normal((tokens, k)).astype(np.float32)
+    x = Act(gpu.upload(x_host), k, tokens)
+    y = Act(gpu.storage(tokens * m * 4), m, tokens)
+    graph = run(gpu, lambda g: g.matmul(w, x, y))
+    assert "HALF_MATH" in graph.labels[0]
+    want = x_host @ stored.T
+    assert np.abs(read(gpu, y)[0] - want).max() <= 2e-3 * np.abs(want).max()
+
+
 @pytest.mark.parametrize("k4, tiles, splits", [(512, 96, 2), (2048, 32, 8), (512, 8, 8), (32, 128, 1), (32, 8, 1)])
 def test_split_k_parts(gpu, monkeypatch, k4, tiles, splits):
     """K is cut into a power of two of parts: the fewest that make SPLIT_K_GROUPS workgroups,
@@ -180,17 +200,23 @@ def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split
     np.testing.assert_allclose(got[1], x_host @ stored[1].T, rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("precision, tokens, heights, kernel", [
-    ("int8", 16, [2048], "matmul_rows"), ("int8", 32, [2048], "matmul_rows"), ("int8", 63, [2048], "matmul_rows"),
-    ("int8", 64, [2048], "matmul_tiled"), ("int8", 64, [2048, 2048, 2048, 64], "matmul_tiled"),
-    ("int8", 64, [8192], "matmul_rows"), ("int8", 64, [8192, 64], "matmul_tiled"), ("int8", 65, [8192], "matmul_tiled"),
-    ("int8", 15, [2048], "matvec"),
-    ("fp16", 15, [2048], "matvec"), ("fp16", 16, [2048], "matmul_rows"), ("fp16", 31, [2048], "matmul_rows"),
-    ("fp16", 32, [2048], "matmul_tiled"), ("fp16", 64, [8192], "matmul_tiled")])
-def test_which_kernel_takes_a_matmul(gpu, precision, tokens, heights, kernel):
-    """The rows kernel takes 16-63 tokens (in two shapes), and 64 tokens only through matrices of
-    4096 rows or more (in 32-token blocks); f16 weights, which the tiled kernel multiplies in f16,
-    go to it from 32 tokens on."""
+@pytest.mark.parametrize("half, precision, tokens, heights, kernel", [
+    (False, "fp16", 16, [2048], "matmul_rows"), (False, "fp16", 32, [2048], "matmul_rows"),
+    (False, "fp16", 63, [2048], "matmul_rows"), (False, "fp16", 64, [2048], "matmul_tiled"),
+    (False, "fp16", 64, [2048, 2048, 2048, 64], "matmul_tiled"), (False, "fp16", 64, [8192], "matmul_rows"),
+    (False, "fp16", 64, [8192, 64], "matmul_tiled"), (False, "fp16", 65, [8192], "matmul_tiled"),
+    (False, "fp16", 15, [2048], "matvec"),
+    (True, "fp16", 15, [2048], "matvec"), (True, "fp16", 16, [2048], "matmul_rows"),
+    (True, "fp16", 31, [2048], "matmul_rows"), (True, "fp16", 32, [2048], "matmul_tiled"),
+    (True, "int8", 32, [2048], "matmul_rows"), (True, "int8", 33, [2048], "matmul_tiled"),
+    (True, "fp16", 64, [8192], "matmul_tiled")])
+def test_which_kernel_takes_a_matmul(gpu, monkeypatch, half, precision, tokens, heights, kernel):
+    """With f32 sums in the tiled kernel, the rows kernel takes 16-63 tokens (in two shapes), and
+    64 tokens only through matrices of 4096 rows or more (in 32-token blocks). With f16 sums
+    (shader-f16), the tiled kernel takes every matmul from 32 tokens on (int8 and NF4: 33)."""
+    monkeypatch.setattr(graph_module, "TILED_HALF", half)
+    if half and not gpu.has_f16:
+        pytest.skip("the device has no shader-f16")
     k = 512
     quant = dict(quant_layers=1, quant_type="int8") if precision == "int8" else {}
     matrices = Uploader(gpu, "fp16", **quant).matrices(*[[np.zeros((m, k), np.float32)] for m in heights], layer=0)
@@ -199,8 +225,6 @@ def test_which_kernel_takes_a_matmul(gpu, precision, tokens, heights, kernel):
     firsts = np.cumsum([0] + heights[:-1]) * tokens
     jobs = [(w, x, Act(out, w.m, tokens, offset=int(first)), "none") for w, first in zip(matrices, firsts)]
     graph = run(gpu, lambda g: g.matmuls(jobs))
-    if precision == "fp16" and not gpu.has_f16 and kernel == "matmul_tiled":
-        kernel = "matmul_rows"  # f16 read as u32 pairs, so no f16 multiply-adds: as int8
     assert graph.labels[0].startswith(kernel + "[")
     if kernel == "matmul_rows":  # its shape for this many tokens: rows and tokens per workgroup
         shape = graph_module.ROWS_FEW if tokens <= 32 else graph_module.ROWS if tokens < 64 else graph_module.ROWS_TALL

@@ -70,7 +70,9 @@ def test_nf4_picks_the_nearest_level():
 def test_quantized_ragged_stack_equals_numpy(gpu, monkeypatch, kind, tokens, split, k):
     """The per-token kernel reads 16 bytes of weights at a time when each row starts a 16-byte
     word (k a multiple of 16 for int8, 32 for NF4), a vec4 of weights at a time otherwise; the
-    tiled kernel reads a vec4 at a time."""
+    tiled kernel reads a vec4 at a time (here with f32 sums; its f16 sums:
+    test_matmul.test_tiled_f16_sums_of_quantized_weights)."""
+    monkeypatch.setattr(graph_module, "TILED_HALF", False)
     if split:
         monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", 256)
         monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 4)

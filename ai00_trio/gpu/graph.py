@@ -82,6 +82,11 @@ LONG_TILE_MIN_TOKENS = 256
 # against 87 µs, ffn value 61 against 99; 1024 tokens 46-48 TFLOP/s against 27-29. Sums differ
 # from f32's by ~7e-4 of the largest output.
 TILED_HALF = True
+HALF_FORMATS = ("f16", "int8", "nf4")
+# from how many tokens the tiled kernel's f16 sums take a matmul from matmul_rows, by weight
+# format: run 88 (f16: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%), run 91 (int8: 32 -14%,
+# 48 +8%, 64 +24%, prefill +17%; NF4: 32 level, 48 +17%, 64 +19%, prefill +22%)
+HALF_TILED_MIN_TOKENS = {"f16": 32, "int8": 33, "nf4": 33}
 TILE_HALF = TileShape(4, 4, 16, 16, 16)
 
 
@@ -122,8 +127,7 @@ class RowsShape:
 # from the engine's timeline (run 76: a 32-token step 9.10 ms with ROWS_FEW, 9.77 with ROWS;
 # a 48-token step 9.96 ms with ROWS, 12.48 with ROWS_FEW). NF4 weights take it up to
 # ROWS_FEW_TOKENS only (run 80: batch 16 2,529 against 1,470 tok/s, batch 48 3,915 against 4,531).
-# f16 weights where the tiled kernel multiplies in f16 (TILED_HALF) take it below
-# TILED_MIN_TOKENS only (run 88).
+# Where the tiled kernel sums in f16 (TILED_HALF), it takes over from HALF_TILED_MIN_TOKENS.
 ROWS_FEW = RowsShape(128, 1, 4, 16, 32, 132)   # up to ROWS_FEW_TOKENS
 ROWS = RowsShape(128, 2, 4, 16, 32, 264)       # from there to below ROWS_MAX_TOKENS
 ROWS_TALL = RowsShape(128, 1, 4, 32, 16, 132)  # at ROWS_MAX_TOKENS, for stacks of ROWS_TALL_ROWS-row matrices
@@ -338,24 +342,22 @@ class StepGraph:
             return None
         return words
 
-    @staticmethod
-    def _half(w: Matrix) -> bool:
-        """Whether tiled matmuls multiply w's weights in f16 (HALF_MATH): f16 weights on a device
-        with shader-f16."""
-        return TILED_HALF and w.fmt == "f16"
+    def _half(self, w: Matrix) -> bool:
+        """Whether tiled matmuls multiply w's weights in f16 (HALF_MATH): on a device with
+        shader-f16, for weights stored as f16, int8 or NF4 (decoded to f16 in the tiles)."""
+        return TILED_HALF and self.ctx.has_f16 and w.fmt in HALF_FORMATS
 
-    @classmethod
-    def _rows_shape(cls, w: Matrix, t: int, segments: list[tuple[int, int, int, int]]) -> RowsShape | None:
+    def _rows_shape(self, w: Matrix, t: int, segments: list[tuple[int, int, int, int]]) -> RowsShape | None:
         """The shape matmul_rows takes t tokens through this stack of matrices of w's format and
         width in (`_stack`'s segments), if it takes them: weights read a word at a time (`_wide`),
         and K long enough to split."""
-        if (cls._wide(w, segments) is None or w.k // 4 < ROWS_MIN_K4
+        if (self._wide(w, segments) is None or w.k // 4 < ROWS_MIN_K4
                 or not ROWS_MIN_TOKENS <= t <= ROWS_MAX_TOKENS):
             return None
         if w.fmt == "nf4" and t > ROWS_FEW_TOKENS:
             return None  # it decodes each NF4 weight once per 16 tokens, the tiled kernel once per 64
-        if cls._half(w) and t >= TILED_MIN_TOKENS:
-            return None  # the tiled kernel in f16 is faster (run 88: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%)
+        if self._half(w) and t >= HALF_TILED_MIN_TOKENS[w.fmt]:
+            return None  # the tiled kernel's f16 sums are faster
         if t < ROWS_MAX_TOKENS:
             return ROWS_FEW if t <= ROWS_FEW_TOKENS else ROWS
         return ROWS_TALL if min(s[1] for s in segments) >= ROWS_TALL_ROWS else None

@@ -5,6 +5,10 @@
 // Epilogue (fused, so no extra pass): optional gate (y ⊙ gate) and optional residual add (y += …).
 #if W_F16
 enable f16;
+#else
+#if HALF_MATH
+enable f16;
+#endif
 #endif
 
 struct Params {
@@ -337,12 +341,16 @@ const TILE_M: u32 = ROW_THREADS * ROWS_PER;
 const TILE_T: u32 = TOKEN_THREADS * TOKENS_PER;
 const THREADS: u32 = ROW_THREADS * TOKEN_THREADS;
 #if HALF_MATH
-// HALF_MATH (f16 weights, shader-f16): the tiles hold halves, and each sum y_mt takes its
+// HALF_MATH (shader-f16; f16 weights, or int8 / NF4 decoded to f16): the tiles hold halves, and each sum y_mt takes its
 // products two k at a time in a vec2<f16> (one packed multiply-add per two products) for one
 // K step, then adds the two halves to its f32 total. Inputs beyond f16's range are clamped.
 alias tile_vec = vec4<f16>;
 fn tile_input(v: vec4<f32>) -> tile_vec { return tile_vec(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0))); }
+#if W_F16
 fn tile_weights(i: u32) -> tile_vec { return w[i]; }
+#else
+fn tile_weights(i: u32) -> tile_vec { return tile_vec(load_w(i)); }
+#endif
 fn half_total(h: vec2<f16>) -> f32 { let s = vec2<f32>(h); return s.x + s.y; }
 #else
 alias tile_vec = vec4<f32>;
