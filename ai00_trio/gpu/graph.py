@@ -77,17 +77,17 @@ class TileShape:
 TILE = TileShape(4, 4, 16, 16, 8)
 TILE_LONG = TileShape(4, 8, 16, 16, 4)  # steps of LONG_TILE_MIN_TOKENS tokens or more
 LONG_TILE_MIN_TOKENS = 256
-# f16 weights (shader-f16): tiled matmuls multiply in f16, two products per instruction, in
-# 64 x 64 tiles with 16-vec4 K steps at every token count. Run 87 (H100): 64 tokens r/k/v 62
-# against 87 µs, ffn value 61 against 99; 1024 tokens 46-48 TFLOP/s against 27-29. Sums differ
-# from f32's by ~7e-4 of the largest output.
+# On a device with shader-f16, tiled matmuls of HALF_FORMATS weights multiply in f16 (HALF_MATH:
+# f16 tiles, two products per instruction) in TILE_HALF tiles at every token count. Run 87
+# (H100, f16): 64 tokens r/k/v 62 against 87 µs, ffn value 61 against 99; 1024 tokens 46-48
+# TFLOP/s against 27-29. Sums differ from f32's by ~7e-4 of the largest output.
 TILED_HALF = True
 HALF_FORMATS = ("f16", "int8", "nf4")
-# from how many tokens the tiled kernel's f16 sums take a matmul from matmul_rows, by weight
-# format: run 88 (f16: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%), run 91 (int8: 32 -14%,
-# 48 +8%, 64 +24%, prefill +17%; NF4: 32 level, 48 +17%, 64 +19%, prefill +22%)
-HALF_TILED_MIN_TOKENS = {"f16": 32, "int8": 33, "nf4": 33}
 TILE_HALF = TileShape(4, 4, 16, 16, 16)
+# From how many tokens the tiled kernel in f16 takes a matmul from matmul_rows, per weight
+# format: run 88 (f16: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%), run 91 (int8: 32 -14%,
+# 48 +8%, 64 +24%, prefill +17%; NF4: 32 level, 48 +17%, 64 +19%, prefill +22%).
+HALF_TILED_MIN_TOKENS = {"f16": 32, "int8": 33, "nf4": 33}
 
 
 @dataclass(frozen=True)

@@ -341,9 +341,10 @@ const TILE_M: u32 = ROW_THREADS * ROWS_PER;
 const TILE_T: u32 = TOKEN_THREADS * TOKENS_PER;
 const THREADS: u32 = ROW_THREADS * TOKEN_THREADS;
 #if HALF_MATH
-// HALF_MATH (shader-f16; f16 weights, or int8 / NF4 decoded to f16): the tiles hold halves, and each sum y_mt takes its
-// products two k at a time in a vec2<f16> (one packed multiply-add per two products) for one
-// K step, then adds the two halves to its f32 total. Inputs beyond f16's range are clamped.
+// HALF_MATH (shader-f16; f16 weights, or int8 / NF4 decoded to f16): the tiles hold halves,
+// and each sum y_mt takes its products two k at a time in a vec2<f16> (one packed multiply-add
+// per two products) for one K step, then adds the two halves to its f32 total. Inputs beyond
+// f16's range are clamped.
 alias tile_vec = vec4<f16>;
 fn tile_input(v: vec4<f32>) -> tile_vec { return tile_vec(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0))); }
 #if W_F16
