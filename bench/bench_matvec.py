@@ -2,7 +2,7 @@
 (batches, prefill), of its split-K part counts (64-sequence steps) and of waiting on the GPU.
 
     python bench/bench_matvec.py [--repeat 100]
-    python bench/bench_matvec.py --tiled [--repeat 20]
+    python bench/bench_matvec.py --tiled [--repeat 20] [--tiles "R,T,RT,TT,K4;..."] [--half 0,1]
     python bench/bench_matvec.py --splits "4,4,16,16,8;4,4,16,16,4" [--repeat 20]
     python bench/bench_matvec.py --peak [--repeat 10]
 
