@@ -211,8 +211,6 @@ def main() -> None:
     parser.add_argument("--no-prerecord", action="store_true", help="record each step after its inputs")
     parser.add_argument("--split-groups", type=int, default=None, help="split K below this many tiles (0: never)")
     parser.add_argument("--no-wide", action="store_true", help="per-token matmul reads f16 weights 8 bytes at a time")
-    parser.add_argument("--tile", default=None, help="ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4 of the tiled matmul")
-    parser.add_argument("--tile-long", default=None, help="the same, for steps of many tokens")
     add_kernel_options(parser)
     parser.add_argument("--tiled-unstacked", action="store_true",
                         help="many-token matmuls sharing an input run one dispatch each (as before run 35)")
@@ -241,8 +239,6 @@ def main() -> None:
         graph.TILED_MIN_TOKENS = args.tiled_min
     if args.norm_split is not None:
         graph.NORM_SPLIT_MAX_TOKENS = args.norm_split
-    if args.tile:
-        graph.TILE = graph.TileShape(*(int(v) for v in args.tile.split(",")))
     apply_kernel_options(args, graph)
     if args.tiled_unstacked:
         stacked = graph.StepGraph.matmuls
@@ -253,8 +249,6 @@ def main() -> None:
             for w, x, y, act in jobs:
                 self.matmul(w, x, y, act)
         graph.StepGraph.matmuls = unstacked
-    if args.tile_long:
-        graph.TILE_LONG = graph.TileShape(*(int(v) for v in args.tile_long.split(",")))
     if args.split_groups is not None:
         graph.SPLIT_K_GROUPS = args.split_groups
     rng = np.random.default_rng(0)
@@ -266,7 +260,6 @@ def main() -> None:
     model.ctx.has_subgroups = model.ctx.has_subgroups and not args.no_subgroups
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
     report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
-           tile=list(vars(graph.TILE).values()), tile_long=list(vars(graph.TILE_LONG).values()),
            **kernel_report(graph),
            tiled_unstacked=args.tiled_unstacked, checked_shaders=args.checked_shaders, quant=[args.quant, args.quant_type],
            norm_split=graph.NORM_SPLIT_MAX_TOKENS,

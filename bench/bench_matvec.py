@@ -135,10 +135,10 @@ ENABLE
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) id: vec3<u32>) {
     let seed = f32(id.x) * 1e-9;
-    var s0 = vec4<T>(T(seed)); var s1 = s0 + 1.0; var s2 = s0 + 2.0; var s3 = s0 + 3.0;
+    var s0 = vec4<SCALAR>(SCALAR(seed)); var s1 = s0 + 1.0; var s2 = s0 + 2.0; var s3 = s0 + 3.0;
     var s4 = s0 + 4.0; var s5 = s0 + 5.0; var s6 = s0 + 6.0; var s7 = s0 + 7.0;
-    let m = vec4<T>(0.999);
-    let c = vec4<T>(1e-3);
+    let m = vec4<SCALAR>(0.999);
+    let c = vec4<SCALAR>(1e-3);
     for (var i = 0u; i < ITERATIONSu; i++) {
         s0 = fma(s0, m, c); s1 = fma(s1, m, c); s2 = fma(s2, m, c); s3 = fma(s3, m, c);
         s4 = fma(s4, m, c); s5 = fma(s5, m, c); s6 = fma(s6, m, c); s7 = fma(s7, m, c);
@@ -160,7 +160,7 @@ def fma_peak_of(ctx, back: Readback, repeat: int, kind: str) -> None:
     from ai00_trio.gpu.kernels import shader_module
 
     iterations = 4096
-    code = PEAK_WGSL.replace("ITERATIONS", str(iterations)).replace("<T>", f"<{kind}>").replace("T(", f"{kind}(")
+    code = PEAK_WGSL.replace("ITERATIONS", str(iterations)).replace("SCALAR", kind)
     code = code.replace("ENABLE", "enable f16;" if kind == "f16" else "")
     module = shader_module(ctx.device, "peak", code, False)
     pipeline = ctx.device.create_compute_pipeline(layout="auto", compute={"module": module, "entry_point": "main"})
@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--splits", default=None,
                         help="time split-K part counts at 64 tokens for these tiles (R,T,RT,TT,K4;...)")
     parser.add_argument("--rows", default=None, help="time matmul_rows at these token counts (e.g. 32,64)")
-    parser.add_argument("--row-shapes", default=None, help="with --rows: these shapes (THREADS,ROWS,TOKENS,K4;...)")
+    parser.add_argument("--row-shapes", default=None, help="with --rows: these shapes (THREADS,LANES,ROWS,TOKENS,K4;...)")
     parser.add_argument("--half", default="0,1", help="with --tiled: tiled f16 multiply-adds off (0) / on (1)")
     parser.add_argument("--peak", action="store_true", help="time fp32 and f16 multiply-adds from registers alone")
     parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in the kernels")

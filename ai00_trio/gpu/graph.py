@@ -77,15 +77,14 @@ class TileShape:
 TILE = TileShape(4, 4, 16, 16, 8)
 TILE_LONG = TileShape(4, 8, 16, 16, 4)  # steps of LONG_TILE_MIN_TOKENS tokens or more
 LONG_TILE_MIN_TOKENS = 256
-# On a device with shader-f16, tiled matmuls of HALF_FORMATS weights multiply in f16 (HALF_MATH:
-# f16 tiles, two products per instruction) in TILE_HALF tiles at every token count. Run 87
-# (H100, f16): 64 tokens r/k/v 62 against 87 µs, ffn value 61 against 99; 1024 tokens 46-48
-# TFLOP/s against 27-29. Sums differ from f32's by ~7e-4 of the largest output.
+# On a device with shader-f16, tiled matmuls of the weight formats in HALF_TILED_MIN_TOKENS
+# multiply in f16 (HALF_MATH: f16 tiles, two products per instruction) in TILE_HALF tiles at
+# every token count. Run 87 (H100, f16): 64 tokens r/k/v 62 against 87 µs, ffn value 61 against
+# 99; 1024 tokens 46-48 TFLOP/s against 27-29. Sums differ from f32's by ~7e-4 of the largest output.
 TILED_HALF = True
-HALF_FORMATS = ("f16", "int8", "nf4")
 TILE_HALF = TileShape(4, 4, 16, 16, 16)
-# From how many tokens the tiled kernel in f16 takes a matmul from matmul_rows, per weight
-# format: run 88 (f16: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%), run 91 (int8: 32 -14%,
+# Per weight format, from how many tokens the tiled kernel in f16 takes a matmul from
+# matmul_rows: run 88 (f16: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%), run 91 (int8: 32 -14%,
 # 48 +8%, 64 +24%, prefill +17%; NF4: 32 level, 48 +17%, 64 +19%, prefill +22%).
 HALF_TILED_MIN_TOKENS = {"f16": 32, "int8": 33, "nf4": 33}
 
@@ -345,7 +344,7 @@ class StepGraph:
     def _half(self, w: Matrix) -> bool:
         """Whether tiled matmuls multiply w's weights in f16 (HALF_MATH): on a device with
         shader-f16, for weights stored as f16, int8 or NF4 (decoded to f16 in the tiles)."""
-        return TILED_HALF and self.ctx.has_f16 and w.fmt in HALF_FORMATS
+        return TILED_HALF and self.ctx.has_f16 and w.fmt in HALF_TILED_MIN_TOKENS
 
     def _rows_shape(self, w: Matrix, t: int, segments: list[tuple[int, int, int, int]]) -> RowsShape | None:
         """The shape matmul_rows takes t tokens through this stack of matrices of w's format and
@@ -405,14 +404,14 @@ class StepGraph:
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = stack
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
-        words = w0.wide_vec4s
-        if MATVEC_WIDE and self._wide(w0, segments):
+        wide = self._wide(w0, segments) if MATVEC_WIDE else None
+        if wide:
             flags.append("W_WIDE")
         flags += self._subgroups()
         rows = max(s[1] for s in segments)
         threads = matvec_threads(sum(-(-s[1] // 4) for s in segments), k4)
         kernel = self.kernels.get("matmul.wgsl", "matvec", flags, ACT=ACTIVATIONS[act], MV_WG=threads,
-                                  MV_TOKENS=MATVEC_TOKENS, MV_WIDE=words or 1)
+                                  MV_TOKENS=MATVEC_TOKENS, MV_WIDE=wide or 1)
         buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
         self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers + w0.extra_buffers,
                        (-(-t // MATVEC_TOKENS), -(-rows // 4), len(segments)))
@@ -463,7 +462,8 @@ class StepGraph:
         span = max(s[3] + t * s[1] for s in segments) - y_first
         part = self.shared.get("split_k")
         if part is None or part.size < splits * span * 4:
-            part = self.shared["split_k"] = self.ctx.storage(max(splits * span * 4, 2 * SPLIT_K_GROUPS * TILE.rows * TILE.tokens * 4))
+            part = self.shared["split_k"] = self.ctx.storage(
+                max(splits * span * 4, 2 * SPLIT_K_GROUPS * TILE.rows * TILE.tokens * 4))
         params = self._params(segments, k4, t, x_ts, z_acts, splits, y_first, span)
         flags.append("SPLIT_K")
         kernel = self.kernels.get("matmul.wgsl", entry, flags, **values)
