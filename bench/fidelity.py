@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from reference64 import Reference64, random_checkpoint  # noqa: E402
 
-PACKAGE_STRATEGIES = {"fp32": "cuda fp32", "fp16": "cuda fp16", "fp16i8": "cuda fp16i8"}
+PACKAGE_STRATEGIES = {"fp32": "cuda fp32", "fp16": "cuda fp16", "fp16i8": "cuda fp16i8", "cpu-fp32": "cpu fp32"}
 FORMATS = {"fp32": ("fp32", ""), "fp16": ("fp16", ""), "int8": ("fp16", "int8"), "nf4": ("fp16", "nf4")}
 
 
@@ -58,6 +58,7 @@ def package_logits(version: str, checkpoint: Path, strategy: str, tokens: list[i
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     model = RWKV(model=str(checkpoint.with_suffix("")), strategy=strategy)
+    print(f"# package {strategy}: TF32 {torch.backends.cuda.matmul.allow_tf32}", file=sys.stderr)
     rows, state = [], None
     with torch.no_grad():
         for t in tokens:
@@ -158,7 +159,8 @@ def run_version(args: argparse.Namespace, version: str) -> list[dict]:
     rows: list[dict] = []
 
     def row(name: str, logits: np.ndarray, against: str, ref: np.ndarray, **extra: object) -> None:
-        r = {"version": version, "what": name, "against": against, "tokens": len(logits), **compare(logits, ref[:len(logits)]), **extra}
+        n = min(len(logits), len(ref))
+        r = {"version": version, "what": name, "against": against, "tokens": n, **compare(logits[:n], ref[:n]), **extra}
         rows.append(r)
         print("JSON fidelity " + json.dumps(r), flush=True)
 
@@ -168,11 +170,13 @@ def run_version(args: argparse.Namespace, version: str) -> list[dict]:
             if version == "v7" and name == "fp16i8":
                 continue  # the package's v7 code takes fp16, fp32 and bf16 only
             out = args.dir / f"{path.stem}-package-{name}.npy"
+            count = args.float64 if name.startswith("cpu") else args.tokens  # the CPU is slow: a prefix
             if not out.exists():
                 t0 = time.perf_counter()
                 subprocess.run([sys.executable, __file__, str(args.dir), "--package-child", version, str(path),
-                                PACKAGE_STRATEGIES[name], str(out), "--tokens", str(args.tokens), "--vocab", str(args.vocab)],
-                               check=True)
+                                PACKAGE_STRATEGIES[name], str(out), "--tokens", str(args.tokens), "--vocab", str(args.vocab),
+                                "--first", str(count)],
+                               check=True, stdout=subprocess.DEVNULL)
                 print(f"# package {version} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
             package[name] = np.load(out)
     exact = None
@@ -186,7 +190,9 @@ def run_version(args: argparse.Namespace, version: str) -> list[dict]:
     if exact is not None and "fp32" in package:
         row("package fp32", package["fp32"], "float64", exact)
     for name, logits in package.items():
-        if name != "fp32":
+        if name.startswith("cpu") and exact is not None:
+            row(f"package {name}", logits, "float64", exact)
+        elif name != "fp32":
             row(f"package {name}", logits, ref_name, ref)
     for fmt in args.formats:
         prefill, steps, load_s = ours(path, fmt, tokens, args.decode)
@@ -219,12 +225,13 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--vocab", type=int, default=65536)
     ap.add_argument("--no-package", action="store_true")
+    ap.add_argument("--first", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--package-child", nargs=4, metavar=("VERSION", "CHECKPOINT", "STRATEGY", "OUT"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.package_child:
         version, checkpoint, strategy, out = args.package_child
-        tokens = np.random.default_rng(2).integers(0, args.vocab, args.tokens).tolist()
+        tokens = np.random.default_rng(2).integers(0, args.vocab, args.tokens).tolist()[:args.first]
         np.save(out, package_logits(version, Path(checkpoint), strategy, tokens))
         return
     args.dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from .kernels import Kernel, KernelCache, pack_params
 
 ACTIVATIONS = {
     "none": "a",
-    "tanh": "exact_tanh(a)",
+    "tanh": "safe_tanh(a)",
     "sigmoid": "sigmoid(a)",
     "relu_sq": "max(a, 0.0) * max(a, 0.0)",
 }
