@@ -283,6 +283,35 @@ def test_disconnect_frees_the_slot(server):
         time.sleep(0.05)
 
 
+def test_clients_gone_before_their_first_token_free_their_slots(server):
+    """As many clients as slots leave while their long prompts prefill (max_tokens above the
+    64 events a choice's channel once held): the slots come back and the next request is served."""
+    host, port = server.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "The quick brown fox. " * 60, "max_tokens": 300, "temperature": 0})
+    for _ in range(8):
+        connection = http_client.HTTPConnection(host, int(port), timeout=30)
+        connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        connection.sock.close()
+        connection.close()
+    deadline = time.time() + 60
+    while http("GET", server + "/api/status")[1]["queue"]["active"] != 0:
+        assert time.time() < deadline, "slots still held after their clients went away"
+        time.sleep(0.1)
+    status, answer = http("POST", server + "/v1/completions", {"prompt": "The", "max_tokens": 3}, timeout=30)
+    assert status == 200 and answer["choices"][0]["finish_reason"] == "length"
+
+
+def test_more_choices_than_slots_take_turns(server):
+    """n = 9 on 8 slots: the ninth choice waits for a slot instead of every slot waiting for a
+    reader."""
+    status, answer = http("POST", server + "/v1/completions",
+                          {"prompt": "The", "max_tokens": 100, "n": 9, "temperature": 0}, timeout=120)
+    assert status == 200
+    texts = [choice["text"] for choice in answer["choices"]]
+    assert len(texts) == 9 and len(set(texts)) == 1 and answer["usage"]["completion_tokens"] == 900
+    assert http("GET", server + "/api/status")[1]["queue"]["active"] == 0
+
+
 def test_queue_full_gives_429(tmp_path):
     with running_server(tmp_path, {"max_batch": 1, "max_queue": 1}) as base:
         body = {"prompt": "The", "max_tokens": 120, "temperature": 0}

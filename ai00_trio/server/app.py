@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import sys
+import math
 import secrets
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,29 +272,38 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
     grammar = await _grammar(body)
     max_tokens = _max_tokens(body)
     streams = []
-    for index in range(body.n):
-        # top_logprobs only when asked for: without them the GPU can choose the tokens
-        factory = sampler_factory(body, loaded.model.info.n_vocab, index, max(top_n, 1) if want_logprobs else 0)
-        send, recv = trio.open_memory_channel(64)
-        job = TextJob(prompt, factory, max_tokens, stops, send, body.state, assistant_turns, grammar)
-        _enqueue(graph, job)
-        streams.append(recv)
-    completion_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
-    created = int(time.time())
-    # Wait for each choice's first event: an early failure is an HTTP error, not a stream.
-    firsts = []
-    for recv in streams:
-        first = await recv.receive()
-        if isinstance(first, Failed):
-            for other in streams:
-                await other.aclose()
-            raise first.error
-        firsts.append(first)
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    if body.stream:
-        return Response(_sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage),
-                        content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-    return json_response(await _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs))
+    try:
+        for index in range(body.n):
+            # top_logprobs only when asked for: without them the GPU can choose the tokens
+            factory = sampler_factory(body, loaded.model.info.n_vocab, index, max(top_n, 1) if want_logprobs else 0)
+            # unbounded: a generation never waits for its reader (choices are read one after
+            # another, and choice n may need the slot of choice 0); at most max_tokens events
+            send, recv = trio.open_memory_channel(math.inf)
+            job = TextJob(prompt, factory, max_tokens, stops, send, body.state, assistant_turns, grammar)
+            _enqueue(graph, job)
+            streams.append(recv)
+        completion_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
+        created = int(time.time())
+        # Wait for each choice's first event: an early failure is an HTTP error, not a stream.
+        firsts = []
+        for recv in streams:
+            first = await recv.receive()
+            if isinstance(first, Failed):
+                raise first.error
+            firsts.append(first)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if body.stream:
+            response = Response(_sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs,
+                                     include_usage), content_type="text/event-stream",
+                                headers={"Cache-Control": "no-cache"})
+            streams = []  # the stream closes them
+            return response
+        return json_response(await _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs))
+    finally:
+        # a client gone (the handler cancelled) or an error: the generations see their channel
+        # closed at their next token and free their slots
+        for recv in streams:
+            recv.close()
 
 
 async def _grammar(body: s.SamplingFields):
