@@ -21,6 +21,21 @@ TINY_MODELS = {
 }
 
 
+# Fixtures that put work on the GPU adapter (the software one here): a test using any of them,
+# directly or through another fixture, is marked `gpu`, so `pytest -m "not gpu"` is the CPU set.
+GPU_FIXTURES = {"gpu", "load_tiny", "server", "client", "engine"}
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "gpu: runs on a GPU adapter (lavapipe on the CPU machines)")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if GPU_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gpu)
+
+
 class Reference:
     """The reference vectors of one tiny model (see tests/data/*.json)."""
 

@@ -164,6 +164,7 @@ def test_three_file_formats_give_identical_logits(version, load_tiny, references
         assert err <= FP16_LOGITS
 
 
+@pytest.mark.gpu
 def test_fp16_without_shader_f16_uses_packed_halves(references):
     """Devices without shader-f16 read the same fp16 weights as u32 pairs (unpack2x16float)."""
     from ai00_trio.engine import load_model
@@ -179,6 +180,7 @@ def test_fp16_without_shader_f16_uses_packed_halves(references):
     assert np.abs(logits - ref["sentence_20/logits_last"]).max() <= FP16_LOGITS
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("version", ["v5.2", "v7"])
 def test_devices_without_subgroups_sum_in_workgroup_memory(version, references):
     """Without the subgroup feature every reduction takes the workgroup-memory path: same math."""
@@ -201,6 +203,7 @@ def test_devices_without_subgroups_sum_in_workgroup_memory(version, references):
     assert not any("SUBGROUPS" in label for label in graph.labels)
 
 
+@pytest.mark.gpu
 def test_adapter_choice_errors_are_clear():
     from ai00_trio.gpu.context import NoAdapterError, list_adapters, pick_adapter
 
@@ -213,6 +216,7 @@ def test_adapter_choice_errors_are_clear():
         pick_adapter(99)
 
 
+@pytest.mark.gpu
 def test_cli_generate_prints_text():
     import subprocess
     import sys

@@ -81,6 +81,7 @@ def test_bad_adapters_are_refused_by_name(gpu, tmp_path, tensors, message):
     assert "bad.st" in str(caught.value)
 
 
+@pytest.mark.gpu
 def test_server_config_merges_its_loras(tmp_path):
     import msgspec
 

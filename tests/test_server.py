@@ -13,6 +13,8 @@ import pytest
 
 from server_helpers import http, running_server
 
+pytestmark = pytest.mark.gpu  # every test here runs a server process on the GPU adapter
+
 PROMPTS = ["The cat", "Once upon a time", "In the", "A dog", "She said", "Water is", "The end", "Hello"]
 
 

@@ -18,6 +18,8 @@ import pytest
 
 from server_helpers import ROOT, http, running_server
 
+pytestmark = pytest.mark.gpu  # every test here runs a server process on the GPU adapter
+
 CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing: `make test` installs Debian's chromium "

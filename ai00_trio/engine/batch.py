@@ -136,6 +136,13 @@ class BatchRuntime:
         self._work.pop(slot, None)
         self._epochs[slot] += 1
 
+    def drop(self, slots: list[int]) -> None:
+        """After a failed step: cancel `slots` and forget the step launched ahead, so the next
+        step runs only the other slots' work."""
+        for slot in slots:
+            self.cancel(slot)
+        self._in_flight = None
+
     @property
     def busy_slots(self) -> list[int]:
         """Slots with tokens to feed, or with a step on the way (`step` lands it)."""

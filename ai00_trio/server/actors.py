@@ -9,7 +9,8 @@
   generation task per request (its sampler actor). Client gone → its event channel breaks →
   the generation ends and its slot is freed before the next step.
 - GPU executor: owns the device and the BatchRuntime; steps back to back while work exists, in a
-  worker thread so the event loop keeps serving. Slots whose tokens the GPU chooses run on by
+  worker thread so the event loop keeps serving. A message or step that raises fails only the
+  requests it was for (a `Failed` in their reply channels); the others go on. Slots whose tokens the GPU chooses run on by
   themselves (each choice is fed straight back, a chain); for the others it waits (briefly) after
   a step for their samplers, so every decoding slot gets its token every step.
 """
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import math
 import queue
+import sys
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,7 +32,7 @@ from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import GREEDY, Pick, Sampling
 from ..engine.state import State
 from .engine_service import LoadedModel
-from .errors import ApiError, bad_request, overloaded
+from .errors import ApiError, bad_request, internal_error, overloaded
 from .text import StopMatcher
 
 SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the previous step
@@ -181,6 +184,7 @@ class GpuExecutor:
         # the step thread's own state
         self.replies: dict[int, trio.MemorySendChannel] = {}
         self.awaiting: set[int] = set()
+        self.faults: dict[int, Failed] = {}  # slots whose Load failed: their Submit gets this
         # figures for /api/status, written by the step thread only
         self.tokens_per_second = 0.0
         self.gpu_choices = 0     # tokens the GPU chose (Picks sent)
@@ -194,6 +198,9 @@ class GpuExecutor:
             self.awaiting.discard(message.slot)
             if message.reply is not None:
                 self.replies[message.slot] = message.reply
+            if message.slot in self.faults:
+                post([(self.replies.pop(message.slot), self.faults[message.slot])])
+                return
             batch.submit(message.slot, message.tokens, message.want, message.sampling, message.chain,
                          message.end_tokens)
         elif isinstance(message, SlotSampling):
@@ -204,11 +211,36 @@ class GpuExecutor:
         elif isinstance(message, Release):
             self.awaiting.discard(message.slot)
             self.replies.pop(message.slot, None)
+            self.faults.pop(message.slot, None)
             batch.cancel(message.slot)
         elif isinstance(message, Save):
             post([(message.reply, (batch.save(message.slot), list(batch.fed[message.slot])))])
         elif isinstance(message, Embed):
             post([(message.reply, embed_batch(self.embedder, message.token_lists))])
+
+    def _fail(self, message, error: Exception, post: Callable) -> None:
+        """A message's handler raised: fail the request it came from, nothing else."""
+        failed = _fault(error, f"handling {type(message).__name__}")
+        slot = getattr(message, "slot", None)
+        if isinstance(message, (Save, Embed)):
+            post([(message.reply, failed)])
+        elif isinstance(message, Release):
+            self.batch.cancel(message.slot)
+        elif slot is not None:
+            self.batch.cancel(slot)
+            self.awaiting.discard(slot)
+            reply = self.replies.pop(slot, None) or getattr(message, "reply", None)
+            if reply is not None:
+                post([(reply, failed)])
+            else:
+                self.faults[slot] = failed
+
+    def _fail_step(self, slots: list[int], error: Exception, post: Callable) -> None:
+        """A step raised: fail the requests of the slots it ran; the next step runs the others."""
+        self.batch.drop(slots)
+        failed = _fault(error, "running a step")
+        self.awaiting.difference_update(slots)
+        post([(self.replies.pop(slot), failed) for slot in slots if slot in self.replies])
 
     @staticmethod
     def _deliver(sends: list[tuple[trio.MemorySendChannel, Any]]) -> None:
@@ -229,7 +261,10 @@ class GpuExecutor:
         def take(message) -> bool:
             if message is _STOP:
                 return False
-            self._handle(message, post)
+            try:
+                self._handle(message, post)
+            except Exception as error:
+                self._fail(message, error, post)
             return True
 
         while True:
@@ -254,7 +289,12 @@ class GpuExecutor:
             if not batch.busy_slots:
                 continue
             started = time.monotonic()
-            outputs = batch.step()
+            stepped = batch.busy_slots
+            try:
+                outputs = batch.step()
+            except Exception as error:
+                self._fail_step(stepped, error, post)
+                continue
             if outputs:
                 self.tokens_per_second = len(outputs) / max(time.monotonic() - started, 1e-6)
             busy = set(batch.busy_slots)  # chained GPU choices are queued already
@@ -377,7 +417,7 @@ class Scheduler:
                 await executor.send(Submit(slot, [], logits_send))
             else:
                 await executor.send(Submit(slot, tokens[hit.length:] if hit else tokens, logits_send))
-                logits = await logits_recv.receive()
+                logits = _unwrap(await logits_recv.receive())
                 if claim is not None:
                     state, _ = await self._save(executor, slot)
                     self.cache.complete(claim, state, np.asarray(logits, np.float32))
@@ -434,7 +474,7 @@ class Scheduler:
                 await executor.send(Submit(slot, [token], logits_send, "pick", on_gpu,
                                            chain=text.max_tokens - len(generated) - 1, end_tokens=ends))
                 chained = True
-            logits = await _receive(logits_recv)
+            logits = _unwrap(await _receive(logits_recv))
         if chained:
             await executor.send(Release(slot))  # end the chain: the tokens it ran on past here are wasted
         if finish == "length":
@@ -479,7 +519,22 @@ class Scheduler:
         """A copy of the slot's state, and the tokens fed into it since its Load."""
         reply_send, reply_recv = trio.open_memory_channel(1)
         await executor.send(Save(slot, reply_send))
-        return await reply_recv.receive()
+        return _unwrap(await reply_recv.receive())
+
+
+def _fault(error: Exception, during: str) -> Failed:
+    """An executor error as its requests see it; the traceback goes to the server's log."""
+    print(f"[ai00-trio] GPU executor error while {during} (only its requests fail):", file=sys.stderr)
+    traceback.print_exception(error, file=sys.stderr)
+    return Failed(internal_error(f"the GPU executor failed while {during} ({type(error).__name__}: {error}); "
+                                 "other requests were not affected, and this one can be retried"))
+
+
+def _unwrap(value):
+    """A value from the executor; a `Failed` there becomes its error."""
+    if isinstance(value, Failed):
+        raise value.error
+    return value
 
 
 async def _send(channel: trio.MemorySendChannel, value) -> None:

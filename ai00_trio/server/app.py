@@ -23,7 +23,7 @@ from ..grammar import GrammarError, compile_grammar, grammar_from_response_forma
 from . import schemas as s
 from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .engine_service import LoadedModel
-from .errors import ApiError, ErrorBody, ErrorResponse, bad_request, not_found, overloaded, unauthorized, unavailable
+from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
 from .openapi import openapi_document, swagger_page
 from .sampling_glue import sampler_factory
 from .text import chat_prompt
@@ -432,9 +432,8 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
                         prompt_tokens = event.prompt_tokens
                         completion_tokens += event.completion_tokens
                         parts.append(chunk(index, None, event.finish_reason))
-                    elif isinstance(event, Failed):
-                        error = ErrorResponse(ErrorBody(str(event.error), "server_error"))
-                        parts.append(b"data: " + msgspec.json.encode(error) + b"\n\n")
+                    elif isinstance(event, Failed):  # then the next choice, and [DONE]
+                        parts.append(b"data: " + msgspec.json.encode(event.error.body) + b"\n\n")
                 if parts:
                     yield b"".join(parts)
         if include_usage:

@@ -39,6 +39,10 @@ def unavailable(message: str = "no model is loaded") -> ApiError:
     return ApiError(503, message, "server_error", None, "model_not_loaded")
 
 
+def internal_error(message: str) -> ApiError:
+    return ApiError(500, message, "internal_error", None, "executor_fault")
+
+
 def unauthorized() -> ApiError:
     return ApiError(401, "missing or invalid API key (Authorization: Bearer <key>)",
                     "invalid_request_error", None, "invalid_api_key")

@@ -1,0 +1,86 @@
+"""The GPU executor actor in-process, on a fake batch runtime (the GPU is not the point here):
+a message or step that raises fails only the requests it was for, and the executor serves on."""
+from __future__ import annotations
+
+import numpy as np
+import trio
+
+from ai00_trio.server.actors import Failed, GpuExecutor, Load, Release, Save, Submit
+
+
+class FakeBatch:
+    """Each step answers every submitted slot with [slot]; slots in `poisoned` make it raise."""
+
+    def __init__(self) -> None:
+        self.work: dict[int, int] = {}
+        self.poisoned: set[int] = set()
+
+    @property
+    def busy_slots(self) -> list[int]:
+        return sorted(self.work)
+
+    def load(self, slot: int, state) -> None:
+        if state == "corrupt":
+            raise ValueError("state belongs to another model")
+
+    def submit(self, slot: int, tokens, want="last", sampling=None, chain=0, end_tokens=frozenset()) -> None:
+        self.work[slot] = len(tokens)
+
+    def cancel(self, slot: int) -> None:
+        self.work.pop(slot, None)
+
+    def drop(self, slots) -> None:
+        for slot in slots:
+            self.cancel(slot)
+
+    def save(self, slot: int):
+        raise RuntimeError("out of GPU memory")
+
+    def step(self) -> dict[int, np.ndarray]:
+        if self.poisoned & set(self.work):
+            raise RuntimeError("injected: validation error in a kernel")
+        out = {slot: np.array([float(slot)]) for slot in self.work}
+        self.work.clear()
+        return out
+
+
+async def ask(inbox, message_for):
+    reply_send, reply_recv = trio.open_memory_channel(8)
+    await inbox.send(message_for(reply_send))
+    with trio.fail_after(5):
+        return await reply_recv.receive()
+
+
+def test_faults_fail_only_their_requests():
+    batch = FakeBatch()
+    executor = GpuExecutor(batch, FakeBatch())
+
+    async def main() -> None:
+        inbox_send, inbox_recv = trio.open_memory_channel(100)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(executor.run, inbox_recv)
+            first = await ask(inbox_send, lambda r: Submit(0, [1, 2], r))
+            assert first.tolist() == [0.0]
+
+            batch.poisoned = {1}              # a step that raises: only slot 1's request fails
+            failed = await ask(inbox_send, lambda r: Submit(1, [5], r))
+            assert isinstance(failed, Failed)
+            body = failed.error.body.error
+            assert failed.error.status == 500 and body.type == "internal_error"
+            assert "running a step" in body.message and "injected" in body.message
+            batch.poisoned = set()
+            await inbox_send.send(Release(1))
+            assert (await ask(inbox_send, lambda r: Submit(0, [3], r))).tolist() == [0.0]
+
+            await inbox_send.send(Load(2, "corrupt"))  # a failed Load: that slot's Submit fails
+            failed = await ask(inbox_send, lambda r: Submit(2, [7], r))
+            assert isinstance(failed, Failed) and "Load" in failed.error.body.error.message
+            await inbox_send.send(Release(2))
+            assert (await ask(inbox_send, lambda r: Submit(2, [7], r))).tolist() == [2.0]
+
+            failed = await ask(inbox_send, lambda r: Save(0, r))  # and a failed Save
+            assert isinstance(failed, Failed) and "out of GPU memory" in failed.error.body.error.message
+            assert (await ask(inbox_send, lambda r: Submit(3, [1], r))).tolist() == [3.0]
+            await inbox_send.aclose()
+
+    trio.run(main)
