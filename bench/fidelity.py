@@ -128,7 +128,7 @@ def activation_probe() -> dict[str, float]:
 
     from ai00_trio.gpu.context import create_context
     source = (ROOT / "ai00_trio/gpu/shaders/matmul.wgsl").read_text()
-    exact = re.search(r"fn exact_tanh\(.*?\n}\n", source, re.S).group(0)
+    exact = re.search(r"fn safe_tanh\(.*?\n", source).group(0).replace("safe_tanh", "exact_tanh")
     ctx = create_context()
     xs = np.linspace(-8, 8, 1 << 20, dtype=np.float32)
     out = ctx.storage(4 * xs.nbytes)
