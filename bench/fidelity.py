@@ -30,7 +30,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from reference64 import Reference64, random_checkpoint  # noqa: E402
 
-PACKAGE_STRATEGIES = {"fp32": "cuda fp32", "fp16": "cuda fp16", "fp16i8": "cuda fp16i8", "cpu-fp32": "cpu fp32"}
+# name: (strategy, TorchScript on); "cpu-fp32" and "fp32-nojit" tell where a package error comes from
+PACKAGE_STRATEGIES = {"fp32": ("cuda fp32", True), "fp16": ("cuda fp16", True), "fp16i8": ("cuda fp16i8", True),
+                      "cpu-fp32": ("cpu fp32", True), "fp32-nojit": ("cuda fp32", False)}
 FORMATS = {"fp32": ("fp32", ""), "fp16": ("fp16", ""), "int8": ("fp16", "int8"), "nf4": ("fp16", "nf4")}
 
 
@@ -46,10 +48,10 @@ def compare(ours: np.ndarray, ref: np.ndarray) -> dict[str, float]:
             "top1": float((ours.argmax(1) == ref.argmax(1)).mean()), "kl": float(np.mean(kl))}
 
 
-def package_logits(version: str, checkpoint: Path, strategy: str, tokens: list[int]) -> np.ndarray:
+def package_logits(version: str, checkpoint: Path, strategy: str, jit: bool, tokens: list[int]) -> np.ndarray:
     """The package's logits for every token, fed one at a time (its plain RNN form). Runs in a
     child process: the package picks its v7 code at import time."""
-    os.environ.update(RWKV_JIT_ON="1", RWKV_CUDA_ON="0")
+    os.environ.update(RWKV_JIT_ON="1" if jit else "0", RWKV_CUDA_ON="0")
     if version == "v7":
         os.environ["RWKV_V7_ON"] = "1"
     import torch
@@ -170,11 +172,11 @@ def run_version(args: argparse.Namespace, version: str) -> list[dict]:
             if version == "v7" and name == "fp16i8":
                 continue  # the package's v7 code takes fp16, fp32 and bf16 only
             out = args.dir / f"{path.stem}-package-{name}.npy"
-            count = args.float64 if name.startswith("cpu") else args.tokens  # the CPU is slow: a prefix
+            count = args.float64 if name in ("cpu-fp32", "fp32-nojit") else args.tokens  # diagnostics: a prefix
             if not out.exists():
                 t0 = time.perf_counter()
                 subprocess.run([sys.executable, __file__, str(args.dir), "--package-child", version, str(path),
-                                PACKAGE_STRATEGIES[name], str(out), "--tokens", str(args.tokens), "--vocab", str(args.vocab),
+                                "|".join(map(str, PACKAGE_STRATEGIES[name])), str(out), "--tokens", str(args.tokens), "--vocab", str(args.vocab),
                                 "--first", str(count)],
                                check=True, stdout=subprocess.DEVNULL)
                 print(f"# package {version} {name}: {time.perf_counter() - t0:.0f} s", flush=True)
@@ -190,7 +192,7 @@ def run_version(args: argparse.Namespace, version: str) -> list[dict]:
     if exact is not None and "fp32" in package:
         row("package fp32", package["fp32"], "float64", exact)
     for name, logits in package.items():
-        if name.startswith("cpu") and exact is not None:
+        if name in ("cpu-fp32", "fp32-nojit") and exact is not None:
             row(f"package {name}", logits, "float64", exact)
         elif name != "fp32":
             row(f"package {name}", logits, ref_name, ref)
@@ -232,7 +234,8 @@ def main() -> None:
     if args.package_child:
         version, checkpoint, strategy, out = args.package_child
         tokens = np.random.default_rng(2).integers(0, args.vocab, args.tokens).tolist()[:args.first]
-        np.save(out, package_logits(version, Path(checkpoint), strategy, tokens))
+        strategy, jit = strategy.split("|")
+        np.save(out, package_logits(version, Path(checkpoint), strategy, jit == "True", tokens))
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     args.formats = args.formats.split(",")
