@@ -22,6 +22,7 @@ class ModelConfig(Section):
     token_chunk_size: int = 256
     stop: list[str] = msgspec.field(default_factory=lambda: ["\n\n"])
     max_queue: int = 64                  # requests waiting for a slot before new ones get 429
+    queue_timeout: float = 120.0         # seconds a request waits for a slot before it gets 503
     max_prompt_tokens: int = 16384
 
     @property

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import trio
 
 from ai00_trio.engine.batch import BatchRuntime
 from ai00_trio.engine.runtime import Pick, Sampling, choices_table
@@ -144,9 +145,13 @@ def test_stop_tokens_are_those_holding_a_stop_whole():
     tokenizer = load_tokenizer("world", vocab)
     model = SimpleNamespace(info=SimpleNamespace(n_vocab=65536))
     loaded = LoadedModel(model, tokenizer, "world", "", 0)
-    ends = loaded.stop_tokens(("\n\n", "User:"))
+
+    def stop_tokens(stops):
+        return trio.run(loaded.stop_tokens, stops)
+
+    ends = stop_tokens(("\n\n", "User:"))
     assert tokenizer.encode("\n\n")[0] in ends and tokenizer.encode("\n\n\n")[0] in ends
     assert all(b"\n\n" in tokenizer.token_bytes(t) or b"User:" in tokenizer.token_bytes(t) for t in ends)
     assert tokenizer.encode("\n")[0] not in ends and tokenizer.encode(" User")[0] not in ends
-    assert loaded.stop_tokens(()) == frozenset()
-    assert loaded.stop_tokens(("\n\n", "User:")) is ends  # remembered
+    assert stop_tokens(()) == frozenset()
+    assert stop_tokens(("\n\n", "User:")) is ends  # remembered

@@ -326,6 +326,20 @@ def test_queue_full_gives_429(tmp_path):
         assert http("POST", base + "/v1/completions", {"prompt": "x", "max_tokens": 2})[0] == 200
 
 
+def test_waiting_past_queue_timeout_gives_503(tmp_path):
+    with running_server(tmp_path, {"max_batch": 1, "queue_timeout": 1}) as base:
+        host, port = base.removeprefix("http://").split(":")
+        holder = http_client.HTTPConnection(host, int(port), timeout=30)  # holds the only slot
+        holder.request("POST", "/v1/completions", json.dumps({"prompt": "The", "max_tokens": 5000, "stream": True}),
+                       {"Content-Type": "application/json"})
+        assert holder.getresponse().status == 200
+        started = time.time()
+        status, answer = http("POST", base + "/v1/completions", {"prompt": "x", "max_tokens": 2})
+        assert status == 503 and answer["error"]["code"] == "queue_timeout", answer
+        assert 0.9 < time.time() - started < 10
+        holder.close()
+
+
 def test_api_keys_required_when_configured(tmp_path):
     with running_server(tmp_path, listen_options={"api_keys": ["sekrit"]}) as base:
         assert http("GET", base + "/v1/models")[0] == 401

@@ -31,6 +31,7 @@ from ..engine.batch import BatchRuntime, embed_batch
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import GREEDY, Pick, Sampling
 from ..engine.state import State
+from ..config import CacheConfig, ModelConfig
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, internal_error, overloaded
 from .text import StopMatcher
@@ -332,8 +333,10 @@ class GpuExecutor:
 
 # --- scheduler and generations -------------------------------------------------------------
 class Scheduler:
-    def __init__(self, loaded: LoadedModel, max_batch: int, max_queue: int, cache: PrefixCache) -> None:
+    def __init__(self, loaded: LoadedModel, max_batch: int, max_queue: int, cache: PrefixCache,
+                 queue_timeout: float = math.inf) -> None:
         self.loaded = loaded
+        self.queue_timeout = queue_timeout
         self.free_slots = list(range(max_batch))
         self.max_batch = max_batch
         self.max_queue = max_queue
@@ -365,7 +368,18 @@ class Scheduler:
                         continue
                     self.waiting.append(job)
                     self._start_waiting(generations, executor, release_send)
+                    if job in self.waiting:
+                        generations.start_soon(self._expire, job)
             generations.cancel_scope.cancel()
+
+    async def _expire(self, job: Job) -> None:
+        """A job still waiting for a slot after queue_timeout gets a 503."""
+        await trio.sleep(self.queue_timeout)
+        if job in self.waiting:
+            self.waiting.remove(job)
+            await _try_send(job.text.events, Failed(ApiError(
+                503, f"no generation slot became free within {self.queue_timeout:g} s; retry later",
+                "server_error", None, "queue_timeout")))
 
     def _start_waiting(self, nursery, executor, release_send) -> None:
         while self.waiting and self.free_slots:
@@ -469,7 +483,7 @@ class Scheduler:
                     await executor.send(SlotSampling(slot, sampler.penalties() if on_gpu.penalized else None,
                                                      sampler.logit_bias() if on_gpu.biased else None))
                 # the chain ends where this loop will: at the end of text or a token holding a stop
-                ends = await trio.to_thread.run_sync(self.loaded.stop_tokens, tuple(text.stops))
+                ends = await self.loaded.stop_tokens(tuple(text.stops))
                 ends |= {eos} if eos is not None else set()
                 await executor.send(Submit(slot, [token], logits_send, "pick", on_gpu,
                                            chain=text.max_tokens - len(generated) - 1, end_tokens=ends))
@@ -576,18 +590,18 @@ def state_bytes(state: State | np.ndarray) -> int:
     return state.buffer.size if isinstance(state, State) else state.nbytes
 
 
-async def run_actor_graph(loaded: LoadedModel, max_batch: int, token_chunk_size: int, max_queue: int,
-                          max_prompt_tokens: int, cache_gpu_bytes: int, cache_host_bytes: int,
+async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_options: CacheConfig,
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
+    max_batch, token_chunk_size, max_queue = options.max_batch, options.token_chunk_size, options.max_queue
     batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
-    cache = PrefixCache(gpu_budget=cache_gpu_bytes, host_budget=cache_host_bytes,
+    cache = PrefixCache(gpu_budget=cache_options.gpu_bytes, host_budget=cache_options.host_bytes,
                         offload=lambda state: state.to_host(), size_of=state_bytes)
     jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
     to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
     to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
     release_send, release_recv = trio.open_memory_channel(math.inf)
-    tokenizer = TokenizerActor(loaded, max_prompt_tokens)
-    scheduler = Scheduler(loaded, max_batch, max_queue, cache)
+    tokenizer = TokenizerActor(loaded, options.max_prompt_tokens)
+    scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout)
     embedder = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size, keep_hidden=True)
     executor = GpuExecutor(batch, embedder)
     async with trio.open_nursery() as nursery:

@@ -7,6 +7,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trio
+
 from ..config import Config
 from ..engine import Model, State, load_model
 from ..engine.formats import read_checkpoint
@@ -36,20 +38,23 @@ class LoadedModel:
     _trie: object = None
     _stop_tokens: dict[tuple[str, ...], frozenset[int]] = field(default_factory=dict)
 
-    def stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
+    async def stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
         """The tokens whose text holds one of `stops` whole: a GPU decode chain ends at them.
-        A scan of the vocabulary (~40 ms for 65,536 tokens: call it from a worker thread),
-        remembered for the last STOP_SETS_KEPT sets of stops."""
+        A scan of the vocabulary (~40 ms for 65,536 tokens) in a worker thread; the event loop
+        alone keeps the last STOP_SETS_KEPT answers."""
         found = self._stop_tokens.get(stops)
         if found is None:
-            wanted = [stop.encode() for stop in stops if stop]
-            token_bytes = self.tokenizer.token_bytes
-            ids = range(min(self.model.info.n_vocab, self.tokenizer.vocab_size))
-            found = frozenset(t for t in ids if any(w in token_bytes(t) for w in wanted))
+            found = await trio.to_thread.run_sync(self._scan_stop_tokens, stops)
             if len(self._stop_tokens) >= STOP_SETS_KEPT:
                 self._stop_tokens.pop(next(iter(self._stop_tokens)))
             self._stop_tokens[stops] = found
         return found
+
+    def _scan_stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
+        wanted = [stop.encode() for stop in stops if stop]
+        token_bytes = self.tokenizer.token_bytes
+        ids = range(min(self.model.info.n_vocab, self.tokenizer.vocab_size))
+        return frozenset(t for t in ids if any(w in token_bytes(t) for w in wanted))
 
     def vocab_trie(self):
         """The tokenizer's vocabulary as a byte trie, for grammar masks (built on first use)."""

@@ -22,9 +22,7 @@ async def _load_and_start(state: ServerState, nursery: trio.Nursery) -> None:
         print(f"[ai00-trio] model failed to load: {state.load_error}", file=sys.stderr, flush=True)
         return
     model = config.model
-    state.graph = await nursery.start(run_actor_graph, state.loaded, model.max_batch, model.token_chunk_size,
-                                      model.max_queue, model.max_prompt_tokens, config.cache.gpu_bytes,
-                                      config.cache.host_bytes)
+    state.graph = await nursery.start(run_actor_graph, state.loaded, model, config.cache)
 
 
 def hypercorn_config(config: Config) -> HyperConfig:
