@@ -70,17 +70,21 @@ def package_logits(version: str, checkpoint: Path, strategy: str, jit: bool, tok
 
 
 def make_checkpoint(args: argparse.Namespace, version: str) -> Path:
-    """DIR/<version>.pth (fp16, for the package) or .st without torch; made once."""
+    """DIR/<version>.pth (for the package) or .st without torch; made once. The weights are
+    fp16 values either way; stored as fp32 (the default) they keep the package's v4-v6 loader
+    from rounding its LN0-normalized embedding to fp16 (see Reference64's f16_embedding)."""
     try:
         import torch
     except ImportError:
         torch = None
-    path = args.dir / f"{version}-{args.width}x{args.layers}.{'pth' if torch else 'st'}"
+    stored = args.pth_dtype if torch else "fp16"
+    path = args.dir / f"{version}-{args.width}x{args.layers}-{stored}.{'pth' if torch else 'st'}"
     if not path.exists():
         t0 = time.perf_counter()
         tensors = random_checkpoint(version, args.width, args.layers, args.vocab, seed=1)
         if torch:
-            torch.save({k: torch.from_numpy(v).half() for k, v in tensors.items()}, path)
+            dtype = torch.float16 if stored == "fp16" else torch.float32
+            torch.save({k: torch.from_numpy(v).to(dtype) for k, v in tensors.items()}, path)
         else:
             from safetensors.numpy import save_file
             save_file({k: v.astype(np.float16) for k, v in tensors.items()}, str(path))
@@ -185,6 +189,9 @@ def run_version(args: argparse.Namespace, version: str) -> list[dict]:
     if args.float64:
         t0 = time.perf_counter()
         exact = Reference64(read_checkpoint_f32(path), version).forward(tokens[:args.float64])
+        if "fp32" in package and version != "v7" and args.pth_dtype == "fp16":
+            as_package = Reference64(read_checkpoint_f32(path), version, f16_embedding=True)
+            row("float64, fp16 embedding", as_package.forward(tokens[:args.float64]), "package fp32", package["fp32"])
         print(f"# float64 statement {version}: {time.perf_counter() - t0:.0f} s", flush=True)
     ref, ref_name = (package["fp32"], "package fp32") if "fp32" in package else (exact, "float64")
     if ref is None:
@@ -227,6 +234,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--vocab", type=int, default=65536)
     ap.add_argument("--no-package", action="store_true")
+    ap.add_argument("--pth-dtype", choices=("fp32", "fp16"), default="fp32",
+                    help="how the checkpoint stores its (fp16-valued) weights; fp16 reproduces issue 17's setting")
     ap.add_argument("--first", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--package-child", nargs=4, metavar=("VERSION", "CHECKPOINT", "STRATEGY", "OUT"),
                     help=argparse.SUPPRESS)

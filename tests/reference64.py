@@ -108,10 +108,15 @@ def shifted(xx: np.ndarray, prev: np.ndarray) -> np.ndarray:
 
 
 class Reference64:
-    """One sequence through a checkpoint in float64; `forward` keeps the state between calls."""
+    """One sequence through a checkpoint in float64; `forward` keeps the state between calls.
 
-    def __init__(self, tensors: dict[str, np.ndarray], version: str) -> None:
+    `f16_embedding` rounds the LN0-normalized embedding to fp16, as BlinkDL's package does for
+    v4-v6 when the checkpoint is fp16 (its loader layer-norms the fp16 tensor in fp16 and keeps
+    the result, whatever the strategy): the one place its fp32 differs from this statement."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], version: str, f16_embedding: bool = False) -> None:
         self.version = version
+        self.f16_embedding = f16_embedding
         self.w = {k: np.asarray(v, np.float64) for k, v in tensors.items()}
         for k, v in self.w.items():
             if v.ndim == 3 and v.shape[:2] == (1, 1):   # mixes and decays stored as (1, 1, C)
@@ -138,6 +143,8 @@ class Reference64:
         """Logits [T, vocab] of every token."""
         w = self.w
         x = layer_norm(w["emb.weight"][tokens], w["blocks.0.ln0.weight"], w["blocks.0.ln0.bias"])
+        if self.f16_embedding:
+            x = x.astype(np.float16).astype(np.float64)
         v_first = None
         for i in range(self.layers):
             b = f"blocks.{i}."
