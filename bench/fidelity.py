@@ -213,6 +213,22 @@ def run_version(args: argparse.Namespace, version: str) -> list[dict]:
     return rows
 
 
+def embedding_rounding(args: argparse.Namespace) -> None:
+    """What the package's fp16 embedding alone moves: the float64 statement with and without it
+    (numpy only; one model in memory at a time)."""
+    import gc
+    for version in args.versions.split(","):
+        tensors = random_checkpoint(version, args.width, args.layers, args.vocab, seed=1)
+        tokens = np.random.default_rng(2).integers(0, args.vocab, args.float64).tolist()
+        out = []
+        for rounded in (False, True):
+            out.append(Reference64(tensors, version, f16_embedding=rounded).forward(tokens))
+            gc.collect()
+        d = np.abs(out[1] - out[0])
+        print(f"{version} C {args.width} L {args.layers}: first token {d[0].max():.2e}, max {d.max():.2e}, "
+              f"logits' spread {out[0].std():.2f}", flush=True)
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| version | logits | against | tokens | max abs | mean abs | top-1 | mean KL |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -234,6 +250,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=24)
     ap.add_argument("--vocab", type=int, default=65536)
     ap.add_argument("--no-package", action="store_true")
+    ap.add_argument("--embedding-rounding", action="store_true",
+                    help="only print what the package's fp16 embedding moves (float64, CPU)")
     ap.add_argument("--pth-dtype", choices=("fp32", "fp16"), default="fp32",
                     help="how the checkpoint stores its (fp16-valued) weights; fp16 reproduces issue 17's setting")
     ap.add_argument("--first", type=int, default=None, help=argparse.SUPPRESS)
@@ -245,6 +263,9 @@ def main() -> None:
         tokens = np.random.default_rng(2).integers(0, args.vocab, args.tokens).tolist()[:args.first]
         strategy, jit = strategy.split("|")
         np.save(out, package_logits(version, Path(checkpoint), strategy, jit == "True", tokens))
+        return
+    if args.embedding_rounding:
+        embedding_rounding(args)
         return
     args.dir.mkdir(parents=True, exist_ok=True)
     args.formats = args.formats.split(",")
