@@ -102,7 +102,6 @@ class Runtime:
         self._picks = ctx.storage(max_tokens * 16)
         self._picks_back = (Readback(ctx.device), Readback(ctx.device))
         self._back = 0  # the one the last launch used
-        self.picks: list[Pick] = []  # the last step's choices (see `step`)
         self._choices = ctx.storage(max_tokens * 48)
         self._seen_words = -(-n_vocab // 32)
         self._penalties = ctx.storage(max_batch * n_vocab * 4)
@@ -251,6 +250,6 @@ class Runtime:
 
     def step(self, runs: list[Run], out_rows: list[int],
              picks: Sequence[tuple[int, Sampling, int]] = ()) -> np.ndarray | None:
-        """`launch` and `land` in one: the logits rows, with the picks left in `self.picks`."""
-        logits, self.picks = self.land(self.launch(runs, out_rows, picks))
+        """`launch` and `land` in one: the logits rows (what `picks` chose is dropped)."""
+        logits, _ = self.land(self.launch(runs, out_rows, picks))
         return logits

@@ -71,9 +71,6 @@ class Machine:
         self.has_bytes_l: list[bool] = self.has_bytes.tolist()
         self.n_states = n
 
-    def live_bytes(self, q: int) -> list[int]:
-        return [b for b, t in enumerate(self.rows[q]) if t]
-
 
 # ---------------------------------------------------------------- rule analysis
 

@@ -276,13 +276,6 @@ class Grammar:
             st = self._derived[key] = self._closure([key])
         return st
 
-    def _live_bytes(self, st: GrammarState) -> list[int]:
-        out: set[int] = set()
-        for m, q, _ in st.scan:
-            row = self._rows[m][q]
-            out.update(b for b in range(256) if row[b])
-        return sorted(out)
-
     # -- shortest completions ----------------------------------------------
     def _distances(self):
         """Per machine: min length of its language, and per state the distance to

@@ -4,7 +4,8 @@
          ▲                                                 │ (one generation task per request:        │
          └──────────── Token / Done / Failed events ◀──────┘  the sampler, stop strings, UTF-8)  ◀──logits─┘
 
-- tokenizer: encodes prompts off the event loop's hot path, rejects oversize prompts.
+- tokenizer: encodes prompts (long ones in a worker thread, so the event loop keeps streaming),
+  rejects oversize prompts.
 - scheduler: bounded waiting room (429 beyond it), slot assignment, prefix-state cache, and one
   generation task per request (its sampler actor). Client gone → its event channel breaks →
   the generation ends and its slot is freed before the next step.
@@ -40,6 +41,7 @@ SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the pr
 _STOP = object()              # ends the GPU executor's step thread
 MASK_DEADLINE_S = 2.0         # a grammar mask slower than this fails its request (only that one)
 CACHE_MIN_TOKENS = 8          # shorter prompts are not worth a cache entry
+ENCODE_INLINE_CHARS = 2048    # longer texts are encoded in a worker thread (a thread costs ~0.1 ms)
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -91,7 +93,7 @@ class Job:
 @dataclass
 class Load:
     slot: int
-    state: State | None
+    state: State | np.ndarray | None  # a host array (a cached state parked in host memory) is uploaded by the executor
 
 
 @dataclass
@@ -144,15 +146,15 @@ class TokenizerActor:
             async for job in inbox:
                 try:
                     if isinstance(job, EmbedJob):
-                        lists = [list(x) if isinstance(x, list) else tokenizer.encode(x) for x in job.inputs]
+                        lists = [list(x) if isinstance(x, list) else await _encode(tokenizer, x) for x in job.inputs]
                         self._check(lists, "input")
                         await to_executor.send(Embed(lists, job.reply))
                         continue
-                    tokens = tokenizer.encode(job.prompt)
+                    tokens = await _encode(tokenizer, job.prompt)
                     if not tokens:
                         tokens = [0] if self.loaded.eos_token == 0 else tokenizer.encode("\n")
                     self._check([tokens], "messages")
-                    seeds = tokenizer.encode("\n\n".join(job.model_text)) if job.model_text else []
+                    seeds = await _encode(tokenizer, "\n\n".join(job.model_text)) if job.model_text else []
                     await to_scheduler.send(Job(job, tokens, seeds))
                 except ApiError as error:
                     reply = job.reply if isinstance(job, EmbedJob) else job.events
@@ -170,6 +172,12 @@ class TokenizerActor:
                                   f"{self.max_prompt_tokens}", param=param, code="context_length_exceeded")
             if any(not 0 <= t < n_vocab for t in tokens):
                 raise bad_request(f"token ids must be in 0..{n_vocab - 1}", param=param)
+
+
+async def _encode(tokenizer, text: str) -> list[int]:
+    if len(text) <= ENCODE_INLINE_CHARS:
+        return tokenizer.encode(text)
+    return await trio.to_thread.run_sync(tokenizer.encode, text)
 
 
 # --- GPU executor --------------------------------------------------------------------------
@@ -194,7 +202,10 @@ class GpuExecutor:
     def _handle(self, message, post: Callable) -> None:
         batch = self.batch
         if isinstance(message, Load):
-            batch.load(message.slot, message.state)
+            state = message.state
+            if isinstance(state, np.ndarray):
+                state = batch.model.state_from_host(state)
+            batch.load(message.slot, state)
         elif isinstance(message, Submit):
             self.awaiting.discard(message.slot)
             if message.reply is not None:
@@ -419,13 +430,9 @@ class Scheduler:
         text = job.text
         initial = await self._initial_state(job)   # prompts from tuned states are not cached
         tokens = job.tokens
-        model = self.loaded.model
         hit, claim = (None, None) if initial is not None else await self._lookup_or_claim(tokens)
         try:
-            start = initial
-            if hit is not None:
-                start = hit.state if hit.on_gpu else model.state_from_host(hit.state)
-            await executor.send(Load(slot, start))
+            await executor.send(Load(slot, hit.state if hit is not None else initial))
             if hit is not None and hit.length == len(tokens):
                 logits = np.array(hit.logits)
                 await executor.send(Submit(slot, [], logits_send))
