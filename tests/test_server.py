@@ -73,7 +73,7 @@ def test_chat_streaming_equals_non_streaming(client):
     chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kwargs))
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.strip() == full
+    assert text == full
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 20
     finals = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finals == ["length"]
@@ -137,16 +137,36 @@ def test_embeddings(client, engine):
     assert np.abs(np.asarray(decoded) - vectors[1]).max() < 1e-6
 
 
+def test_any_model_name_is_served_by_the_one_model(client, server):
+    """SDK code hard-codes names (AI00's own example says model="model"): the loaded model serves
+    them and answers with its real id."""
+    reply = client.chat.completions.create(model="model", messages=[{"role": "user", "content": "x"}], max_tokens=2)
+    assert reply.model == "tiny-rwkv-7v0-834K"
+    assert client.models.retrieve("tiny-rwkv-7v0-834K").id == "tiny-rwkv-7v0-834K"
+    assert client.models.retrieve("gpt-4").id == "tiny-rwkv-7v0-834K"
+
+
+def test_strict_names_and_aliases(tmp_path):
+    with running_server(tmp_path, {"strict_names": True, "aliases": ["gpt-4o-mini"]}) as base:
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=60)
+        assert [m.id for m in client.models.list()] == ["tiny-rwkv-7v0-834K", "gpt-4o-mini"]
+        assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+        reply = client.completions.create(model="gpt-4o-mini", prompt="The", max_tokens=2)
+        assert reply.model == "tiny-rwkv-7v0-834K"
+        with pytest.raises(openai.NotFoundError) as info:
+            client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
+        assert info.value.body["param"] == "model" and info.value.body["code"] == "model_not_found"
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve("gpt-4")
+
+
 def test_errors_are_openai_shaped_and_server_survives(client, server):
-    with pytest.raises(openai.NotFoundError) as info:
-        client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "x"}])
-    assert info.value.body["param"] == "model"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="tiny-rwkv-7v0-834K", messages=[{"role": "user", "content": "x"}],
                                        max_tokens="many")
     with pytest.raises(openai.BadRequestError) as info:
         client.completions.create(model="tiny-rwkv-7v0-834K", prompt="x" * 20000, max_tokens=1)
-    assert info.value.body["code"] == "context_length_exceeded"
+    assert info.value.body["code"] == "context_length_exceeded" and info.value.body["param"] == "prompt"
     for body in (b"{not json", b"[]", json.dumps({"messages": "hi"}).encode(),
                  json.dumps({"messages": [{"role": "wizard", "content": "x"}]}).encode(),
                  json.dumps({"messages": [], "temperature": -1}).encode(),
@@ -155,8 +175,13 @@ def test_errors_are_openai_shaped_and_server_survives(client, server):
         status, answer = http("POST", server + path, body, {"Content-Type": "application/json"})
         assert status == 400, (body, answer)
         assert set(answer["error"]) == {"message", "type", "param", "code"}
-    status, answer = http("GET", server + "/v1/nothing")
-    assert status == 404 and "error" in answer
+    for method, path in (("GET", "/v1/nothing"), ("POST", "/v1/nothing"), ("POST", "/api/oai/nothing"),
+                         ("DELETE", "/v1/nothing")):
+        status, answer = http(method, server + path, b"{}" if method == "POST" else None)
+        assert status == 404 and "error" in answer, (method, path, status)
+    for method, path in (("GET", "/v1/chat/completions"), ("DELETE", "/v1/models")):  # routes with other methods
+        status, answer = http(method, server + path)
+        assert status == 405 and "error" in answer, (method, path, status)
     assert client.completions.create(model="tiny-rwkv-7v0-834K", prompt="ok", max_tokens=2).choices[0].text
 
 

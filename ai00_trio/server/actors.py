@@ -75,6 +75,7 @@ class TextJob:
     state_id: str | None = None
     model_text: list[str] = field(default_factory=list)   # earlier assistant turns: penalty seeds
     grammar: Any = None                                   # a compiled Grammar constraining the output
+    prompt_param: str = "messages"                        # the request field errors about the prompt name
 
 
 @dataclass
@@ -153,7 +154,7 @@ class TokenizerActor:
                     tokens = await _encode(tokenizer, job.prompt)
                     if not tokens:
                         tokens = [0] if self.loaded.eos_token == 0 else tokenizer.encode("\n")
-                    self._check([tokens], "messages")
+                    self._check([tokens], job.prompt_param)
                     seeds = await _encode(tokenizer, "\n\n".join(job.model_text)) if job.model_text else []
                     await to_scheduler.send(Job(job, tokens, seeds))
                 except ApiError as error:

@@ -17,6 +17,8 @@ import numpy as np
 import trio
 from quart import Response, g, request, send_from_directory
 from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.routing import Map, Rule
 
 from ..config import Config
 from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
@@ -26,7 +28,7 @@ from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
 from .openapi import openapi_document, swagger_page
 from .sampling_glue import sampler_factory
-from .text import chat_prompt
+from .text import ChatTrim, chat_prompt
 
 API_PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")
 DEFAULT_MAX_TOKENS = 256
@@ -64,8 +66,12 @@ def create_app(state: ServerState) -> QuartTrio:
                               else "the model is still loading, retry shortly")
         return state.loaded, state.graph
 
+    names = config.model.aliases
+
     def check_model(name: str | None, loaded: LoadedModel) -> None:
-        if name and name not in (loaded.name, loaded.path, "rwkv", "default"):
+        """With `strict_names`, only the model's name, path and aliases; else any name is served
+        by the one model (as AI00 and llama.cpp do: SDK code hard-codes model names)."""
+        if config.model.strict_names and name and name not in (loaded.name, loaded.path, *names):
             raise not_found(f"the model {name!r} does not exist; this server serves {loaded.name!r}", param="model")
 
     @app.before_request
@@ -97,12 +103,28 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @app.errorhandler(404)
     async def on_not_found(_error):
+        return no_route()
+
+    api_routes: list[Map] = []  # the routes but the web UI's catch-all, built on first use
+
+    def no_route() -> Response:
+        """404, or 405 where a route has the path with other methods (the web UI's catch-all GET
+        matches every path, so Quart alone says 405 for any unknown POST and 404 for GETs)."""
+        if not api_routes:
+            api_routes.append(Map([Rule(r.rule, endpoint=r.endpoint, methods=r.methods)
+                                   for r in app.url_map.iter_rules() if r.endpoint != "static_file"]))
+        try:
+            api_routes[0].bind("").match(request.path, method=request.method)
+        except MethodNotAllowed:
+            return error_response(ApiError(405, f"method {request.method} not allowed on {request.path}",
+                                           "invalid_request_error"))
+        except HTTPException:
+            pass
         return error_response(ApiError(404, f"no route {request.method} {request.path}", "invalid_request_error"))
 
     @app.errorhandler(405)
     async def on_bad_method(_error):
-        return error_response(ApiError(405, f"method {request.method} not allowed on {request.path}",
-                                       "invalid_request_error"))
+        return no_route()
 
     @app.errorhandler(413)
     async def on_too_large(_error):
@@ -166,7 +188,13 @@ def create_app(state: ServerState) -> QuartTrio:
     @route("/models", ["GET"])
     async def models():
         loaded, _ = ready()
-        return json_response(s.ModelList([s.ModelCard(loaded.name, loaded.created)]))
+        return json_response(s.ModelList([s.ModelCard(name, loaded.created) for name in (loaded.name, *names)]))
+
+    @route("/models/<path:model_id>", ["GET"])
+    async def model_card(model_id: str):
+        loaded, _ = ready()
+        check_model(model_id, loaded)
+        return json_response(s.ModelCard(model_id if model_id in names else loaded.name, loaded.created))
 
     @route("/chat/completions", ["POST"])
     async def chat_completions():
@@ -279,7 +307,8 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
             # unbounded: a generation never waits for its reader (choices are read one after
             # another, and choice n may need the slot of choice 0); at most max_tokens events
             send, recv = trio.open_memory_channel(math.inf)
-            job = TextJob(prompt, factory, max_tokens, stops, send, body.state, assistant_turns, grammar)
+            job = TextJob(prompt, factory, max_tokens, stops, send, body.state, assistant_turns, grammar,
+                          "messages" if chat else "prompt")
             _enqueue(graph, job)
             streams.append(recv)
         completion_id = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
@@ -422,12 +451,14 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
         for index, (recv, first) in enumerate(zip(streams, firsts)):
             if chat:
                 yield chunk(index, None, None, role=True)
+            trim = ChatTrim() if chat else None  # the same text as the answer without streaming
             async for batch in _event_batches(recv, first):
                 parts = []
                 for event in batch:
                     if isinstance(event, Token):
-                        if event.text or (want_logprobs and event.token >= 0):
-                            parts.append(chunk(index, event.text, None, event=event))
+                        text = trim.feed(event.text) if trim else event.text
+                        if text or (want_logprobs and event.token >= 0):
+                            parts.append(chunk(index, text, None, event=event))
                     elif isinstance(event, Done):
                         prompt_tokens = event.prompt_tokens
                         completion_tokens += event.completion_tokens

@@ -26,6 +26,27 @@ def message_text(message: ChatMessage, index: int) -> str:
     return "".join(parts)
 
 
+class ChatTrim:
+    """A chat answer's text without its leading and trailing whitespace, piece by piece, so a
+    stream carries what the non-streamed answer does (RWKV's `Assistant:` is followed by a
+    space). Whitespace is held back until text follows it; `feed` returns what to send."""
+
+    def __init__(self) -> None:
+        self._started = False
+        self._held = ""
+
+    def feed(self, piece: str) -> str:
+        if not self._started:
+            piece = piece.lstrip()
+            if not piece:
+                return ""
+            self._started = True
+        text = self._held + piece
+        body = text.rstrip()
+        self._held = text[len(body):]
+        return body
+
+
 def chat_prompt(messages: list[ChatMessage], names: dict[str, str] | None,
                 template: ChatTemplate | None) -> tuple[str, list[str]]:
     """The RWKV World chat prompt (`User: ...\\n\\nAssistant:`), and the earlier assistant turns
