@@ -300,3 +300,19 @@ def test_random_grammars_match_a_set_based_reference(rules):
         if g.is_prefix(prefix):
             state = g.start().advance(prefix.encode())
             assert (state.allowed(trie) == brute_force_mask(state, vocab)).all(), (text, prefix)
+
+
+def test_a_mask_past_its_deadline_stops_and_frees_the_lock():
+    """A mask that runs past its deadline ends its own walk (so the worker thread computing it
+    ends and releases the grammar's lock, shared by every request with that grammar)."""
+    import time
+
+    from ai00_trio.grammar.errors import MaskDeadline
+
+    state = compile_grammar(ARITH_KBNF).start()
+    trie = small_trie()
+    with pytest.raises(MaskDeadline):
+        state.allowed(trie, deadline=time.monotonic() - 1)
+    assert state.grammar._lock.acquire(blocking=False)
+    state.grammar._lock.release()
+    assert state.allowed(trie).any()  # nothing half-made was kept

@@ -23,6 +23,10 @@ class GrammarRejected(ValueError):
     """A token (or byte string) that the grammar does not allow at this point."""
 
 
+class MaskDeadline(TimeoutError):
+    """A token mask that was not done by its deadline (the work stops there, its lock released)."""
+
+
 def position_of(text: str, offset: int) -> tuple[int, int]:
     """1-based (line, column) of a character offset in `text`."""
     offset = max(0, min(offset, len(text)))

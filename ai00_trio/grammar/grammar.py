@@ -9,14 +9,16 @@ whenever generation comes back to an equivalent position.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
+import time
 import weakref
 from collections import OrderedDict
 
 import numpy as np
 
 from .compiler import CompiledRules, Machine
-from .errors import GrammarRejected
+from .errors import GrammarRejected, MaskDeadline
 from .trie import VocabTrie
 
 _ids = itertools.count(1)
@@ -100,12 +102,14 @@ class GrammarState:
                 raise GrammarRejected(f"grammar does not allow {data!r} here")
         return st
 
-    def allowed(self, trie: VocabTrie) -> np.ndarray:
+    def allowed(self, trie: VocabTrie, deadline: float = math.inf) -> np.ndarray:
         """Bool mask over the vocabulary of the tokens that may come next. The
-        end-of-text id is set exactly when the grammar is complete."""
+        end-of-text id is set exactly when the grammar is complete. Past `deadline`
+        (time.monotonic()) the walk stops with MaskDeadline, so a worker thread that
+        computes it ends, and frees the grammar's lock, soon after."""
         grammar = self.grammar
         with grammar._lock:
-            return grammar._context(trie).mask(self)
+            return grammar._context(trie).mask(self, deadline)
 
     def allowed_ids(self, trie: VocabTrie) -> np.ndarray:
         """Ids of the allowed tokens (np.flatnonzero of allowed())."""
@@ -398,13 +402,13 @@ class _VocabContext:
         self.walks: OrderedDict[tuple[int, int], tuple] = OrderedDict()
         self.root = np.zeros(1, dtype=np.int32)
 
-    def mask(self, st: GrammarState) -> np.ndarray:
+    def mask(self, st: GrammarState, deadline: float = math.inf) -> np.ndarray:
         trie = self.trie_ref()
         packed = self.masks.get(st.key)
         if packed is not None:
             self.masks.move_to_end(st.key)
             return np.unpackbits(packed, count=trie.vocab_size).view(bool)
-        mask = self.compute(st, trie)
+        mask = self.compute(st, trie, deadline)
         self.masks[st.key] = np.packbits(mask)
         if len(self.masks) > MASK_CACHE:
             self.masks.popitem(last=False)
@@ -428,18 +432,25 @@ class _VocabContext:
             self.walks.move_to_end(key)
         return res
 
-    def compute(self, st: GrammarState, trie: VocabTrie) -> np.ndarray:
+    def compute(self, st: GrammarState, trie: VocabTrie, deadline: float = math.inf) -> np.ndarray:
         grammar = self.grammar
         machines = grammar.machines
         packed: np.ndarray | None = None
         pending: list[tuple] = []
+
+        def check_deadline() -> None:
+            if time.monotonic() > deadline:
+                raise MaskDeadline("the grammar's token mask was not done by its deadline")
+
         for m, q, o in st.scan:
+            check_deadline()
             bits, en, es = self.root_walk(trie, m, q)
             packed = bits.copy() if packed is None else np.bitwise_or(packed, bits, out=packed)
             if len(en):
                 pending.append((m, o, en, es))
         alive = None
         while pending:
+            check_deadline()
             m, o, en, es = pending.pop()
             for qq in sorted(set(es.tolist())):
                 sel = en if len(es) == 1 else en[es == qq]

@@ -29,6 +29,7 @@ import numpy as np
 import trio
 
 from ..engine.batch import BatchRuntime, embed_batch
+from ..grammar.errors import MaskDeadline
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import GREEDY, Pick, Sampling
 from ..engine.state import State
@@ -514,12 +515,16 @@ class Scheduler:
         await events.send(Done(finish, len(tokens), len(generated)))
 
     async def _grammar_mask(self, grammar) -> np.ndarray:
-        """Allowed next tokens, computed in a worker thread so a slow mask stalls no one else."""
+        """Allowed next tokens, computed in a worker thread so a slow mask stalls no one else.
+        The thread stops itself at the deadline (releasing the grammar's lock, which other
+        requests with the same grammar share)."""
         trie = self.loaded.vocab_trie()
-        with trio.move_on_after(MASK_DEADLINE_S):
-            return await trio.to_thread.run_sync(grammar.allowed, trie, abandon_on_cancel=True)
-        raise ApiError(500, f"the grammar's token mask took longer than {MASK_DEADLINE_S}s", "server_error",
-                       "bnf_schema", "grammar_timeout")
+        try:
+            return await trio.to_thread.run_sync(grammar.allowed, trie, time.monotonic() + MASK_DEADLINE_S,
+                                                 abandon_on_cancel=True)
+        except MaskDeadline:
+            raise ApiError(500, f"the grammar's token mask took longer than {MASK_DEADLINE_S}s", "server_error",
+                           "bnf_schema", "grammar_timeout") from None
 
     async def _lookup_or_claim(self, tokens: list[int]):
         """The longest cached prefix, and a claim when this request must compute the prompt.
