@@ -6,6 +6,8 @@ import concurrent.futures
 import http.client as http_client
 import json
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import openai
@@ -351,6 +353,22 @@ def test_queue_full_gives_429(tmp_path):
         assert http("POST", base + "/v1/completions", {"prompt": "x", "max_tokens": 2})[0] == 200
 
 
+def test_limits_are_400s_naming_the_limit(server):
+    deep = '{"prompt": "x", "sampler": ' + '{"type": "Nucleus", "x": ' * 3000 + "{}" + "}" * 3001
+    cases = [({"prompt": "x", "max_tokens": 10**12}, "max_tokens", "at most 16384"),
+             ({"prompt": "x", "stop": ["a"] * 17}, "stop", "at most 16"),
+             ({"prompt": "x", "stop": ["a" * 2000]}, "stop", "1024 characters"),
+             ({"prompt": "x", "presence_penalty": 1e308}, None, "presence_penalty"),
+             ({"prompt": "x", "top_k": 10**9}, None, "top_k"),
+             (deep, None, "nested too deeply")]
+    for body, param, words in cases:
+        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        status, answer = http("POST", server + "/v1/completions", raw, {"Content-Type": "application/json"})
+        assert status == 400 and words in answer["error"]["message"], (raw[:100], answer)
+        if param:
+            assert answer["error"]["param"] == param
+
+
 def test_waiting_past_queue_timeout_gives_503(tmp_path):
     with running_server(tmp_path, {"max_batch": 1, "queue_timeout": 1}) as base:
         host, port = base.removeprefix("http://").split(":")
@@ -359,8 +377,12 @@ def test_waiting_past_queue_timeout_gives_503(tmp_path):
                        {"Content-Type": "application/json"})
         assert holder.getresponse().status == 200
         started = time.time()
-        status, answer = http("POST", base + "/v1/completions", {"prompt": "x", "max_tokens": 2})
-        assert status == 503 and answer["error"]["code"] == "queue_timeout", answer
+        request = urllib.request.Request(base + "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2}).encode())
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        answer = json.loads(refused.value.read())
+        assert refused.value.code == 503 and answer["error"]["code"] == "queue_timeout", answer
+        assert refused.value.headers["Retry-After"] == "1"
         assert 0.9 < time.time() - started < 10
         holder.close()
 
@@ -371,6 +393,7 @@ def test_api_keys_required_when_configured(tmp_path):
         status, answer = http("GET", base + "/v1/models", headers={"Authorization": "Bearer sekrit"})
         assert status == 200 and answer["data"]
         assert http("GET", base + "/health")[0] == 200
+        assert http("GET", base + "/v1/models", headers={"Authorization": "Bearer s\u00e9krit"})[0] == 401
 
 
 def test_no_model_gives_503(tmp_path):

@@ -29,7 +29,8 @@ __all__ = [
 DEFAULT_PENALTY_DECAY = 0.99654026
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
-TopK = Annotated[int, msgspec.Meta(ge=0)]
+TopK = Annotated[int, msgspec.Meta(ge=0, le=1 << 20)]
+Penalty = Annotated[float, msgspec.Meta(ge=-100, le=100)]  # 100 already rules a token out
 
 
 class SamplerConfigError(ValueError):
@@ -48,8 +49,8 @@ class _Penalized(msgspec.Struct, tag_field="type", kw_only=True):
 
     top_k: TopK = 128
     temperature: NonNegative = 1.0
-    presence_penalty: float = 0.3
-    frequency_penalty: float = 0.3
+    presence_penalty: Penalty = 0.3
+    frequency_penalty: Penalty = 0.3
     penalty_decay: NonNegative = DEFAULT_PENALTY_DECAY
 
     def __post_init__(self) -> None:

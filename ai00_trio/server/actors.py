@@ -392,7 +392,7 @@ class Scheduler:
             self.waiting.remove(job)
             await _try_send(job.text.events, Failed(ApiError(
                 503, f"no generation slot became free within {self.queue_timeout:g} s; retry later",
-                "server_error", None, "queue_timeout")))
+                "server_error", None, "queue_timeout", retry_after=1)))
 
     def _start_waiting(self, nursery, executor, release_send) -> None:
         while self.waiting and self.free_slots:

@@ -32,6 +32,7 @@ from .text import ChatTrim, chat_prompt
 
 API_PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")
 DEFAULT_MAX_TOKENS = 256
+MAX_STOPS, MAX_STOP_CHARS = 16, 1024  # stop strings a request may give, and their length
 
 
 @dataclass
@@ -49,7 +50,10 @@ def json_response(value, status: int = 200) -> Response:
 
 
 def error_response(error: ApiError) -> Response:
-    return json_response(error.body, error.status)
+    response = json_response(error.body, error.status)
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
+    return response
 
 
 def create_app(state: ServerState) -> QuartTrio:
@@ -80,8 +84,8 @@ def create_app(state: ServerState) -> QuartTrio:
         path = request.path
         if keys and (path.startswith("/v1") or path.startswith("/api/")):
             header = request.headers.get("Authorization", "")
-            given = header[7:] if header.lower().startswith("bearer ") else ""
-            if not any(secrets.compare_digest(given, key) for key in keys):
+            given = (header[7:] if header.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
+            if not any(secrets.compare_digest(given, key.encode()) for key in keys):
                 return error_response(unauthorized())
         return None
 
@@ -132,6 +136,10 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @app.errorhandler(Exception)
     async def on_unexpected(error: Exception):
+        if isinstance(error, HTTPException):  # Quart's own: 408 for a body that stops arriving, ...
+            return error_response(ApiError(error.code or 500, error.description or error.name, "invalid_request_error"))
+        if isinstance(error, RecursionError):
+            return error_response(bad_request("request JSON is nested too deeply"))
         app.logger.exception("unexpected error")
         return error_response(ApiError(500, f"internal error: {type(error).__name__}", "server_error"))
 
@@ -205,7 +213,7 @@ def create_app(state: ServerState) -> QuartTrio:
         stops = _stops(body.stop, config.model.stop)
         top_n = (body.top_logprobs or 0) if body.logprobs else 0
         return await _serve_completion(loaded, graph, body, prompt, stops, assistant_turns, chat=True, top_n=top_n,
-                                       want_logprobs=body.logprobs)
+                                       want_logprobs=body.logprobs, max_tokens_cap=config.model.max_tokens_cap)
 
     @route("/completions", ["POST"])
     async def completions():
@@ -216,7 +224,8 @@ def create_app(state: ServerState) -> QuartTrio:
         stops = _stops(body.stop, [])
         top_n = body.logprobs or 0
         return await _serve_completion(loaded, graph, body, prompt, stops, [], chat=False, top_n=top_n,
-                                       want_logprobs=body.logprobs is not None)
+                                       want_logprobs=body.logprobs is not None,
+                                       max_tokens_cap=config.model.max_tokens_cap)
 
     @route("/embeddings", ["POST"])
     async def embeddings():
@@ -270,8 +279,10 @@ def _stops(value: str | list[str] | None, default: list[str]) -> list[str]:
     if value is None:
         return list(default)
     stops = [value] if isinstance(value, str) else list(value)
-    if len(stops) > 16:
-        raise bad_request("at most 16 stop strings", param="stop")
+    if len(stops) > MAX_STOPS:
+        raise bad_request(f"at most {MAX_STOPS} stop strings", param="stop")
+    if any(len(x) > MAX_STOP_CHARS for x in stops):
+        raise bad_request(f"a stop string has at most {MAX_STOP_CHARS} characters", param="stop")
     return [x for x in stops if x]
 
 
@@ -282,23 +293,25 @@ def _enqueue(graph: ActorGraph, job) -> None:
         raise overloaded() from None
 
 
-def _max_tokens(body: s.SamplingFields) -> int:
+def _max_tokens(body: s.SamplingFields, cap: int) -> int:
     value = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if value is None:
-        return DEFAULT_MAX_TOKENS
+        return min(DEFAULT_MAX_TOKENS, cap)
     if value < 1:
         raise bad_request("max_tokens must be at least 1", param="max_tokens")
+    if value > cap:
+        raise bad_request(f"max_tokens is at most {cap} on this server ([model] max_tokens_cap)", param="max_tokens")
     return value
 
 
 async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], assistant_turns: list[str],
-                            chat: bool, top_n: int, want_logprobs: bool) -> Response:
+                            chat: bool, top_n: int, want_logprobs: bool, max_tokens_cap: int) -> Response:
     if not 1 <= body.n <= 16:
         raise bad_request("n must be between 1 and 16", param="n")
     if not 0 <= top_n <= 20:
         raise bad_request("top_logprobs must be between 0 and 20", param="top_logprobs")
     grammar = await _grammar(body)
-    max_tokens = _max_tokens(body)
+    max_tokens = _max_tokens(body, max_tokens_cap)
     streams = []
     try:
         for index in range(body.n):

@@ -16,10 +16,13 @@ class ErrorResponse(msgspec.Struct):
 
 
 class ApiError(Exception):
+    """An error with its HTTP status; `retry_after` (seconds) becomes a Retry-After header."""
+
     def __init__(self, status: int, message: str, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
         self.body = ErrorResponse(ErrorBody(message, type, param, code))
 
 
@@ -32,11 +35,11 @@ def not_found(message: str, param: str | None = None) -> ApiError:
 
 
 def overloaded(message: str = "the server is busy: too many queued requests, retry later") -> ApiError:
-    return ApiError(429, message, "rate_limit_error", None, "queue_full")
+    return ApiError(429, message, "rate_limit_error", None, "queue_full", retry_after=1)
 
 
 def unavailable(message: str = "no model is loaded") -> ApiError:
-    return ApiError(503, message, "server_error", None, "model_not_loaded")
+    return ApiError(503, message, "server_error", None, "model_not_loaded", retry_after=5)
 
 
 def internal_error(message: str) -> ApiError:

@@ -213,6 +213,8 @@ def decode_request(body: bytes, kind: type[Struct]) -> Struct:
 
     try:
         return msgspec.json.decode(body, type=kind)
+    except RecursionError:
+        raise bad_request("request JSON is nested too deeply") from None
     except msgspec.ValidationError as error:
         message = str(error)
         param = message.split("`$.", 1)[1].split("`")[0] if "`$." in message else None
