@@ -353,6 +353,37 @@ def test_queue_full_gives_429(tmp_path):
         assert http("POST", base + "/v1/completions", {"prompt": "x", "max_tokens": 2})[0] == 200
 
 
+def test_echo_best_of_and_fields_that_cannot_be_honoured(client, server):
+    """Every field that would change the output works or is a 400 naming it."""
+    echoed = client.completions.create(model="m", prompt="The cat", max_tokens=4, temperature=0, echo=True)
+    plain = client.completions.create(model="m", prompt="The cat", max_tokens=4, temperature=0)
+    assert echoed.choices[0].text == "The cat" + plain.choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(
+        model="m", prompt="The cat", max_tokens=4, temperature=0, echo=True, stream=True) if c.choices)
+    assert streamed == echoed.choices[0].text
+
+    kwargs = dict(model="m", prompt="Once", max_tokens=8, temperature=1.0, seed=7, logprobs=1)
+    every = client.completions.create(n=3, **kwargs).choices
+    totals = [sum(c.logprobs.token_logprobs) for c in every]
+    best = client.completions.create(n=1, best_of=3, **kwargs)
+    assert len(best.choices) == 1 and best.choices[0].index == 0
+    assert best.choices[0].text == every[totals.index(max(totals))].text
+    assert best.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in every)
+
+    assert http("POST", server + "/v1/completions", {"prompt": "x", "max_tokens": 2, "half_life": 100})[0] == 200
+    refused = [("/v1/completions", {"prompt": "x", "suffix": "y"}, "suffix"),
+               ("/v1/completions", {"prompt": "x", "min_p": 0.1}, "min_p"),
+               ("/v1/completions", {"prompt": "x", "half_life": 100, "penalty_decay": 0.99}, "half_life"),
+               ("/v1/completions", {"prompt": "x", "best_of": 2, "stream": True}, "best_of"),
+               ("/v1/completions", {"prompt": "x", "echo": True, "logprobs": 1}, "echo"),
+               ("/v1/embeddings", {"input": "x", "dimensions": 8}, "dimensions")]
+    for path, body, param in refused:
+        status, answer = http("POST", server + path, body)
+        assert status == 400 and answer["error"]["param"] == param, (body, answer)
+    width = len(http("POST", server + "/v1/embeddings", {"input": "x"})[1]["data"][0]["embedding"])
+    assert http("POST", server + "/v1/embeddings", {"input": "x", "dimensions": width})[0] == 200
+
+
 def test_limits_are_400s_naming_the_limit(server):
     deep = '{"prompt": "x", "sampler": ' + '{"type": "Nucleus", "x": ' * 3000 + "{}" + "}" * 3001
     cases = [({"prompt": "x", "max_tokens": 10**12}, "max_tokens", "at most 16384"),

@@ -223,15 +223,25 @@ def create_app(state: ServerState) -> QuartTrio:
         prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
         stops = _stops(body.stop, [])
         top_n = body.logprobs or 0
+        if body.suffix:
+            raise bad_request("suffix (text to insert before) is not supported: RWKV models continue text",
+                              param="suffix")
+        if body.echo and body.logprobs is not None:
+            raise bad_request("echo with logprobs is not supported (prompt tokens are not scored)", param="echo")
         return await _serve_completion(loaded, graph, body, prompt, stops, [], chat=False, top_n=top_n,
                                        want_logprobs=body.logprobs is not None,
-                                       max_tokens_cap=config.model.max_tokens_cap)
+                                       max_tokens_cap=config.model.max_tokens_cap,
+                                       echo=prompt if body.echo else "", best_of=body.best_of)
 
     @route("/embeddings", ["POST"])
     async def embeddings():
         loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
         check_model(body.model, loaded)
+        width = loaded.model.info.n_embd
+        if body.dimensions is not None and body.dimensions != width:
+            raise bad_request(f"dimensions: this model's embeddings have {width} dimensions, and cannot be "
+                              "shortened", param="dimensions")
         inputs = _embedding_inputs(body.input)
         reply_send, reply_recv = trio.open_memory_channel(1)
         _enqueue(graph, EmbedJob(list(inputs), reply_send))
@@ -305,16 +315,22 @@ def _max_tokens(body: s.SamplingFields, cap: int) -> int:
 
 
 async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], assistant_turns: list[str],
-                            chat: bool, top_n: int, want_logprobs: bool, max_tokens_cap: int) -> Response:
+                            chat: bool, top_n: int, want_logprobs: bool, max_tokens_cap: int,
+                            echo: str = "", best_of: int | None = None) -> Response:
     if not 1 <= body.n <= 16:
         raise bad_request("n must be between 1 and 16", param="n")
+    candidates = body.n if best_of is None else best_of
+    if not body.n <= candidates <= 16:
+        raise bad_request("best_of must be between n and 16", param="best_of")
+    if candidates > body.n and body.stream:
+        raise bad_request("best_of above n cannot be streamed", param="best_of")
     if not 0 <= top_n <= 20:
         raise bad_request("top_logprobs must be between 0 and 20", param="top_logprobs")
     grammar = await _grammar(body)
     max_tokens = _max_tokens(body, max_tokens_cap)
     streams = []
     try:
-        for index in range(body.n):
+        for index in range(candidates):
             # top_logprobs only when asked for: without them the GPU can choose the tokens
             factory = sampler_factory(body, loaded.model.info.n_vocab, index, max(top_n, 1) if want_logprobs else 0)
             # unbounded: a generation never waits for its reader (choices are read one after
@@ -336,11 +352,12 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.stream:
             response = Response(_sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs,
-                                     include_usage), content_type="text/event-stream",
+                                     include_usage, echo), content_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache"})
             streams = []  # the stream closes them
             return response
-        return json_response(await _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs))
+        return json_response(await _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs,
+                                            body.n, echo))
     finally:
         # a client gone (the handler cancelled) or an error: the generations see their channel
         # closed at their next token and free their slots
@@ -404,10 +421,12 @@ def _chat_logprobs(loaded, event: Token) -> s.TokenLogprob:
     return s.TokenLogprob(text, event.logprob, raw, top)
 
 
-async def _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs):
-    choices, prompt_tokens, completion_tokens = [], 0, 0
+async def _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs, keep: int, echo: str):
+    """The whole answer: `keep` choices, the most probable (total log-probability) of the
+    candidates when there are more (best_of); completions start with `echo`."""
+    choices, scores, prompt_tokens, completion_tokens = [], [], 0, 0
     for index, (recv, first) in enumerate(zip(streams, firsts)):
-        parts, logprobs, finish = [], [], None
+        parts, logprobs, finish = [echo], [], None
         async for event in _events(recv, first):
             if isinstance(event, Token):
                 parts.append(event.text)
@@ -435,13 +454,17 @@ async def _collect(loaded, streams, firsts, completion_id, created, chat, want_l
                                           [{_token_text(loaded, t)[0]: p for t, p in e.top} for e in logprobs],
                                           offsets)
             choices.append(s.CompletionChoice(index, text, finish, lp))
+        scores.append(sum(e.logprob for e in logprobs))
+    if len(choices) > keep:
+        best = sorted(range(len(choices)), key=lambda i: -scores[i])[:keep]
+        choices = [msgspec.structs.replace(choices[i], index=rank) for rank, i in enumerate(best)]
     usage = s.Usage(prompt_tokens, completion_tokens, prompt_tokens + completion_tokens)
     if chat:
         return s.ChatCompletion(completion_id, created, loaded.name, choices, usage=usage)
     return s.Completion(completion_id, created, loaded.name, choices, usage=usage)
 
 
-async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage):
+async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage, echo: str = ""):
     """SSE chunks in OpenAI's format, choice after choice (all choices generate concurrently on
     the GPU; their events wait in their channels), then usage if asked, then [DONE]."""
     prompt_tokens = completion_tokens = 0
@@ -464,6 +487,8 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
         for index, (recv, first) in enumerate(zip(streams, firsts)):
             if chat:
                 yield chunk(index, None, None, role=True)
+            elif echo:
+                yield chunk(index, echo, None)
             trim = ChatTrim() if chat else None  # the same text as the answer without streaming
             async for batch in _event_batches(recv, first):
                 parts = []

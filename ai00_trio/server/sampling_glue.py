@@ -27,6 +27,14 @@ def logit_bias(request: SamplingFields, n_vocab: int) -> dict[int, float]:
 def sampler_factory(request: SamplingFields, n_vocab: int, seed_offset: int, top_n: int) -> Callable[[], Any]:
     """Validates now (so bad values are a 400 before anything runs); builds samplers later."""
     fields = msgspec.structs.asdict(request)
+    if request.min_p:
+        raise bad_request("min_p is not supported yet; use top_p or top_k", param="min_p")
+    if request.half_life is not None:
+        if request.penalty_decay is not None:
+            raise bad_request("give either half_life or penalty_decay, not both", param="half_life")
+        if not request.half_life > 0:
+            raise bad_request("half_life must be a positive number of tokens", param="half_life")
+        fields["penalty_decay"] = 0.5 ** (1 / request.half_life)
     try:
         config = sampler_from_request(fields)
     except SamplerConfigError as error:

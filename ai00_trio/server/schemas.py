@@ -59,6 +59,8 @@ class SamplingFields(Struct, kw_only=True):
     bnf_schema: str | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
+    min_p: float | None = None                        # refused above 0 (not implemented yet)
+    half_life: float | None = None                    # AI00: tokens for a penalty to halve (sets penalty_decay)
 
 
 class ChatCompletionRequest(SamplingFields, kw_only=True):
@@ -72,6 +74,8 @@ class CompletionRequest(SamplingFields, kw_only=True):
     prompt: str | list[str] = ""
     logprobs: int | None = None
     echo: bool = False
+    best_of: int | None = None
+    suffix: str | None = None
 
 
 class EmbeddingRequest(Struct, kw_only=True):
@@ -79,6 +83,7 @@ class EmbeddingRequest(Struct, kw_only=True):
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
+    dimensions: int | None = None                     # only the model's own width
 
 
 # --- responses -----------------------------------------------------------------------------
