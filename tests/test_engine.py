@@ -237,3 +237,25 @@ def test_cli_generate_prints_text():
     missing = subprocess.run([sys.executable, "-m", "ai00_trio", "generate", "--lora", "no-such-lora.st"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2 and missing.stderr.strip() == "error: no-such-lora.st: no such file"
+
+
+@pytest.mark.parametrize("version", ["v5.2", "v6", "v7"])
+def test_state_tuning_files_load_in_the_package_layout(version, load_tiny, tmp_path):
+    """A state-tuning file keeps `time_state` as [head, value, key]; the package's list layout
+    has v5/v6 wkv states as [head, key, value] and v7's as the file's."""
+    from safetensors.numpy import save_file
+
+    from ai00_trio.server.engine_service import load_state_file
+
+    model = load_tiny(version)
+    info = model.info
+    rng = np.random.default_rng(5)
+    files = [rng.standard_normal((info.n_head, info.head_size, info.head_size)).astype(np.float32)
+             for _ in range(info.n_layer)]
+    path = tmp_path / "state.st"
+    save_file({f"blocks.{i}.att.time_state": w for i, w in enumerate(files)}, str(path))
+    arrays = load_state_file(model, path).to_numpy()
+    for i, wkv in enumerate(files):
+        want = wkv if version == "v7" else wkv.transpose(0, 2, 1)
+        np.testing.assert_array_equal(arrays[3 * i + 1], want)
+        assert not arrays[3 * i].any() and not arrays[3 * i + 2].any()

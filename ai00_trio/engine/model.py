@@ -55,35 +55,17 @@ class Model:
         return State(self, self.ctx.upload(self.initial_state_array()))
 
     def split_state(self, flat: np.ndarray) -> list[np.ndarray]:
-        info = self.info
-        C, out = info.n_embd, []
-        for layer in flat.reshape(info.n_layer, -1):
-            if info.version == "v4":
-                out.extend(layer[i * C:(i + 1) * C].copy() for i in range(5))
-            else:
-                H, N = info.n_head, info.head_size
-                out += [layer[:C].copy(), self._wkv_layout(layer[C:-C].reshape(H, N, N)), layer[-C:].copy()]
-        return out
-
-    def _wkv_layout(self, heads: np.ndarray) -> np.ndarray:
-        """v7 keeps each head's state transposed on the GPU (see wkv7.wgsl); the transpose is
-        its own inverse, so this maps both ways between the reference's layout and ours."""
-        return heads.transpose(0, 2, 1).copy() if self.info.version == "v7" else heads.copy()
+        """Our flat layout as the package's list (the version module knows both)."""
+        return [a for layer in flat.reshape(self.info.n_layer, -1) for a in self.arch.layer_to_reference(layer)]
 
     def state_from_numpy(self, arrays: Sequence[np.ndarray]) -> State:
         """The inverse of `State.to_numpy()` (same list layout)."""
-        per_layer = 5 if self.info.version == "v4" else 3
-        expected = self.info.n_layer * per_layer
+        rows = self.arch.reference_rows
+        expected = self.info.n_layer * rows
         if len(arrays) != expected:
             raise ValueError(f"a {self.info.version} state has {expected} arrays, got {len(arrays)}")
-        arrays = [np.asarray(a, np.float32) for a in arrays]
-        if per_layer == 3:
-            H, N = self.info.n_head, self.info.head_size
-            for i in range(1, len(arrays), 3):
-                if arrays[i].size != H * N * N:
-                    raise ValueError(f"state array {i} has {arrays[i].size} floats, expected {H * N * N}")
-                arrays[i] = self._wkv_layout(arrays[i].reshape(H, N, N))
-        return self.state_from_host(np.concatenate([a.reshape(-1) for a in arrays]))
+        layers = [self.arch.layer_from_reference(list(arrays[i:i + rows])) for i in range(0, expected, rows)]
+        return self.state_from_host(np.concatenate(layers))
 
     def state_from_host(self, flat: np.ndarray) -> State:
         """The inverse of `State.to_host()`: a flat array in the GPU's own layout."""

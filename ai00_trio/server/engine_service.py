@@ -105,9 +105,7 @@ def load_state_file(model: Model, path: Path) -> State:
         if name not in tensors:
             raise ValueError(f"{path}: missing {name}")
         wkv = tensors[name].astype("float32").reshape(info.n_head, info.head_size, info.head_size)
-        if info.version in ("v5", "v6"):
-            wkv = wkv.transpose(0, 2, 1)  # the file stores [head, value, key]; v5/v6 states are [head, key, value]
-        arrays += [zeros, wkv, zeros]
+        arrays += [zeros, model.arch.wkv_from_time_state(wkv), zeros]
     return model.state_from_numpy(arrays)
 
 

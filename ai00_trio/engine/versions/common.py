@@ -95,6 +95,32 @@ class Architecture:
     def channel_mix(self, g: StepGraph, ws: Workspace, layer: int, x: Act) -> None:
         raise NotImplementedError
 
+    # --- state layouts: ours and BlinkDL's package's (`State.to_numpy`) ------------------------
+    reference_rows = 3  # the package's arrays per layer: att x_prev, wkv (H, N, N), ffn x_prev
+
+    def wkv_reference(self, heads: np.ndarray) -> np.ndarray:
+        """One layer's wkv state [H, N, N] from our layout to the package's, and back (the
+        versions whose layouts differ transpose it, which is its own inverse)."""
+        return heads.copy()
+
+    def wkv_from_time_state(self, heads: np.ndarray) -> np.ndarray:
+        """A state-tuning file's `time_state` [H, N value, N key] in the package's layout
+        (v5/v6 keep [H, N key, N value])."""
+        return heads.transpose(0, 2, 1).copy()
+
+    def layer_to_reference(self, layer: np.ndarray) -> list[np.ndarray]:
+        C, H, N = self.info.n_embd, self.info.n_head, self.info.head_size
+        return [layer[:C].copy(), self.wkv_reference(layer[C:-C].reshape(H, N, N)), layer[-C:].copy()]
+
+    def layer_from_reference(self, arrays: list[np.ndarray]) -> np.ndarray:
+        C, H, N = self.info.n_embd, self.info.n_head, self.info.head_size
+        att, wkv, ffn = (np.asarray(a, np.float32) for a in arrays)
+        if wkv.size != H * N * N:
+            raise ValueError(f"a wkv state has {H * N * N} floats, got {wkv.size}")
+        if att.size != C or ffn.size != C:
+            raise ValueError(f"a token-shift state has {C} floats")
+        return np.concatenate([att.reshape(-1), self.wkv_reference(wkv.reshape(H, N, N)).reshape(-1), ffn.reshape(-1)])
+
     # --- shared pieces -----------------------------------------------------------------------
     def norm(self, t: dict[str, np.ndarray], name: str) -> Norm:
         return Norm(self.up.vectors.add(t[f"{name}.weight"]), self.up.vectors.add(t[f"{name}.bias"]))

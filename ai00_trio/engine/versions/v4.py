@@ -29,6 +29,20 @@ class V4(ReceptanceChannelMix, Architecture):
         state[3] = -1e30
         return state.reshape(-1)
 
+    reference_rows = 5  # att x_prev, a, b, p, ffn x_prev: our layout too
+
+    def layer_to_reference(self, layer: np.ndarray) -> list[np.ndarray]:
+        return [row.copy() for row in layer.reshape(5, -1)]
+
+    def layer_from_reference(self, arrays: list[np.ndarray]) -> np.ndarray:
+        rows = [np.asarray(a, np.float32).reshape(-1) for a in arrays]
+        if any(row.size != self.info.n_embd for row in rows):
+            raise ValueError(f"each v4 state array has {self.info.n_embd} floats")
+        return np.concatenate(rows)
+
+    def wkv_from_time_state(self, heads: np.ndarray) -> np.ndarray:
+        raise ValueError("RWKV-4 has no state-tuning files")
+
     def load(self, t: dict[str, np.ndarray]) -> None:
         up, n = self.up, self.info.n_layer
         self.att_mix, self.kvr, self.decay, self.first, self.output = [], [], [], [], []

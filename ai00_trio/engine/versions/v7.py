@@ -35,6 +35,13 @@ class V7(Architecture):
         info = self.info
         return 2 * info.n_embd + info.n_head * info.head_size**2
 
+    def wkv_reference(self, heads: np.ndarray) -> np.ndarray:
+        """wkv7.wgsl keeps each head's state transposed: [H, N key, N value]."""
+        return heads.transpose(0, 2, 1).copy()
+
+    def wkv_from_time_state(self, heads: np.ndarray) -> np.ndarray:
+        return heads.copy()  # the package's v7 layout is the file's
+
     def load(self, t: dict[str, np.ndarray]) -> None:
         up, info = self.up, self.info
         n = info.n_layer
