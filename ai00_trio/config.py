@@ -81,6 +81,7 @@ class ListenConfig(Section):
     cert: str = "assets/certs/cert.pem"
     key: str = "assets/certs/key.pem"
     api_keys: list[str] = msgspec.field(default_factory=list)
+    drain_seconds: float = 30.0          # on SIGTERM/SIGINT: how long running requests may take to finish
 
 
 class WebConfig(Section):

@@ -36,6 +36,15 @@ def http(method: str, url: str, body: dict | bytes | None = None, headers: dict 
         return status, raw.decode()
 
 
+class ServerURL(str):
+    """The server's base URL, with its process (for tests that signal it)."""
+
+    def __new__(cls, url: str, process: subprocess.Popen) -> "ServerURL":
+        self = super().__new__(cls, url)
+        self.process = process
+        return self
+
+
 @contextmanager
 def running_server(tmp_path: Path, model_options: dict | None = None, extra_sections: str = "",
                    wait_ready: bool = True, listen_options: dict | None = None, scheme: str = "http"):
@@ -78,7 +87,7 @@ path = "{ROOT / 'webui'}"
             if time.time() > deadline:
                 raise RuntimeError("server did not become ready")
             time.sleep(0.2)
-        yield base
+        yield ServerURL(base, process)
     finally:
         process.terminate()
         try:

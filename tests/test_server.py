@@ -418,6 +418,34 @@ def test_waiting_past_queue_timeout_gives_503(tmp_path):
         holder.close()
 
 
+def test_sigterm_lets_running_streams_finish(tmp_path):
+    """SIGTERM: /ready fails, the stream already running ends with [DONE], the process exits 0."""
+    import signal
+
+    with running_server(tmp_path) as base:
+        process = base.process
+        host, port = base.removeprefix("http://").split(":")
+        connection = http_client.HTTPConnection(host, int(port), timeout=60)
+        body = json.dumps({"prompt": "The", "max_tokens": 200, "stream": True, "temperature": 0})
+        connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        first = response.readline()
+        assert first.startswith(b"data: ")
+        process.send_signal(signal.SIGTERM)
+        rest = response.read()
+        assert rest.rstrip().endswith(b"data: [DONE]")
+        chunks = [json.loads(line[6:]) for line in (first + rest).split(b"\n")
+                  if line.startswith(b"data: {")]
+        assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+        connection.close()
+        started = time.time()
+        assert process.wait(timeout=30) == 0
+        assert time.time() - started < 10  # no wait for drain_seconds once nothing runs
+    log = next(tmp_path.glob("server-*.log")).read_text()
+    assert "draining 1 running request" in log and "stopped" in log
+
+
 def test_api_keys_required_when_configured(tmp_path):
     with running_server(tmp_path, listen_options={"api_keys": ["sekrit"]}) as base:
         assert http("GET", base + "/v1/models")[0] == 401

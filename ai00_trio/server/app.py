@@ -43,6 +43,7 @@ class ServerState:
     graph: ActorGraph | None = None
     load_error: str | None = None
     started: float = field(default_factory=time.time)
+    draining: bool = False  # shutting down: running requests finish, new ones get 503
 
 
 def json_response(value, status: int = 200) -> Response:
@@ -65,6 +66,8 @@ def create_app(state: ServerState) -> QuartTrio:
     web_root = Path(config.web.path).resolve() if config.web else None
 
     def ready() -> tuple[LoadedModel, ActorGraph]:
+        if state.draining:
+            raise unavailable("the server is shutting down; retry on another or after its restart")
         if state.loaded is None or state.graph is None:
             raise unavailable(f"model failed to load: {state.load_error}" if state.load_error
                               else "the model is still loading, retry shortly")
@@ -157,6 +160,8 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @app.get("/ready")
     async def ready_route():
+        if state.draining:
+            return error_response(unavailable("the server is shutting down"))
         if state.loaded is None or state.graph is None:
             return error_response(unavailable(state.load_error or "the model is still loading"))
         return json_response({"status": "ready", "model": state.loaded.name})

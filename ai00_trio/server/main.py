@@ -1,6 +1,7 @@
 """Starting the server: hypercorn on trio, the model loading in the background, then the actors."""
 from __future__ import annotations
 
+import signal
 import sys
 
 import trio
@@ -33,7 +34,20 @@ def hypercorn_config(config: Config) -> HyperConfig:
     hyper.accesslog = None  # the app logs one line per request itself (see app.py)
     if listen.tls:
         hyper.certfile, hyper.keyfile = listen.cert, listen.key
+    hyper.graceful_timeout = listen.drain_seconds  # what serve() waits for running requests after the trigger
     return hyper
+
+
+async def _until_stop_signal(state: ServerState) -> None:
+    """Returns at SIGTERM or SIGINT: hypercorn then stops accepting connections and lets the
+    running requests finish (up to drain_seconds); requests on open connections get 503."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            state.draining = True
+            active = state.graph.scheduler.active if state.graph else 0
+            print(f"[ai00-trio] {signal.Signals(signum).name}: draining {active} running request(s), "
+                  f"up to {state.config.listen.drain_seconds:g} s", file=sys.stderr, flush=True)
+            return
 
 
 async def run_server(config: Config, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -44,5 +58,6 @@ async def run_server(config: Config, task_status=trio.TASK_STATUS_IGNORED) -> No
         scheme = "https" if config.listen.tls else "http"
         print(f"[ai00-trio] listening on {scheme}://{config.listen.ip}:{config.listen.port}", file=sys.stderr, flush=True)
         task_status.started(state)
-        await serve(app, hypercorn_config(config))
+        await serve(app, hypercorn_config(config), shutdown_trigger=lambda: _until_stop_signal(state))
+        print("[ai00-trio] stopped", file=sys.stderr, flush=True)
         nursery.cancel_scope.cancel()
