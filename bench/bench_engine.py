@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ai00_trio.engine import load_model  # noqa: E402
-from kernel_options import add_kernel_options, apply_kernel_options, kernel_report  # noqa: E402
+from kernel_options import add_kernel_options, kernel_report, tuning_from_options  # noqa: E402
 from ai00_trio.engine.batch import BatchRuntime  # noqa: E402
 
 
@@ -231,39 +231,39 @@ def main() -> None:
         unchecked = kernels.shader_module
         kernels.shader_module = lambda device, label, code, checked: unchecked(device, label, code, True)
 
-    graph.MATVEC_WIDE = not args.no_wide
-
+    fields = {"matvec_wide": not args.no_wide}
     if args.matvec:
-        graph.MATVEC_THREADS, graph.MATVEC_TOKENS = (int(v) for v in args.matvec.split(","))
+        fields["matvec_threads"], fields["matvec_tokens"] = (int(v) for v in args.matvec.split(","))
     if args.tiled_min is not None:
-        graph.TILED_MIN_TOKENS = args.tiled_min
+        fields["tiled_min_tokens"] = args.tiled_min
     if args.norm_split is not None:
-        graph.NORM_SPLIT_MAX_TOKENS = args.norm_split
-    apply_kernel_options(args, graph)
+        fields["norm_split_max_tokens"] = args.norm_split
+    if args.split_groups is not None:
+        fields["split_k_groups"] = args.split_groups
+    tuning = tuning_from_options(args, **fields)
     if args.tiled_unstacked:
         stacked = graph.StepGraph.matmuls
 
         def unstacked(self, jobs):
-            if jobs[0][1].t < graph.TILED_MIN_TOKENS:
+            if jobs[0][1].t < self.tuning.tiled_min_tokens:
                 return stacked(self, jobs)
             for w, x, y, act in jobs:
                 self.matmul(w, x, y, act)
         graph.StepGraph.matmuls = unstacked
-    if args.split_groups is not None:
-        graph.SPLIT_K_GROUPS = args.split_groups
     rng = np.random.default_rng(0)
     started = time.perf_counter()
-    model = load_model(args.model, precision="fp16", chunk_size=args.chunk, quant=args.quant, quant_type=args.quant_type)
+    model = load_model(args.model, precision="fp16", chunk_size=args.chunk, quant=args.quant, quant_type=args.quant_type,
+                       tuning=tuning)
     info = model.info
     name = os.path.basename(args.model)
     model._single.prerecord = not args.no_prerecord
     model.ctx.has_subgroups = model.ctx.has_subgroups and not args.no_subgroups
     decode_single(model, 64)  # warm-up: the GPU's clocks, every step graph of batch 1
-    report(model=name, matvec=args.matvec, tiled_min=graph.TILED_MIN_TOKENS, split_groups=graph.SPLIT_K_GROUPS,
-           **kernel_report(graph),
+    report(model=name, matvec=args.matvec, tiled_min=tuning.tiled_min_tokens, split_groups=tuning.split_k_groups,
+           **kernel_report(tuning),
            tiled_unstacked=args.tiled_unstacked, checked_shaders=args.checked_shaders, quant=[args.quant, args.quant_type],
-           norm_split=graph.NORM_SPLIT_MAX_TOKENS,
-           prerecord=not args.no_prerecord, wide=graph.MATVEC_WIDE, subgroups=model.ctx.has_subgroups,
+           norm_split=tuning.norm_split_max_tokens,
+           prerecord=not args.no_prerecord, wide=tuning.matvec_wide, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
            load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)

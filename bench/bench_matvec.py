@@ -19,15 +19,16 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from ai00_trio.gpu import graph as graph_module  # noqa: E402
 from ai00_trio.gpu.context import Readback, create_context  # noqa: E402
 from ai00_trio.gpu.graph import Act, Matrix, StepGraph  # noqa: E402
 from ai00_trio.gpu.kernels import KernelCache  # noqa: E402
+from ai00_trio.gpu.tuning import DEFAULT_TUNING, RowsShape, TileShape  # noqa: E402
 
 SHAPES = {  # name: (stacked matrices, rows, input width)
     "rkv": (3, 2048, 2048),
@@ -111,10 +112,10 @@ def tiled_shapes(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple], 
             want = np.einsum("ztk,zmk->ztm", x_host, weights.astype(np.float32))
             seen = set()
             for tile, groups, half in itertools.product(tiles, (96, 192, 384), halves):
-                graph_module.TILE = graph_module.TILE_LONG = graph_module.TILE_HALF = graph_module.TileShape(*tile)
-                graph_module.SPLIT_K_GROUPS = groups
-                graph_module.TILED_HALF = half
-                g = StepGraph(ctx, kernels, t, 1, None, None, None)
+                shape = TileShape(*tile)
+                tuning = replace(DEFAULT_TUNING, tile=shape, tile_long=shape, tile_half=shape, split_k_groups=groups,
+                                 tiled_half=half)
+                g = StepGraph(ctx, kernels, t, 1, None, None, None, tuning=tuning)
                 for _ in range(repeat):
                     g.matmul(w, x, y)
                 key = (tile, half, len(g.dispatches))
@@ -196,12 +197,11 @@ def split_counts(ctx, back: Readback, kernels, repeat: int, tiles: list[tuple]) 
         x = Act(ctx.upload(rng.standard_normal((z, t, k)).astype(np.float32)), k, t, z)
         y = Act(ctx.storage(z * t * m * 4), m, t, z)
         for tile in tiles:
-            shape = graph_module.TileShape(*tile)
-            graph_module.TILE = graph_module.TILE_LONG = shape
+            shape = TileShape(*tile)
             n_tiles = -(-m // shape.rows) * -(-t // shape.tokens) * z
             for splits in (1, 2, 4, 8, 16, 32):
-                graph_module.SPLIT_K_GROUPS = n_tiles * splits
-                g = StepGraph(ctx, kernels, t, 1, None, None, None)
+                tuning = replace(DEFAULT_TUNING, tile=shape, tile_long=shape, split_k_groups=n_tiles * splits)
+                g = StepGraph(ctx, kernels, t, 1, None, None, None, tuning=tuning)
                 for _ in range(repeat):
                     g.matmul(w, x, y)
                 if g.dispatches[0][2][1] != splits * -(-t // shape.tokens):
@@ -239,12 +239,11 @@ def rows_shapes(ctx, back: Readback, kernels, repeat: int, shapes: list[tuple], 
             seen = set()
             variants = [("tiled", None, 0)] + [("rows", shape, groups) for shape in shapes for groups in (132, 264, 528)]
             for index, (kind, shape, groups) in enumerate(variants + variants[:1]):  # tiled first and last
-                graph_module.ROWS_MAX_TOKENS = 0 if kind == "tiled" else 1 << 20
-                graph_module.ROWS_MIN_TOKENS = 1
+                tuning = replace(DEFAULT_TUNING, rows_max_tokens=0 if kind == "tiled" else 1 << 20, rows_min_tokens=1)
                 if shape is not None:
-                    graph_module.ROWS = graph_module.ROWS_FEW = graph_module.ROWS_TALL = graph_module.RowsShape(*shape, groups)
-                    graph_module.ROWS_TALL_ROWS = 0
-                g = StepGraph(ctx, kernels, t, 1, None, None, None)
+                    rows = RowsShape(*shape, groups)
+                    tuning = replace(tuning, rows=rows, rows_few=rows, rows_tall=rows, rows_tall_rows=0)
+                g = StepGraph(ctx, kernels, t, 1, None, None, None, tuning=tuning)
                 for i in range(repeat):
                     g.matmul(copies[i % len(copies)], x, y)
                 key = (kind, shape, tuple(d[2] for d in g.dispatches[:2]))
@@ -310,9 +309,9 @@ def main() -> None:
             x = Act(ctx.upload(rng.standard_normal((z, t, k)).astype(np.float32)), k, t, z)
             y = Act(ctx.storage(z * t * m * 4), m, t, z)
             for wide, subgroups, threads in itertools.product((False, True), (False, True), (32, 64, 128)):
-                graph_module.MATVEC_WIDE, ctx.has_subgroups = wide, subgroups and has_subgroups
-                graph_module.MATVEC_THREADS = threads
-                g = StepGraph(ctx, kernels, t, 1, None, None, None)
+                ctx.has_subgroups = subgroups and has_subgroups
+                tuning = replace(DEFAULT_TUNING, matvec_wide=wide, matvec_threads=threads)
+                g = StepGraph(ctx, kernels, t, 1, None, None, None, tuning=tuning)
                 for _ in range(args.repeat):
                     g.matmul(w, x, y)
                 per = timed(ctx, back, y.buffer, g.encode, args.repeat)

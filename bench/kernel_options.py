@@ -1,18 +1,20 @@
 """Command-line options shared by the benches that choose the engine's kernel shapes
 (bench_engine.py, timeline.py): the tiled matmul's tiles and whether it multiplies in f16, the
 batched-decode matmul's shapes and range, and wkv7's threads per state row. Each option
-overrides one constant of ai00_trio.gpu.graph."""
+overrides one field of the engine's KernelTuning (ai00_trio/gpu/tuning.py)."""
 from __future__ import annotations
 
 import argparse
-from types import ModuleType
+import dataclasses
+
+from ai00_trio.gpu.tuning import DEFAULT_TUNING, KernelTuning, RowsShape, TileShape
 
 SHAPE = "THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS"
 TILE = "ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4"
-TILES = {"tile": "TILE", "tile_long": "TILE_LONG", "tile_half": "TILE_HALF"}  # option: TileShape constant
-SHAPES = {"rows": "ROWS", "rows_few": "ROWS_FEW", "rows_tall": "ROWS_TALL"}  # option: RowsShape constant
-NUMBERS = {"rows_min": "ROWS_MIN_TOKENS", "rows_max": "ROWS_MAX_TOKENS", "tall_rows": "ROWS_TALL_ROWS",
-           "wkv7_split": "WKV7_KEY_SPLIT", "tiled_half": "TILED_HALF"}
+TILES = ("tile", "tile_long", "tile_half")        # options that are TileShape fields
+SHAPES = ("rows", "rows_few", "rows_tall")        # options that are RowsShape fields
+NUMBERS = {"rows_min": "rows_min_tokens", "rows_max": "rows_max_tokens", "tall_rows": "rows_tall_rows",
+           "wkv7_split": "wkv7_key_split", "tiled_half": "tiled_half"}  # option: field
 
 
 def add_kernel_options(parser: argparse.ArgumentParser) -> None:
@@ -29,17 +31,20 @@ def add_kernel_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wkv7-split", type=int, default=None, help="threads per state row in wkv7's short runs")
 
 
-def apply_kernel_options(args: argparse.Namespace, graph: ModuleType) -> None:
-    for options, shape in ((TILES, graph.TileShape), (SHAPES, graph.RowsShape)):
-        for option, name in options.items():
+def tuning_from_options(args: argparse.Namespace, tuning: KernelTuning = DEFAULT_TUNING, **fields) -> KernelTuning:
+    """`tuning` with what the options (and `fields`) change."""
+    changes = dict(fields)
+    for options, shape in ((TILES, TileShape), (SHAPES, RowsShape)):
+        for option in options:
             if getattr(args, option):
-                setattr(graph, name, shape(*(int(v) for v in getattr(args, option).split(","))))
+                changes[option] = shape(*(int(v) for v in getattr(args, option).split(",")))
     for option, name in NUMBERS.items():
         if getattr(args, option) is not None:
-            setattr(graph, name, getattr(args, option))
+            changes[name] = type(getattr(tuning, name))(getattr(args, option))
+    return dataclasses.replace(tuning, **changes)
 
 
-def kernel_report(graph: ModuleType) -> dict:
-    """The constants these options set, for a bench's report line."""
-    shapes = {option: list(vars(getattr(graph, name)).values()) for option, name in {**TILES, **SHAPES}.items()}
-    return dict(shapes, **{option: getattr(graph, name) for option, name in NUMBERS.items()})
+def kernel_report(tuning: KernelTuning) -> dict:
+    """The fields these options set, for a bench's report line."""
+    shapes = {option: list(vars(getattr(tuning, option)).values()) for option in TILES + SHAPES}
+    return dict(shapes, **{option: getattr(tuning, name) for option, name in NUMBERS.items()})

@@ -24,8 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ai00_trio.engine import load_model  # noqa: E402
 from ai00_trio.engine.runtime import Run  # noqa: E402
-from ai00_trio.gpu import graph as graph_module  # noqa: E402
-from kernel_options import add_kernel_options, apply_kernel_options  # noqa: E402
+from kernel_options import add_kernel_options, tuning_from_options  # noqa: E402
 from ai00_trio.gpu.context import create_context  # noqa: E402
 
 FEATURES = ("timestamp-query", "timestamp-query-inside-passes")
@@ -106,10 +105,9 @@ def main() -> None:
     add_kernel_options(parser)
     parser.add_argument("--first", type=int, default=0, help="also list the first N dispatches and the last 4, each timed")
     args = parser.parse_args()
-    apply_kernel_options(args, graph_module)
     sizes = [int(t) for t in args.tokens.split(",")]
     ctx = create_context(extra_features=FEATURES)
-    model = load_model(args.model, chunk_size=max(sizes), context=ctx)
+    model = load_model(args.model, chunk_size=max(sizes), context=ctx, tuning=tuning_from_options(args))
     print(json.dumps({"device": ctx.info.name, "host": host_side(model)}), flush=True)
     if "timestamp-query-inside-passes" not in ctx.device.features:
         print(json.dumps({"error": "no timestamp queries inside passes on this adapter"}))

@@ -1,22 +1,35 @@
 """Batched runtime: mixed batches give each sequence exactly what it gets alone."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from ai00_trio.engine.batch import BatchRuntime
-from ai00_trio.gpu import graph as graph_module
+from ai00_trio.gpu.tuning import DEFAULT_TUNING, KernelTuning
 
 TOLERANCE = 1e-4  # different kernel paths (tiled vs. per-token matmul) round differently
 HALF_ULPS = 3  # where the tiled kernel multiplies f16 weights in f16 (HALF_MATH): f16 spacings at the largest |logit|
 
 
-def run_alone(model, prompt: list[int], n_decode: int) -> list[np.ndarray]:
-    """Reference: the prompt, then greedy decoding, one sequence at a time."""
-    state = model.new_state()
-    logits = [model.forward(prompt, state)]
-    for _ in range(n_decode):
-        logits.append(model.forward([int(np.argmax(logits[-1]))], state))
+def run_alone(model, prompt: list[int], n_decode: int, tuning: KernelTuning | None = None) -> list[np.ndarray]:
+    """Reference: the prompt, then greedy decoding, one sequence at a time (with `tuning`'s
+    kernels: a one-slot batch, prompts in the model's chunks)."""
+    if tuning is None:
+        state = model.new_state()
+        logits = [model.forward(prompt, state)]
+        for _ in range(n_decode):
+            logits.append(model.forward([int(np.argmax(logits[-1]))], state))
+        return logits
+    alone = BatchRuntime(model, max_batch=1, token_chunk_size=model.chunk_size, tuning=tuning)
+    alone.submit(0, prompt)
+    logits = []
+    while len(logits) <= n_decode:
+        out = alone.step()
+        if 0 in out:
+            logits.append(out[0])
+            alone.submit(0, [int(np.argmax(out[0]))])
     return logits
 
 
@@ -26,13 +39,11 @@ def test_mixed_batch_equals_each_sequence_alone(version, load_tiny, references):
 
 
 @pytest.mark.parametrize("version", ["v6", "v7"])
-def test_mixed_batch_through_the_batched_decode_kernel(version, load_tiny, references, monkeypatch):
+def test_mixed_batch_through_the_batched_decode_kernel(version, load_tiny, references):
     """The same with fp16 weights and matmul_rows taking every matmul of 2 tokens or more (the
     tiny models' rows are too short for it otherwise)."""
-    monkeypatch.setattr(graph_module, "ROWS_MIN_K4", 8)
-    monkeypatch.setattr(graph_module, "ROWS_MIN_TOKENS", 2)
-    monkeypatch.setattr(graph_module, "TILED_HALF", False)
-    batch = check_mixed_batch(load_tiny(version, precision="fp16"), references(version))
+    tuning = replace(DEFAULT_TUNING, rows_min_k4=8, rows_min_tokens=2, tiled_half=False)
+    batch = check_mixed_batch(load_tiny(version, precision="fp16"), references(version), tuning=tuning)
     labels = {label for graph in batch.runtime._graphs.values() for label in graph.labels}
     assert any(label.startswith("matmul_rows") for label in labels)
 
@@ -49,7 +60,7 @@ def test_mixed_batch_with_f16_multiply_adds(version, load_tiny, references, gpu)
     assert any("HALF_MATH" in label for label in labels)
 
 
-def check_mixed_batch(model, ref, half_ulps: int = 0) -> BatchRuntime:
+def check_mixed_batch(model, ref, half_ulps: int = 0, tuning: KernelTuning | None = None) -> BatchRuntime:
     """Four sequences through a 3-slot batch (prefilling beside decoding, joining and leaving,
     a slot reused) each get the logits they get alone."""
     # (slot, prompt, tokens to decode, step at which it joins)
@@ -59,7 +70,7 @@ def check_mixed_batch(model, ref, half_ulps: int = 0) -> BatchRuntime:
         "late": (2, ref.tokens("quote_in"), 4, 3),
         "reuse": (2, ref.tokens("utf8_multibyte")[:30], 5, 9),  # takes "late"'s slot after it leaves
     }
-    batch = BatchRuntime(model, max_batch=3, token_chunk_size=32)
+    batch = BatchRuntime(model, max_batch=3, token_chunk_size=32, tuning=tuning)
     got: dict[str, list[np.ndarray]] = {name: [] for name in jobs}
     active: dict[int, str] = {}
     step = 0
@@ -85,7 +96,7 @@ def check_mixed_batch(model, ref, half_ulps: int = 0) -> BatchRuntime:
                 batch.submit(slot, [int(np.argmax(logits))])
         step += 1
     for name, (slot, prompt, n_decode, _) in jobs.items():
-        expected = run_alone(model, prompt, n_decode)
+        expected = run_alone(model, prompt, n_decode, tuning)
         assert len(got[name]) == len(expected), name
         for i, (a, b) in enumerate(zip(got[name], expected)):
             bound = max(TOLERANCE, half_ulps * float(np.spacing(np.float16(np.abs(b).max()))))

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from ai00_trio.engine.quant import dequantize_int8, dequantize_nf4, quantize
 from ai00_trio.engine.upload import Uploader
-from ai00_trio.gpu import graph as graph_module
-from ai00_trio.gpu.graph import Act, RowsShape, StepGraph, TileShape
+from ai00_trio.gpu.graph import Act, StepGraph
+from ai00_trio.gpu.tuning import DEFAULT_TUNING, KernelTuning, RowsShape, TileShape
 from ai00_trio.gpu.kernels import KernelCache
 
 DEQUANTIZE = {"int8": dequantize_int8, "nf4": dequantize_nf4}
 
 
-def run(gpu, record) -> StepGraph:
-    graph = StepGraph(gpu, KernelCache(gpu.device), 0, 1, None, None, None)
+def run(gpu, record, tuning: KernelTuning = DEFAULT_TUNING) -> StepGraph:
+    graph = StepGraph(gpu, KernelCache(gpu.device), 0, 1, None, None, None, tuning=tuning)
     record(graph)
     encoder = gpu.device.create_command_encoder()
     graph.encode(encoder)
@@ -33,13 +34,14 @@ def read(gpu, act: Act) -> np.ndarray:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("tokens, split", [(1, False), (3, False), (6, False), (70, False), (70, True)],
                          ids=["1", "3", "6", "70", "70-split-k"])
-def test_ragged_stack_in_one_pass_equals_numpy(gpu, monkeypatch, precision, tokens, split):
+def test_ragged_stack_in_one_pass_equals_numpy(gpu, precision, tokens, split):
     """Matrices of different heights on one input, in one dispatch (and its reduce pass when K
     is split): each output as if each matmul ran alone."""
-    monkeypatch.setattr(graph_module, "TILED_HALF", False)  # f16 multiply-adds: test_tiled_kernel_edges_equal_numpy
+    tuning = DEFAULT_TUNING
+    tuning = replace(tuning, tiled_half=False)  # f16 multiply-adds: test_tiled_kernel_edges_equal_numpy
     if split:
-        monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", 256)
-        monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 4)
+        tuning = replace(tuning, split_k_groups=256)
+        tuning = replace(tuning, split_k_min_k4=4)
     rng = np.random.default_rng(tokens)
     k, big, small = 64, 48, 8
     up = Uploader(gpu, precision)
@@ -52,7 +54,7 @@ def test_ragged_stack_in_one_pass_equals_numpy(gpu, monkeypatch, precision, toke
     out = Act(gpu.storage((3 * big + 2 * small) * tokens * 4), big, tokens, 3)
     hidden = Act(out.buffer, small, tokens, 2, offset=3 * big * tokens)
     graph = run(gpu, lambda g: g.matmuls([(w1, x.plane(0, 3), out, "none"),
-                                          (w2, x.plane(2, 2), hidden, ("tanh", "sigmoid"))]))
+                                          (w2, x.plane(2, 2), hidden, ("tanh", "sigmoid"))]), tuning)
     assert len(graph.dispatches) == (2 if split else 1)  # one ragged stack, per-token or tiled
 
     def rounded(m):
@@ -84,18 +86,19 @@ def test_one_activation_per_stacked_matrix(gpu):
                                   TileShape(4, 8, 16, 16, 4)], ids=["8x8", "4x4", "8x4-k16", "4x8-k16"])
 @pytest.mark.parametrize("split_groups", [1, 256], ids=["whole-k", "split-k"])
 @pytest.mark.parametrize("half", [False, True], ids=["f32-math", "f16-math"])
-def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups, half):
+def test_tiled_kernel_edges_equal_numpy(gpu, tile, split_groups, half):
     """Rows, tokens and K that fill no tile evenly, with and without splitting K, each tile shape,
     with f32 multiply-adds and with f16 ones (HALF_MATH: its partial sums round to f16, so it
     agrees to ~1e-3 of the largest output)."""
+    tuning = DEFAULT_TUNING
     if half and not gpu.has_f16:
         pytest.skip("the device has no shader-f16")
-    monkeypatch.setattr(graph_module, "ROWS_MAX_TOKENS", 0)
-    monkeypatch.setattr(graph_module, "TILED_HALF", half)
-    monkeypatch.setattr(graph_module, "TILE", tile)
-    monkeypatch.setattr(graph_module, "TILE_HALF", tile)
-    monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", split_groups)
-    monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 8)
+    tuning = replace(tuning, rows_max_tokens=0)
+    tuning = replace(tuning, tiled_half=half)
+    tuning = replace(tuning, tile=tile)
+    tuning = replace(tuning, tile_half=tile)
+    tuning = replace(tuning, split_k_groups=split_groups)
+    tuning = replace(tuning, split_k_min_k4=8)
     rng = np.random.default_rng(7)
     z, m, k, tokens = 2, 136, 264, 70
     (w,) = Uploader(gpu, "fp16").matrices([rng.standard_normal((m, k)).astype(np.float32) for _ in range(z)])
@@ -103,7 +106,7 @@ def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups, ha
     x_host = rng.standard_normal((z, tokens, k)).astype(np.float32)
     x = Act(gpu.upload(x_host), k, tokens, z)
     y = Act(gpu.upload(np.ones((z, tokens, m), np.float32)), m, tokens, z)
-    graph = run(gpu, lambda g: g.matmul(w, x, y, "relu_sq", add=True))
+    graph = run(gpu, lambda g: g.matmul(w, x, y, "relu_sq", add=True), tuning)
     assert len(graph.dispatches) == (2 if split_groups > 1 else 1)
     assert ("HALF_MATH" in graph.labels[0]) == half
     want = 1 + np.maximum(np.einsum("ztk,zmk->ztm", x_host, weights), 0) ** 2
@@ -114,11 +117,12 @@ def test_tiled_kernel_edges_equal_numpy(gpu, monkeypatch, tile, split_groups, ha
 
 
 @pytest.mark.parametrize("precision", ["int8", "nf4"])
-def test_tiled_f16_sums_of_quantized_weights(gpu, monkeypatch, precision):
+def test_tiled_f16_sums_of_quantized_weights(gpu, precision):
     """int8 and NF4 weights, decoded to f16 in the tiles, through the tiled kernel's f16 sums."""
+    tuning = DEFAULT_TUNING
     if not gpu.has_f16:
         pytest.skip("the device has no shader-f16")
-    monkeypatch.setattr(graph_module, "ROWS_MAX_TOKENS", 0)
+    tuning = replace(tuning, rows_max_tokens=0)
     rng = np.random.default_rng(5)
     m, k, tokens = 136, 512, 70
     weights = rng.standard_normal((m, k)).astype(np.float32)
@@ -127,37 +131,39 @@ def test_tiled_f16_sums_of_quantized_weights(gpu, monkeypatch, precision):
     x_host = rng.standard_normal((tokens, k)).astype(np.float32)
     x = Act(gpu.upload(x_host), k, tokens)
     y = Act(gpu.storage(tokens * m * 4), m, tokens)
-    graph = run(gpu, lambda g: g.matmul(w, x, y))
+    graph = run(gpu, lambda g: g.matmul(w, x, y), tuning)
     assert "HALF_MATH" in graph.labels[0]
     want = x_host @ stored.T
     assert np.abs(read(gpu, y)[0] - want).max() <= 2e-3 * np.abs(want).max()
 
 
 @pytest.mark.parametrize("k4, tiles, splits", [(512, 96, 2), (2048, 32, 8), (512, 8, 8), (32, 128, 1), (32, 8, 1)])
-def test_split_k_parts(gpu, monkeypatch, k4, tiles, splits):
+def test_split_k_parts(gpu, k4, tiles, splits):
     """K is cut into a power of two of parts: the fewest that make SPLIT_K_GROUPS workgroups,
     each part at least SPLIT_K_MIN_K4 vec4 long."""
-    monkeypatch.setattr(graph_module, "ROWS_MAX_TOKENS", 0)
-    rows = tiles * graph_module.TILE.rows
+    tuning = DEFAULT_TUNING
+    tuning = replace(tuning, rows_max_tokens=0)
+    rows = tiles * tuning.tile.rows
     (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, 4 * k4), np.float32)])
     x = Act(gpu.storage(64 * 4 * k4 * 4), 4 * k4, 64)
     y = Act(gpu.storage(64 * rows * 4), rows, 64)
-    graph = run(gpu, lambda g: g.matmul(w, x, y))
+    graph = run(gpu, lambda g: g.matmul(w, x, y), tuning)
     assert graph.dispatches[0][2] == (tiles, splits, 1)
     assert len(graph.dispatches) == (2 if splits > 1 else 1)
 
 
 @pytest.mark.parametrize("half", [False, True], ids=["f32-math", "f16-math"])
-def test_long_steps_take_the_long_tile(gpu, monkeypatch, half):
+def test_long_steps_take_the_long_tile(gpu, half):
     """From LONG_TILE_MIN_TOKENS tokens on, f32 tiles are TILE_LONG's 128 tokens wide; f16 ones
     stay TILE_HALF's 64."""
-    monkeypatch.setattr(graph_module, "TILED_HALF", half)
-    rows, k, tokens = 64, 32, graph_module.LONG_TILE_MIN_TOKENS
+    tuning = DEFAULT_TUNING
+    tuning = replace(tuning, tiled_half=half)
+    rows, k, tokens = 64, 32, tuning.long_tile_min_tokens
     (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, k), np.float32)])
     x = Act(gpu.storage(tokens * k * 4), k, tokens)
     y = Act(gpu.storage(tokens * rows * 4), rows, tokens)
-    graph = run(gpu, lambda g: g.matmul(w, x, y))
-    tile = graph_module.TILE_HALF if half and gpu.has_f16 else graph_module.TILE_LONG
+    graph = run(gpu, lambda g: g.matmul(w, x, y), tuning)
+    tile = tuning.tile_half if half and gpu.has_f16 else tuning.tile_long
     assert graph.dispatches[0][2] == (1, tokens // tile.tokens, 1)
 
 
@@ -166,19 +172,20 @@ def test_long_steps_take_the_long_tile(gpu, monkeypatch, half):
                          ids=["128x4-8lanes-16", "64x8-1lane-8", "32x4-4lanes-32"])
 @pytest.mark.parametrize("precision", ["fp16", "int8", "nf4"])
 @pytest.mark.parametrize("split_groups", [1, 4096], ids=["whole-k", "split-k"])
-def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split_groups):
+def test_rows_kernel_edges_equal_numpy(gpu, shape, precision, split_groups):
     """The batched-decode kernel (matmul_rows) on rows, tokens and K that fill no workgroup
     evenly, in a ragged stack, for each weight format it reads, with and without splitting K."""
+    tuning = DEFAULT_TUNING
     shape = dataclasses.replace(shape, split_groups=split_groups)
-    monkeypatch.setattr(graph_module, "TILED_HALF", False)  # which takes f16 weights from 32 tokens
-    monkeypatch.setattr(graph_module, "ROWS", shape)
-    monkeypatch.setattr(graph_module, "ROWS_FEW", shape)
-    monkeypatch.setattr(graph_module, "ROWS_MIN_K4", 8)
+    tuning = replace(tuning, tiled_half=False)  # which takes f16 weights from 32 tokens
+    tuning = replace(tuning, rows=shape)
+    tuning = replace(tuning, rows_few=shape)
+    tuning = replace(tuning, rows_min_k4=8)
     rng = np.random.default_rng(11)
     m, k, tokens = (shape.rows(shape.lanes) + 24, 200), 640, 37
     if precision == "nf4":  # which takes only up to ROWS_FEW_TOKENS
-        monkeypatch.setattr(graph_module, "ROWS_FEW_TOKENS", tokens)
-    assert tokens < graph_module.ROWS_MAX_TOKENS
+        tuning = replace(tuning, rows_few_tokens=tokens)
+    assert tokens < tuning.rows_max_tokens
     weights = [rng.standard_normal((rows, k)).astype(np.float32) for rows in m]
     if precision == "fp16":
         w = Uploader(gpu, "fp16").matrices(weights[:1], weights[1:])
@@ -192,7 +199,7 @@ def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split
     x = Act(gpu.upload(x_host), k, tokens)
     y = Act(gpu.upload(np.ones((tokens, sum(m)), np.float32)), m[0], tokens)
     second = Act(y.buffer, m[1], tokens, offset=tokens * m[0])
-    graph = run(gpu, lambda g: g.matmuls([(w[0], x, y, "relu_sq"), (w[1], x, second, "none")]))
+    graph = run(gpu, lambda g: g.matmuls([(w[0], x, y, "relu_sq"), (w[1], x, second, "none")]), tuning)
     assert graph.labels[0].startswith("matmul_rows")
     assert len(graph.dispatches) == (2 if split_groups > 1 else 1)
     got = [read(gpu, y)[0], read(gpu, second)[0]]
@@ -210,11 +217,12 @@ def test_rows_kernel_edges_equal_numpy(gpu, monkeypatch, shape, precision, split
     (True, "fp16", 31, [2048], "matmul_rows"), (True, "fp16", 32, [2048], "matmul_tiled"),
     (True, "int8", 32, [2048], "matmul_rows"), (True, "int8", 33, [2048], "matmul_tiled"),
     (True, "fp16", 64, [8192], "matmul_tiled")])
-def test_which_kernel_takes_a_matmul(gpu, monkeypatch, half, precision, tokens, heights, kernel):
+def test_which_kernel_takes_a_matmul(gpu, half, precision, tokens, heights, kernel):
     """With f32 sums in the tiled kernel, the rows kernel takes 16-63 tokens (in two shapes), and
     64 tokens only through matrices of 4096 rows or more (in 32-token blocks). With f16 sums
     (shader-f16), the tiled kernel takes every matmul from 32 tokens on (int8 and NF4: 33)."""
-    monkeypatch.setattr(graph_module, "TILED_HALF", half)
+    tuning = DEFAULT_TUNING
+    tuning = replace(tuning, tiled_half=half)
     if half and not gpu.has_f16:
         pytest.skip("the device has no shader-f16")
     k = 512
@@ -224,10 +232,10 @@ def test_which_kernel_takes_a_matmul(gpu, monkeypatch, half, precision, tokens, 
     out = gpu.storage(sum(heights) * tokens * 4)
     firsts = np.cumsum([0] + heights[:-1]) * tokens
     jobs = [(w, x, Act(out, w.m, tokens, offset=int(first)), "none") for w, first in zip(matrices, firsts)]
-    graph = run(gpu, lambda g: g.matmuls(jobs))
+    graph = run(gpu, lambda g: g.matmuls(jobs), tuning)
     assert graph.labels[0].startswith(kernel + "[")
     if kernel == "matmul_rows":  # its shape for this many tokens: rows and tokens per workgroup
-        shape = graph_module.ROWS_FEW if tokens <= 32 else graph_module.ROWS if tokens < 64 else graph_module.ROWS_TALL
+        shape = tuning.rows_few if tokens <= 32 else tuning.rows if tokens < 64 else tuning.rows_tall
         lanes = shape.lanes if gpu.has_subgroups else 1
         assert graph.dispatches[0][2][0] == -(-max(heights) // shape.rows(lanes)) * -(-tokens // shape.tokens)
 

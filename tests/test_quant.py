@@ -4,6 +4,8 @@ dequantized weights, every tiny model quantized against its reference logits, an
 quant / quant_type."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import TINY_MODELS
@@ -12,9 +14,9 @@ from ai00_trio.config import ConfigError, parse_config
 from ai00_trio.engine.quant import (NF4_LEVELS, QUANT_BLOCK, dequantize_int8, dequantize_nf4, quantize_int8,
                                     quantize_nf4)
 from ai00_trio.engine.upload import Uploader
-from ai00_trio.gpu import graph as graph_module
 from ai00_trio.gpu.graph import Act, StepGraph
 from ai00_trio.gpu.kernels import KernelCache
+from ai00_trio.gpu.tuning import DEFAULT_TUNING
 
 # Against the fp32 reference (fp16 weights stay within 0.03: test_engine.py): max |Δlogit|, the
 # least correlation of the logits, and how much lower the reference may rate the token picked.
@@ -67,15 +69,16 @@ def test_nf4_picks_the_nearest_level():
 @pytest.mark.parametrize("tokens, split, k", [(1, False, 128), (3, False, 104), (6, False, 128), (70, False, 128),
                                              (70, True, 128)],
                          ids=["1-wide", "3-narrow", "6-wide", "70", "70-split-k"])
-def test_quantized_ragged_stack_equals_numpy(gpu, monkeypatch, kind, tokens, split, k):
+def test_quantized_ragged_stack_equals_numpy(gpu, kind, tokens, split, k):
     """The per-token kernel reads 16 bytes of weights at a time when each row starts a 16-byte
     word (k a multiple of 16 for int8, 32 for NF4), a vec4 of weights at a time otherwise; the
     tiled kernel reads a vec4 at a time (here with f32 sums; its f16 sums:
     test_matmul.test_tiled_f16_sums_of_quantized_weights)."""
-    monkeypatch.setattr(graph_module, "TILED_HALF", False)
+    tuning = DEFAULT_TUNING
+    tuning = replace(tuning, tiled_half=False)
     if split:
-        monkeypatch.setattr(graph_module, "SPLIT_K_GROUPS", 256)
-        monkeypatch.setattr(graph_module, "SPLIT_K_MIN_K4", 4)
+        tuning = replace(tuning, split_k_groups=256)
+        tuning = replace(tuning, split_k_min_k4=4)
     rng = np.random.default_rng(tokens)
     big, small = 40, 8
     first = [rng.standard_normal((big, k)).astype(np.float32) for _ in range(3)]
@@ -92,7 +95,7 @@ def test_quantized_ragged_stack_equals_numpy(gpu, monkeypatch, kind, tokens, spl
     x = Act(gpu.upload(x_host), k, tokens, 4)
     out = Act(gpu.storage((3 * big + 2 * small) * tokens * 4), big, tokens, 3)
     hidden = Act(out.buffer, small, tokens, 2, offset=3 * big * tokens)
-    graph = StepGraph(gpu, KernelCache(gpu.device), 0, 1, None, None, None)
+    graph = StepGraph(gpu, KernelCache(gpu.device), 0, 1, None, None, None, tuning=tuning)
     graph.matmuls([(w1, x.plane(0, 3), out, "none"), (w2, x.plane(2, 2), hidden, ("tanh", "none"))])
     encoder = gpu.device.create_command_encoder()
     graph.encode(encoder)

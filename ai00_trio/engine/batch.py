@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..gpu.tuning import KernelTuning
 from .model import Model
 from .runtime import GREEDY, Flight, Pick, Run, Sampling
 from .state import State
@@ -45,14 +46,14 @@ class _SlotWork:
 
 class BatchRuntime:
     def __init__(self, model: Model, max_batch: int = 8, token_chunk_size: int = 256,
-                 keep_hidden: bool = False) -> None:
+                 keep_hidden: bool = False, tuning: KernelTuning | None = None) -> None:
         if max_batch < 1 or token_chunk_size < 1:
             raise ValueError("max_batch and token_chunk_size must be positive")
         self.model = model
         self.max_batch = max_batch
         self.token_chunk_size = token_chunk_size
         # A step holds at most the chunk budget, or one token per slot if that is more.
-        self.runtime = model.runtime(max_batch, max(token_chunk_size, max_batch))
+        self.runtime = model.runtime(max_batch, max(token_chunk_size, max_batch), tuning)
         self._initial = model.new_state()
         self.keep_hidden = keep_hidden  # also keep each output row's final hidden state
         self.hidden: dict[int, np.ndarray] = {}

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..gpu.context import GpuContext, create_context
 from ..gpu.kernels import KernelCache
+from ..gpu.tuning import DEFAULT_TUNING, KernelTuning
 from .formats import read_checkpoint
 from .info import ModelInfo, detect_model
 from .lora import merge_loras
@@ -25,8 +26,9 @@ class Model:
     def __init__(self, tensors: dict[str, np.ndarray], info: ModelInfo, ctx: GpuContext,
                  precision: str = "fp16", chunk_size: int = DEFAULT_CHUNK,
                  progress: Callable[[float], None] | None = None, quant: int = 0,
-                 quant_type: str = "int8") -> None:
+                 quant_type: str = "int8", tuning: KernelTuning = DEFAULT_TUNING) -> None:
         self.info = info
+        self.tuning = tuning
         self.ctx = ctx
         self.precision = precision
         self.quant_layers = min(quant, info.n_layer)
@@ -42,10 +44,10 @@ class Model:
         self.weight_bytes = up.bytes_uploaded
         if progress:
             progress(1.0)
-        self._single = Runtime(self.arch, ctx, self.kernels, self.vecs, 1, chunk_size)
+        self._single = Runtime(self.arch, ctx, self.kernels, self.vecs, 1, chunk_size, tuning)
 
-    def runtime(self, max_batch: int, max_tokens: int) -> Runtime:
-        return Runtime(self.arch, self.ctx, self.kernels, self.vecs, max_batch, max_tokens)
+    def runtime(self, max_batch: int, max_tokens: int, tuning: KernelTuning | None = None) -> Runtime:
+        return Runtime(self.arch, self.ctx, self.kernels, self.vecs, max_batch, max_tokens, tuning or self.tuning)
 
     # --- states ------------------------------------------------------------------------------
     def initial_state_array(self) -> np.ndarray:
@@ -105,12 +107,12 @@ def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | N
                chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None,
                progress: Callable[[float], None] | None = None,
                loras: Sequence[tuple[str | Path, float]] = (), quant: int = 0,
-               quant_type: str = "int8") -> Model:
+               quant_type: str = "int8", tuning: KernelTuning = DEFAULT_TUNING) -> Model:
     """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), merge the
     (path, alpha) LoRA adapters into it, detect its version and put it on the GPU. The
     projections of the first `quant` layers are stored as `quant_type`, int8 or nf4
-    (`engine/quant.py`)."""
+    (`engine/quant.py`). `tuning` picks the kernels and their shapes (`gpu/tuning.py`)."""
     tensors = merge_loras(read_checkpoint(path), loras)
     info = detect_model(tensors)
     return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress,
-                 quant, quant_type)
+                 quant, quant_type, tuning)

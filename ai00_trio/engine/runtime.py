@@ -15,6 +15,7 @@ import wgpu
 
 from ..gpu.context import Readback
 from ..gpu.graph import StepGraph, StepIO
+from ..gpu.tuning import DEFAULT_TUNING, KernelTuning
 from .versions.common import Architecture, Workspace
 
 
@@ -82,8 +83,9 @@ class Runtime:
     """`max_batch` state slots on the GPU and the cached step graphs that advance them."""
 
     def __init__(self, arch: Architecture, ctx, kernels, vecs: wgpu.GPUBuffer, max_batch: int,
-                 max_tokens: int) -> None:
+                 max_tokens: int, tuning: KernelTuning = DEFAULT_TUNING) -> None:
         self.arch = arch
+        self.tuning = tuning
         self.ctx = ctx
         self.kernels = kernels
         self.vecs = vecs
@@ -119,7 +121,8 @@ class Runtime:
         """The graph under `key`, recorded by `record` on first use."""
         graph = self._graphs.get(key)
         if graph is None:
-            graph = StepGraph(self.ctx, self.kernels, t, n_runs, self.io, self.state, self.vecs, self._shared)
+            graph = StepGraph(self.ctx, self.kernels, t, n_runs, self.io, self.state, self.vecs, self._shared,
+                              self.tuning)
             record(graph)
             self._graphs[key] = graph
         return graph

@@ -13,6 +13,7 @@ import wgpu
 from . import fast_encode
 from .context import GpuContext
 from .kernels import Kernel, KernelCache, pack_params
+from .tuning import DEFAULT_TUNING, KernelTuning, RowsShape
 
 ACTIVATIONS = {
     "none": "a",
@@ -21,128 +22,18 @@ ACTIVATIONS = {
     "relu_sq": "max(a, 0.0) * max(a, 0.0)",
 }
 ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.wgsl's per-z switch
-TILED_MIN_TOKENS = 32  # below: the per-token kernel, MATVEC_TOKENS tokens per weight read (run 37:
-                       # 32 sequences 7-10% faster tiled, 16 sequences 36% slower tiled)
-MATVEC_THREADS = 128   # per workgroup of the per-token kernel (4 rows each), at most
-MATVEC_BUSY_THREADS = 49152  # the per-token kernel's threads per dispatch that kept an H100's memory busy
-MATVEC_TOKENS = 4
-MATVEC_WIDE = True       # f16 / int8 / nf4 weights read 16 bytes at a time when rows hold whole 16-byte words
 MATMUL_SEGMENTS = 8      # stacked matrices one matmul dispatch may hold (matmul.wgsl's seg)
-NORM_SPLIT_MAX_TOKENS = 256  # norm_shift below this many tokens splits rows into column blocks
 NORM_THREADS = 128  # token_shift.wgsl's WG
 NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
-WKV7_KEY_SPLIT = 2     # threads per row of a head's state in wkv7's short runs, each holding head_size / 2
-                       # keys (run 81: 64 decoding sequences 1.02 ms of wkv7 per step against 1.42; the
-                       # long runs' scan keeps one thread per row: 1024 tokens 31.4 ms against 21.8)
 SAMPLE_THREADS = 1024  # sample.wgsl's workgroup, one per row (fewer where the device allows fewer)
-SPLIT_K_GROUPS = 192   # tiled matmuls with fewer tiles than this split K to fill the GPU,
-SPLIT_K_MIN_K4 = 64    # into a power of two of parts, each at least this many vec4 columns long
-                       # (run 31: 2 parts of 2048-wide r/k/v beat 3, 8 of 8192-wide ffn value
-                       # beat 9 by a third; 128-wide LoRA outputs are fastest whole)
 
 
-@dataclass(frozen=True)
-class TileShape:
-    """How matmul.wgsl's many-token kernel cuts its work: each of row_threads x token_threads
-    threads sums rows_per rows x tokens_per tokens, over K steps of 4 * k4."""
-
-    rows_per: int
-    tokens_per: int
-    row_threads: int
-    token_threads: int
-    k4: int
-
-    @property
-    def rows(self) -> int:
-        return self.row_threads * self.rows_per
-
-    @property
-    def tokens(self) -> int:
-        return self.token_threads * self.tokens_per
-
-    def values(self) -> dict[str, int]:
-        threads = self.row_threads * self.token_threads
-        w_loads, x_loads = self.rows * self.k4, self.tokens * self.k4
-        if self.rows_per % 4 or w_loads % threads or x_loads % threads:
-            raise ValueError(f"tile {self} does not split evenly over its threads")
-        return dict(ROW_THREADS=self.row_threads, TOKEN_THREADS=self.token_threads, ROWS_PER=self.rows_per,
-                    TOKENS_PER=self.tokens_per, TILE_K4=self.k4, TILE_K4_PADDED=self.k4 + 1,
-                    ROW_GROUPS=self.rows_per // 4, ACCUMULATORS=self.tokens_per * self.rows_per // 4,
-                    SUMS=self.tokens_per * self.rows_per,
-                    W_LOADS=w_loads // threads, X_LOADS=x_loads // threads)
-
-
-# Runs 26 and 32: 8 x 8 sums per thread are slower (register spills). At 64 tokens 4 x 4 sums in
-# 64 x 64 tiles are fastest; at 1024, 4 x 8 sums in 64 x 128 tiles (30-31 TFLOP/s against 27-28).
-TILE = TileShape(4, 4, 16, 16, 8)
-TILE_LONG = TileShape(4, 8, 16, 16, 4)  # steps of LONG_TILE_MIN_TOKENS tokens or more
-LONG_TILE_MIN_TOKENS = 256
-# On a device with shader-f16, tiled matmuls of the weight formats in HALF_TILED_MIN_TOKENS
-# multiply in f16 (HALF_MATH: f16 tiles, two products per instruction) in TILE_HALF tiles at
-# every token count. Run 87 (H100, f16): 64 tokens r/k/v 62 against 87 µs, ffn value 61 against
-# 99; 1024 tokens 46-48 TFLOP/s against 27-29. Sums differ from f32's by ~7e-4 of the largest output.
-TILED_HALF = True
-TILE_HALF = TileShape(4, 4, 16, 16, 16)
-# Per weight format, from how many tokens the tiled kernel in f16 takes a matmul from
-# matmul_rows: run 88 (f16: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%), run 91 (int8: 32 -14%,
-# 48 +8%, 64 +24%, prefill +17%; NF4: 32 level, 48 +17%, 64 +19%, prefill +22%).
-HALF_TILED_MIN_TOKENS = {"f16": 32, "int8": 33, "nf4": 33}
-
-
-@dataclass(frozen=True)
-class RowsShape:
-    """How matmul.wgsl's batched-decode kernel (matmul_rows) cuts its work: `lanes` neighbouring
-    threads of `threads` share rows_per rows (each taking every lanes-th 16-byte word), for the
-    workgroup's `tokens` tokens, reading the inputs k4 vec4 columns at a time; K is split into
-    parts of at least that length until there are split_groups workgroups."""
-
-    threads: int
-    lanes: int
-    rows_per: int
-    tokens: int
-    k4: int
-    split_groups: int
-
-    def rows(self, lanes: int) -> int:
-        return self.threads // lanes * self.rows_per
-
-    def values(self, lanes: int, wide: int) -> dict[str, int]:
-        """Template values with `lanes` threads per row (1 without subgroups) for weights of
-        `wide` vec4s per word; the chunk grows to hold a word for every lane."""
-        k4 = max(self.k4, lanes * wide)
-        loads = self.tokens * k4
-        if self.rows_per % 4 or loads % self.threads or self.threads % lanes or k4 % (lanes * wide):
-            raise ValueError(f"rows shape {self} does not split evenly over its threads")
-        return dict(RS_THREADS=self.threads, RS_LANES=lanes, RS_ROWS=self.rows_per, RS_TOKENS=self.tokens,
-                    RS_K4=k4, RS_ROW_GROUPS=self.rows_per // 4, RS_ACC=self.tokens * self.rows_per // 4,
-                    RS_X_LOADS=loads // self.threads, MV_WIDE=wide)
-
-
-# matmul_rows reads each weight once per block of tokens, the tiled kernel once per 64 tokens.
-# Runs 72-76 (H100): below 64 tokens the rows kernel wins on every layer matmul (v7 batches
-# 16 / 32 / 48: +2 / +12 / +11%, v6 at 32: +14%). At 64 tokens, in the engine, it wins only on
-# tall matrices, with 32-token blocks (ffn key 95 against 98 µs, head 540 against 654), and
-# loses elsewhere (r/k/v with the LoRAs stacked 125 against 95 µs). Shapes per token count
-# from the engine's timeline (run 76: a 32-token step 9.10 ms with ROWS_FEW, 9.77 with ROWS;
-# a 48-token step 9.96 ms with ROWS, 12.48 with ROWS_FEW). NF4 weights take it up to
-# ROWS_FEW_TOKENS only (run 80: batch 16 2,529 against 1,470 tok/s, batch 48 3,915 against 4,531).
-# Where the tiled kernel sums in f16 (TILED_HALF), it takes over from HALF_TILED_MIN_TOKENS.
-ROWS_FEW = RowsShape(128, 1, 4, 16, 32, 132)   # up to ROWS_FEW_TOKENS
-ROWS = RowsShape(128, 2, 4, 16, 32, 264)       # from there to below ROWS_MAX_TOKENS
-ROWS_TALL = RowsShape(128, 1, 4, 32, 16, 132)  # at ROWS_MAX_TOKENS, for stacks of ROWS_TALL_ROWS-row matrices
-ROWS_MIN_TOKENS = 16     # matmul_rows from this many tokens
-ROWS_FEW_TOKENS = 32
-ROWS_MAX_TOKENS = 64     # up to this many: below it always, at it for tall matrices only
-ROWS_TALL_ROWS = 4096
-ROWS_MIN_K4 = 128        # matrices at least this many vec4 wide (narrower ones can't split)
-
-
-def matvec_threads(workgroups: int, k4: int) -> int:
+def matvec_threads(workgroups: int, k4: int, tuning: KernelTuning = DEFAULT_TUNING) -> int:
     """Threads per workgroup of the per-token kernel: the fewest (each reading more of its rows)
-    that still make MATVEC_BUSY_THREADS in all, and never more than the rows have 16-byte words
+    that still make tuning.matvec_busy_threads in all, and never more than the rows have 16-byte words
     (run 18 in bench/RESULTS.md: 2048-wide rows 11.6 → 9.5 µs with 32 threads
     instead of 128 for r/k/v, while 2048 x 8192 needs 128)."""
-    wanted = max(32, min(MATVEC_THREADS, -(-MATVEC_BUSY_THREADS // workgroups)))
+    wanted = max(32, min(tuning.matvec_threads, -(-tuning.matvec_busy_threads // workgroups)))
     words = max(1, k4 // 2)
     threads = 32
     while threads < wanted and threads < words:
@@ -224,6 +115,7 @@ class StepGraph:
     state: wgpu.GPUBuffer
     vecs: wgpu.GPUBuffer
     shared: dict = field(default_factory=dict)  # uniforms and bind groups reused across graphs
+    tuning: KernelTuning = DEFAULT_TUNING       # which kernel takes a step, in what shape
     dispatches: list[tuple] = field(default_factory=list)  # (pipeline, group, workgroups, native)
     labels: list[str] = field(default_factory=list)        # kernel of each dispatch, for profiling
 
@@ -282,7 +174,7 @@ class StepGraph:
         if normed is not None:
             buffers.append(normed.buffer)
         # Few tokens: split each row's columns over several workgroups to use more of the GPU.
-        cols = x.width if self.t >= NORM_SPLIT_MAX_TOKENS else min(x.width, NORM_SPLIT_COLUMNS)
+        cols = x.width if self.t >= self.tuning.norm_split_max_tokens else min(x.width, NORM_SPLIT_COLUMNS)
         params = pack_params(x.width, self.t, mix_off, w_off, b_off, state_row, slot_stride, float(eps), cols)
         self._dispatch(kernel, params, buffers, (self.t, -(-x.width // cols), 1))
 
@@ -327,7 +219,7 @@ class StepGraph:
         stack = self._stack(jobs, x_strides)
         w0, x0 = jobs[0][0], jobs[0][1]
         shape = self._rows_shape(w0, x0.t, stack[0])
-        if x0.t < TILED_MIN_TOKENS and shape is None:
+        if x0.t < self.tuning.tiled_min_tokens and shape is None:
             self._matvec(jobs, stack, gate, add)
         else:
             self._tiled(jobs, stack, shape, gate, add)
@@ -344,22 +236,22 @@ class StepGraph:
     def _half(self, w: Matrix) -> bool:
         """Whether tiled matmuls multiply w's weights in f16 (HALF_MATH): on a device with
         shader-f16, for weights stored as f16, int8 or NF4 (decoded to f16 in the tiles)."""
-        return TILED_HALF and self.ctx.has_f16 and w.fmt in HALF_TILED_MIN_TOKENS
+        return self.tuning.tiled_half and self.ctx.has_f16 and w.fmt in self.tuning.half_tiled_min_tokens
 
     def _rows_shape(self, w: Matrix, t: int, segments: list[tuple[int, int, int, int]]) -> RowsShape | None:
         """The shape matmul_rows takes t tokens through this stack of matrices of w's format and
         width in (`_stack`'s segments), if it takes them: weights read a word at a time (`_wide`),
         and K long enough to split."""
-        if (self._wide(w, segments) is None or w.k // 4 < ROWS_MIN_K4
-                or not ROWS_MIN_TOKENS <= t <= ROWS_MAX_TOKENS):
+        if (self._wide(w, segments) is None or w.k // 4 < self.tuning.rows_min_k4
+                or not self.tuning.rows_min_tokens <= t <= self.tuning.rows_max_tokens):
             return None
-        if w.fmt == "nf4" and t > ROWS_FEW_TOKENS:
+        if w.fmt == "nf4" and t > self.tuning.rows_few_tokens:
             return None  # it decodes each NF4 weight once per 16 tokens, the tiled kernel once per 64
-        if self._half(w) and t >= HALF_TILED_MIN_TOKENS[w.fmt]:
+        if self._half(w) and t >= self.tuning.half_tiled_min_tokens[w.fmt]:
             return None  # the tiled kernel's f16 sums are faster
-        if t < ROWS_MAX_TOKENS:
-            return ROWS_FEW if t <= ROWS_FEW_TOKENS else ROWS
-        return ROWS_TALL if min(s[1] for s in segments) >= ROWS_TALL_ROWS else None
+        if t < self.tuning.rows_max_tokens:
+            return self.tuning.rows_few if t <= self.tuning.rows_few_tokens else self.tuning.rows
+        return self.tuning.rows_tall if min(s[1] for s in segments) >= self.tuning.rows_tall_rows else None
 
     @staticmethod
     def _epilogue(w: Matrix, acts: list[str], gate: Act | None, add: bool) -> tuple[list[str], str, int]:
@@ -404,22 +296,22 @@ class StepGraph:
         t, k4 = x0.t, w0.k // 4
         segments, acts, x_ts = stack
         flags, act, z_acts = self._epilogue(w0, acts, gate, add)
-        wide = self._wide(w0, segments) if MATVEC_WIDE else None
+        wide = self._wide(w0, segments) if self.tuning.matvec_wide else None
         if wide:
             flags.append("W_WIDE")
         flags += self._subgroups()
         rows = max(s[1] for s in segments)
-        threads = matvec_threads(sum(-(-s[1] // 4) for s in segments), k4)
+        threads = matvec_threads(sum(-(-s[1] // 4) for s in segments), k4, self.tuning)
         kernel = self.kernels.get("matmul.wgsl", "matvec", flags, ACT=ACTIVATIONS[act], MV_WG=threads,
-                                  MV_TOKENS=MATVEC_TOKENS, MV_WIDE=wide or 1)
+                                  MV_TOKENS=self.tuning.matvec_tokens, MV_WIDE=wide or 1)
         buffers = [w0.buffer, x0.buffer, y0.buffer] + ([gate.buffer] if gate is not None else [])
         self._dispatch(kernel, self._params(segments, k4, t, x_ts, z_acts), buffers + w0.extra_buffers,
-                       (-(-t // MATVEC_TOKENS), -(-rows // 4), len(segments)))
+                       (-(-t // self.tuning.matvec_tokens), -(-rows // 4), len(segments)))
 
     def _tiled(self, jobs: JOBS, stack: STACK, shape: RowsShape | None, gate: Act | None, add: bool) -> None:
         """The many-token kernels over `_stack`'s stack of every job's matrices: matmul_rows in
-        `shape` (tens of tokens, see `_rows_shape`), else matmul_tiled (TILE_HALF-shaped tiles
-        in f16 where `_half`, else TILE or TILE_LONG-shaped tiles); either splits K when it has
+        `shape` (tens of tokens, see `_rows_shape`), else matmul_tiled (tuning.tile_half-shaped tiles
+        in f16 where `_half`, else tuning.tile or tuning.tile_long-shaped tiles); either splits K when it has
         too few workgroups."""
         w0, x0, y0, _ = jobs[0]
         t, k4 = x0.t, w0.k // 4
@@ -441,12 +333,13 @@ class StepGraph:
             split_target, min_part = shape.split_groups, values["RS_K4"]
         else:
             half = self._half(w0)
-            tile = TILE_HALF if half else TILE_LONG if t >= LONG_TILE_MIN_TOKENS else TILE
+            tuning = self.tuning
+            tile = tuning.tile_half if half else tuning.tile_long if t >= tuning.long_tile_min_tokens else tuning.tile
             entry, values = "matmul_tiled", dict(ACT=ACTIVATIONS[act], **tile.values())
             flags += ["HALF_MATH"] if half else []
             groups = (-(-rows // tile.rows), -(-t // tile.tokens), len(segments))
             workgroups = sum(-(-s[1] // tile.rows) for s in segments) * groups[1]
-            split_target, min_part = SPLIT_K_GROUPS, SPLIT_K_MIN_K4
+            split_target, min_part = self.tuning.split_k_groups, self.tuning.split_k_min_k4
         splits = 1
         while workgroups * splits < split_target and 2 * splits * min_part <= k4:
             splits *= 2
@@ -463,7 +356,7 @@ class StepGraph:
         part = self.shared.get("split_k")
         if part is None or part.size < splits * span * 4:
             part = self.shared["split_k"] = self.ctx.storage(
-                max(splits * span * 4, 2 * SPLIT_K_GROUPS * TILE.rows * TILE.tokens * 4))
+                max(splits * span * 4, 2 * self.tuning.split_k_groups * self.tuning.tile.rows * self.tuning.tile.tokens * 4))
         params = self._params(segments, k4, t, x_ts, z_acts, splits, y_first, span)
         flags.append("SPLIT_K")
         kernel = self.kernels.get("matmul.wgsl", entry, flags, **values)
@@ -519,7 +412,7 @@ class StepGraph:
         params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
         heads = y.width // head_size
         if prep is None or y_raw is None:
-            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, **self._wkv7_values(head_size, WKV7_KEY_SPLIT))
+            kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, **self._wkv7_values(head_size, self.tuning.wkv7_key_split))
             buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
             self._dispatch(kernel, params, buffers, (heads, self.n_runs, 1))
             return
