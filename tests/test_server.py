@@ -384,6 +384,18 @@ def test_echo_best_of_and_fields_that_cannot_be_honoured(client, server):
     assert http("POST", server + "/v1/embeddings", {"input": "x", "dimensions": width})[0] == 200
 
 
+def test_tokenize_and_detokenize_in_llama_cpp_shapes(server):
+    for path in ("/tokenize", "/v1/tokenize"):
+        status, answer = http("POST", server + path, {"content": "Hi é"})
+        assert status == 200 and answer == {"tokens": list("Hi é".encode())}
+    status, answer = http("POST", server + "/tokenize", {"content": "é!", "with_pieces": True})
+    assert answer["tokens"] == [{"id": 0xC3, "piece": [0xC3]}, {"id": 0xA9, "piece": [0xA9]}, {"id": 33, "piece": "!"}]
+    status, answer = http("POST", server + "/detokenize", {"tokens": list("Hi é".encode())})
+    assert status == 200 and answer == {"content": "Hi é"}
+    status, answer = http("POST", server + "/detokenize", {"tokens": [300]})
+    assert status == 400 and answer["error"]["param"] == "tokens"
+
+
 def test_limits_are_400s_naming_the_limit(server):
     deep = '{"prompt": "x", "sampler": ' + '{"type": "Nucleus", "x": ' * 3000 + "{}" + "}" * 3001
     cases = [({"prompt": "x", "max_tokens": 10**12}, "max_tokens", "at most 16384"),
@@ -453,6 +465,7 @@ def test_api_keys_required_when_configured(tmp_path):
         assert status == 200 and answer["data"]
         assert http("GET", base + "/health")[0] == 200
         assert http("GET", base + "/v1/models", headers={"Authorization": "Bearer s\u00e9krit"})[0] == 401
+        assert http("POST", base + "/tokenize", {"content": "x"})[0] == 401
 
 
 def test_no_model_gives_503(tmp_path):

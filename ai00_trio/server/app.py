@@ -32,6 +32,7 @@ from .text import ChatTrim, chat_prompt
 
 API_PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")
 DEFAULT_MAX_TOKENS = 256
+TOKENIZER_ROUTES = ("/tokenize", "/detokenize")  # llama.cpp's, served at the root as it does
 MAX_STOPS, MAX_STOP_CHARS = 16, 1024  # stop strings a request may give, and their length
 
 
@@ -85,7 +86,7 @@ def create_app(state: ServerState) -> QuartTrio:
     async def authenticate():
         keys = config.listen.api_keys
         path = request.path
-        if keys and (path.startswith("/v1") or path.startswith("/api/")):
+        if keys and (path.startswith("/v1") or path.startswith("/api/") or path in TOKENIZER_ROUTES):
             header = request.headers.get("Authorization", "")
             given = (header[7:] if header.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
             if not any(secrets.compare_digest(given, key.encode()) for key in keys):
@@ -262,6 +263,37 @@ def create_app(state: ServerState) -> QuartTrio:
                 value = [float(v) for v in vector]
             data.append(s.Embedding(i, value))
         return json_response(s.EmbeddingList(data, loaded.name, s.Usage(count, 0, count)))
+
+    # --- llama.cpp's tokenizer routes -----------------------------------------------------
+    async def tokenize():
+        loaded, _ = ready()
+        body = s.decode_request(await request.get_data(), s.TokenizeRequest)
+        tokenizer = loaded.tokenizer
+        ids = await trio.to_thread.run_sync(tokenizer.encode, body.content)
+        if not body.with_pieces:
+            return json_response(s.TokenizeResponse(ids))
+        pieces = []
+        for token in ids:
+            raw = tokenizer.token_bytes(token)
+            try:
+                pieces.append(s.TokenPiece(token, raw.decode("utf-8")))
+            except UnicodeDecodeError:
+                pieces.append(s.TokenPiece(token, list(raw)))
+        return json_response(s.TokenizeResponse(pieces))
+
+    async def detokenize():
+        loaded, _ = ready()
+        body = s.decode_request(await request.get_data(), s.DetokenizeRequest)
+        n_vocab = loaded.model.info.n_vocab
+        if any(not 0 <= t < n_vocab for t in body.tokens):
+            raise bad_request(f"token ids must be in 0..{n_vocab - 1}", param="tokens")
+        text = loaded.tokenizer.decode(body.tokens).decode("utf-8", errors="replace")
+        return json_response(s.DetokenizeResponse(text))
+
+    for path, handler in (("/tokenize", tokenize), ("/detokenize", detokenize)):
+        app.add_url_rule(path, handler.__name__, handler, methods=["POST"])
+        for prefix in API_PREFIXES:
+            app.add_url_rule(prefix + path, f"{handler.__name__}{prefix}", handler, methods=["POST"])
 
     # --- web UI --------------------------------------------------------------------------
     if web_root is not None:

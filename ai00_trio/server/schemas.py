@@ -78,6 +78,30 @@ class CompletionRequest(SamplingFields, kw_only=True):
     suffix: str | None = None
 
 
+class TokenizeRequest(Struct, kw_only=True):
+    """llama.cpp's /tokenize."""
+    content: str
+    add_special: bool = False     # RWKV World adds no special tokens: accepted, changes nothing
+    with_pieces: bool = False
+
+
+class TokenPiece(Struct):
+    id: int
+    piece: str | list[int]        # the token's text, or its bytes when they are not whole UTF-8
+
+
+class TokenizeResponse(Struct):
+    tokens: list[int] | list[TokenPiece]
+
+
+class DetokenizeRequest(Struct, kw_only=True):
+    tokens: list[int]
+
+
+class DetokenizeResponse(Struct):
+    content: str
+
+
 class EmbeddingRequest(Struct, kw_only=True):
     input: str | list[Any]   # a string, strings, token ids, or lists of token ids
     model: str | None = None
