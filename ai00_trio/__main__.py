@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -111,6 +112,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="Config.toml")
     parser.add_argument("--ip", "-i", default=None, help="listen address (overrides [listen] ip)")
     parser.add_argument("--port", "-p", type=int, default=None, help="listen port (overrides [listen] port)")
+    parser.add_argument("--keep-serving", action="store_true",
+                        help="if the model fails to load, keep answering (503 with the reason) instead of exiting")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -128,11 +131,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config.listen.ip = args.ip
     if args.port:
         config.listen.port = args.port
+    listen = config.listen
+    missing = [path for path in (listen.cert, listen.key) if listen.tls and not Path(path).is_file()]
+    if missing:
+        print(f"error: [listen] tls = true, but {' and '.join(missing)} cannot be read (set cert and key)",
+              file=sys.stderr)
+        return 2
     try:
-        trio.run(run_server, config)
+        return trio.run(run_server, config, args.keep_serving)
     except KeyboardInterrupt:
-        pass
-    return 0
+        return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,8 @@ class ServerURL(str):
 
 @contextmanager
 def running_server(tmp_path: Path, model_options: dict | None = None, extra_sections: str = "",
-                   wait_ready: bool = True, listen_options: dict | None = None, scheme: str = "http"):
+                   wait_ready: bool = True, listen_options: dict | None = None, scheme: str = "http",
+                   args: tuple[str, ...] = ()):
     """A server on a free port; `model_options` override keys of its [model] section."""
     port = free_port()
     options = {"path": str(ROOT / "assets" / "models"), "name": "tiny-rwkv-7v0-834K.st",
@@ -67,7 +68,7 @@ port = {port}
 path = "{ROOT / 'webui'}"
 """)
     log = open(tmp_path / f"server-{port}.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "ai00_trio", "--config", str(config)], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "ai00_trio", "--config", str(config), *args], cwd=ROOT,
                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"{scheme}://127.0.0.1:{port}"
     try:
@@ -79,7 +80,9 @@ path = "{ROOT / 'webui'}"
                 if scheme == "https":
                     with socket.create_connection(("127.0.0.1", port), timeout=2):
                         break
-                status, _ = http("GET", base + ("/ready" if wait_ready else "/health"), timeout=2)
+                keys = (listen_options or {}).get("api_keys")
+                status, _ = http("GET", base + ("/ready" if wait_ready else "/health"), timeout=2,
+                                 headers={"Authorization": f"Bearer {keys[0]}"} if keys else None)
                 if status == 200:
                     break
             except OSError:

@@ -181,9 +181,11 @@ def test_errors_are_openai_shaped_and_server_survives(client, server):
                          ("DELETE", "/v1/nothing")):
         status, answer = http(method, server + path, b"{}" if method == "POST" else None)
         assert status == 404 and "error" in answer, (method, path, status)
-    for method, path in (("GET", "/v1/chat/completions"), ("DELETE", "/v1/models")):  # routes with other methods
-        status, answer = http(method, server + path)
-        assert status == 405 and "error" in answer, (method, path, status)
+    for method, path, allow in (("GET", "/v1/chat/completions", "POST"), ("DELETE", "/v1/models", "GET")):
+        request = urllib.request.Request(server + path, method=method)  # routes with other methods
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 405 and refused.value.headers["Allow"] == allow, (method, path)
     assert client.completions.create(model="tiny-rwkv-7v0-834K", prompt="ok", max_tokens=2).choices[0].text
 
 
@@ -466,10 +468,34 @@ def test_api_keys_required_when_configured(tmp_path):
         assert http("GET", base + "/health")[0] == 200
         assert http("GET", base + "/v1/models", headers={"Authorization": "Bearer s\u00e9krit"})[0] == 401
         assert http("POST", base + "/tokenize", {"content": "x"})[0] == 401
+        assert http("GET", base + "/ready")[0] == 401 and http("GET", base + "/api-docs")[0] == 401
+
+
+def test_a_model_that_fails_to_load_ends_the_server(tmp_path):
+    """Loud by default: the reason on stderr and exit code 1 (`--keep-serving` keeps it up)."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[model]\npath = "{tmp_path}"\nname = "missing.st"\n[listen]\nport = 0\n')
+    done = subprocess.run([sys.executable, "-m", "ai00_trio", "--config", str(config)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1 and "missing.st" in done.stderr
+
+
+def test_tls_without_its_certificate_is_a_clear_error(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'[listen]\ntls = true\ncert = "{tmp_path}/none.pem"\nkey = "{tmp_path}/none.key"\n')
+    done = subprocess.run([sys.executable, "-m", "ai00_trio", "--config", str(config)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "none.pem" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_no_model_gives_503(tmp_path):
-    with running_server(tmp_path, {"name": "missing.st"}, wait_ready=False) as base:
+    with running_server(tmp_path, {"name": "missing.st"}, wait_ready=False, args=("--keep-serving",)) as base:
         time.sleep(1)
         status, answer = http("POST", base + "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})
         assert status == 503 and answer["error"]["code"] == "model_not_loaded"

@@ -45,6 +45,7 @@ class ServerState:
     load_error: str | None = None
     started: float = field(default_factory=time.time)
     draining: bool = False  # shutting down: running requests finish, new ones get 503
+    exit_code: int = 0
 
 
 def json_response(value, status: int = 200) -> Response:
@@ -86,7 +87,7 @@ def create_app(state: ServerState) -> QuartTrio:
     async def authenticate():
         keys = config.listen.api_keys
         path = request.path
-        if keys and (path.startswith("/v1") or path.startswith("/api/") or path in TOKENIZER_ROUTES):
+        if keys and (path.startswith(("/v1", "/api", "/ready")) or path in TOKENIZER_ROUTES):
             header = request.headers.get("Authorization", "")
             given = (header[7:] if header.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
             if not any(secrets.compare_digest(given, key.encode()) for key in keys):
@@ -123,9 +124,12 @@ def create_app(state: ServerState) -> QuartTrio:
                                    for r in app.url_map.iter_rules() if r.endpoint != "static_file"]))
         try:
             api_routes[0].bind("").match(request.path, method=request.method)
-        except MethodNotAllowed:
-            return error_response(ApiError(405, f"method {request.method} not allowed on {request.path}",
-                                           "invalid_request_error"))
+        except MethodNotAllowed as error:
+            allowed = sorted(set(error.valid_methods or ()) - {"HEAD", "OPTIONS"})
+            response = error_response(ApiError(405, f"method {request.method} not allowed on {request.path}; "
+                                               f"use {', '.join(allowed)}", "invalid_request_error"))
+            response.headers["Allow"] = ", ".join(allowed)
+            return response
         except HTTPException:
             pass
         return error_response(ApiError(404, f"no route {request.method} {request.path}", "invalid_request_error"))

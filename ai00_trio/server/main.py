@@ -14,13 +14,16 @@ from .app import ServerState, create_app
 from .engine_service import load_service
 
 
-async def _load_and_start(state: ServerState, nursery: trio.Nursery) -> None:
+async def _load_and_start(state: ServerState, nursery: trio.Nursery, keep_serving: bool) -> None:
     config = state.config
     try:
         state.loaded = await trio.to_thread.run_sync(load_service, config)
-    except Exception as error:  # the server keeps answering: 503 with this message
+    except Exception as error:
         state.load_error = f"{type(error).__name__}: {error}"
         print(f"[ai00-trio] model failed to load: {state.load_error}", file=sys.stderr, flush=True)
+        if not keep_serving:  # else the server answers 503 with this message
+            state.exit_code = 1
+            nursery.cancel_scope.cancel()
         return
     model = config.model
     state.graph = await nursery.start(run_actor_graph, state.loaded, model, config.cache)
@@ -50,14 +53,17 @@ async def _until_stop_signal(state: ServerState) -> None:
             return
 
 
-async def run_server(config: Config, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def run_server(config: Config, keep_serving: bool = False, task_status=trio.TASK_STATUS_IGNORED) -> int:
+    """Serves until SIGTERM/SIGINT (then drains); the exit code: 1 if the model failed to load
+    (unless `keep_serving`), else 0."""
     state = ServerState(config)
     app = create_app(state)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_load_and_start, state, nursery)
+        nursery.start_soon(_load_and_start, state, nursery, keep_serving)
         scheme = "https" if config.listen.tls else "http"
         print(f"[ai00-trio] listening on {scheme}://{config.listen.ip}:{config.listen.port}", file=sys.stderr, flush=True)
         task_status.started(state)
         await serve(app, hypercorn_config(config), shutdown_trigger=lambda: _until_stop_signal(state))
         print("[ai00-trio] stopped", file=sys.stderr, flush=True)
         nursery.cancel_scope.cancel()
+    return state.exit_code
