@@ -52,12 +52,13 @@ class Uploader:
         self.quant_layers = quant_layers
         self.quant_type = quant_type
 
-    def matrix(self, *mats: np.ndarray, layer: int | None = None) -> Matrix:
+    def matrix(self, *mats: np.ndarray, layer: int | None = None, f32: bool = False) -> Matrix:
         """One matrix [m, k], or a stack of equally shaped ones as [z, m, k]. `layer` marks a
-        layer's projection, which may be quantized (LoRAs, embedding and head never are)."""
-        return self.matrices(mats, layer=layer)[0]
+        layer's projection, which may be quantized (LoRAs, embedding and head never are); `f32`
+        keeps it in f32 whatever the precision."""
+        return self.matrices(mats, layer=layer, f32=f32)[0]
 
-    def matrices(self, *stacks: Sequence[np.ndarray], layer: int | None = None) -> list[Matrix]:
+    def matrices(self, *stacks: Sequence[np.ndarray], layer: int | None = None, f32: bool = False) -> list[Matrix]:
         """Several stacks (each as `matrix` takes them) of the same input width k in one buffer,
         so that a step can run them all in one pass (`StepGraph.matmuls`)."""
         arrays = [np.stack([np.asarray(m) for m in mats]) for mats in stacks]
@@ -72,7 +73,7 @@ class Uploader:
             buffer, scales, fmt = self.ctx.upload(words), self.ctx.upload(packed_scales), self.quant_type
             self.bytes_uploaded += words.nbytes + packed_scales.nbytes
         else:
-            if self.precision == "fp16":
+            if self.precision == "fp16" and not f32:
                 dtype, fmt = np.float16, "f16" if self.ctx.has_f16 else "f16_packed"
             else:
                 dtype, fmt = np.float32, "f32"
