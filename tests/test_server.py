@@ -81,6 +81,16 @@ def test_chat_streaming_equals_non_streaming(client):
     assert finals == ["length"]
 
 
+def test_a_last_assistant_message_is_continued(client, engine):
+    messages = [{"role": "user", "content": "Tell me"}, {"role": "assistant", "content": "Once upon"}]
+    reply = client.chat.completions.create(model="m", messages=messages, temperature=0, max_tokens=12)
+    want = greedy_alone(engine, "User: Tell me\n\nAssistant: Once upon", 12, stop="\n\n")
+    assert reply.choices[0].message.content == want.rstrip()
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="m", messages=messages, temperature=0, max_tokens=12, stream=True) if c.choices)
+    assert streamed == reply.choices[0].message.content
+
+
 def test_text_completion_and_stream(client, engine):
     response = client.completions.create(model="tiny-rwkv-7v0-834K", prompt="The", max_tokens=16, temperature=0)
     assert response.choices[0].text == greedy_alone(engine, "The", 16)

@@ -219,11 +219,12 @@ def create_app(state: ServerState) -> QuartTrio:
         loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.ChatCompletionRequest)
         check_model(body.model, loaded)
-        prompt, assistant_turns = chat_prompt(body.messages, body.names, body.template)
+        prompt, assistant_turns, continued = chat_prompt(body.messages, body.names, body.template)
         stops = _stops(body.stop, config.model.stop)
         top_n = (body.top_logprobs or 0) if body.logprobs else 0
         return await _serve_completion(loaded, graph, body, prompt, stops, assistant_turns, chat=True, top_n=top_n,
-                                       want_logprobs=body.logprobs, max_tokens_cap=config.model.max_tokens_cap)
+                                       want_logprobs=body.logprobs, max_tokens_cap=config.model.max_tokens_cap,
+                                       continued=continued)
 
     @route("/completions", ["POST"])
     async def completions():
@@ -357,7 +358,7 @@ def _max_tokens(body: s.SamplingFields, cap: int) -> int:
 
 async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], assistant_turns: list[str],
                             chat: bool, top_n: int, want_logprobs: bool, max_tokens_cap: int,
-                            echo: str = "", best_of: int | None = None) -> Response:
+                            echo: str = "", best_of: int | None = None, continued: bool = False) -> Response:
     if not 1 <= body.n <= 16:
         raise bad_request("n must be between 1 and 16", param="n")
     candidates = body.n if best_of is None else best_of
@@ -393,12 +394,12 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.stream:
             response = Response(_sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs,
-                                     include_usage, echo), content_type="text/event-stream",
+                                     include_usage, echo, continued), content_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache"})
             streams = []  # the stream closes them
             return response
         return json_response(await _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs,
-                                            body.n, echo))
+                                            body.n, echo, continued))
     finally:
         # a client gone (the handler cancelled) or an error: the generations see their channel
         # closed at their next token and free their slots
@@ -462,7 +463,8 @@ def _chat_logprobs(loaded, event: Token) -> s.TokenLogprob:
     return s.TokenLogprob(text, event.logprob, raw, top)
 
 
-async def _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs, keep: int, echo: str):
+async def _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs, keep: int, echo: str,
+                   continued: bool = False):
     """The whole answer: `keep` choices, the most probable (total log-probability) of the
     candidates when there are more (best_of); completions start with `echo`."""
     choices, scores, prompt_tokens, completion_tokens = [], [], 0, 0
@@ -482,7 +484,8 @@ async def _collect(loaded, streams, firsts, completion_id, created, chat, want_l
         text = "".join(parts)
         if chat:
             lp = s.ChoiceLogprobs([_chat_logprobs(loaded, e) for e in logprobs]) if want_logprobs else None
-            choices.append(s.ChatChoice(index, s.AssistantMessage("assistant", text.strip()), finish, lp))
+            text = text.rstrip() if continued else text.strip()  # a continuation keeps its leading space
+            choices.append(s.ChatChoice(index, s.AssistantMessage("assistant", text), finish, lp))
         else:
             lp = None
             if want_logprobs:
@@ -505,7 +508,8 @@ async def _collect(loaded, streams, firsts, completion_id, created, chat, want_l
     return s.Completion(completion_id, created, loaded.name, choices, usage=usage)
 
 
-async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage, echo: str = ""):
+async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage, echo: str = "",
+               continued: bool = False):
     """SSE chunks in OpenAI's format, choice after choice (all choices generate concurrently on
     the GPU; their events wait in their channels), then usage if asked, then [DONE]."""
     prompt_tokens = completion_tokens = 0
@@ -530,7 +534,7 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
                 yield chunk(index, None, None, role=True)
             elif echo:
                 yield chunk(index, echo, None)
-            trim = ChatTrim() if chat else None  # the same text as the answer without streaming
+            trim = ChatTrim(leading=not continued) if chat else None  # the text of the answer without streaming
             async for batch in _event_batches(recv, first):
                 parts = []
                 for event in batch:

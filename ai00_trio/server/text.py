@@ -31,8 +31,8 @@ class ChatTrim:
     stream carries what the non-streamed answer does (RWKV's `Assistant:` is followed by a
     space). Whitespace is held back until text follows it; `feed` returns what to send."""
 
-    def __init__(self) -> None:
-        self._started = False
+    def __init__(self, leading: bool = True) -> None:
+        self._started = not leading  # False: keep leading whitespace (a continued message)
         self._held = ""
 
     def feed(self, piece: str) -> str:
@@ -48,9 +48,10 @@ class ChatTrim:
 
 
 def chat_prompt(messages: list[ChatMessage], names: dict[str, str] | None,
-                template: ChatTemplate | None) -> tuple[str, list[str]]:
-    """The RWKV World chat prompt (`User: ...\\n\\nAssistant:`), and the earlier assistant turns
-    (which seed the repetition penalties)."""
+                template: ChatTemplate | None) -> tuple[str, list[str], bool]:
+    """The RWKV World chat prompt (`User: ...` then `Assistant:`), the earlier assistant turns
+    (which seed the repetition penalties), and whether the last message is the assistant's own
+    beginning, which the answer continues (the prompt then ends with it, not with a new turn)."""
     template = template or ChatTemplate()
     names = {k.lower(): v for k, v in (names or {}).items()}
     records, assistant_turns = [], []
@@ -63,9 +64,14 @@ def chat_prompt(messages: list[ChatMessage], names: dict[str, str] | None,
             assistant_turns.append(content)
         display = names.get(role, ROLE_NAMES[role])
         records.append(template.record.replace("{role}", display).replace("{content}", content))
+    if messages and messages[-1].role.lower() == "assistant":
+        if assistant_turns[-1]:
+            return template.sep.join(records), assistant_turns, True
+        records.pop()  # an empty last assistant message: answer anew
+        assistant_turns.pop()
     prefix = template.prefix.replace("{assistant}", names.get("assistant", "Assistant")) \
                             .replace("{user}", names.get("user", "User"))
-    return template.sep.join(records) + template.sep + prefix, assistant_turns
+    return template.sep.join(records) + template.sep + prefix, assistant_turns, False
 
 
 class StopMatcher:
