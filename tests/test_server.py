@@ -5,6 +5,7 @@ import base64
 import concurrent.futures
 import http.client as http_client
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -468,6 +469,7 @@ def test_sigterm_lets_running_streams_finish(tmp_path):
         assert time.time() - started < 10  # no wait for drain_seconds once nothing runs
     log = next(tmp_path.glob("server-*.log")).read_text()
     assert "draining 1 running request" in log and "stopped" in log
+    assert re.search(r"stream cmpl-\w+ done after \d+ms: 3 prompt \+ 200 generated tokens", log)
 
 
 def test_api_keys_required_when_configured(tmp_path):

@@ -513,6 +513,7 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
     """SSE chunks in OpenAI's format, choice after choice (all choices generate concurrently on
     the GPU; their events wait in their channels), then usage if asked, then [DONE]."""
     prompt_tokens = completion_tokens = 0
+    started, finished = time.perf_counter(), False
 
     def chunk(index: int, delta_text: str | None, finish: str | None, role: bool = False,
               event: Token | None = None) -> bytes:
@@ -558,6 +559,11 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
                 body = s.Completion(completion_id, created, loaded.name, [], usage=usage)
             yield b"data: " + msgspec.json.encode(body) + b"\n\n"
         yield b"data: [DONE]\n\n"
+        finished = True
     finally:
         for recv in streams:
             await recv.aclose()
+        # the access line was written at the headers; this one tells how the stream went
+        print(f"[ai00-trio] stream {completion_id} {'done' if finished else 'cut short'} after "
+              f"{(time.perf_counter() - started) * 1000:.0f}ms: {prompt_tokens} prompt + {completion_tokens} "
+              "generated tokens", file=sys.stderr, flush=True)
