@@ -469,6 +469,7 @@ def test_sigterm_lets_running_streams_finish(tmp_path):
         assert time.time() - started < 10  # no wait for drain_seconds once nothing runs
     log = next(tmp_path.glob("server-*.log")).read_text()
     assert "draining 1 running request" in log and "stopped" in log
+    assert "XDG_RUNTIME_DIR" not in log  # no driver noise at start
     assert re.search(r"stream cmpl-\w+ done after \d+ms: 3 prompt \+ 200 generated tokens", log)
 
 

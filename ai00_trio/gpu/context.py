@@ -1,6 +1,8 @@
 """The wgpu device the engine runs on: adapter choice, limits and features."""
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
 
@@ -37,14 +39,25 @@ def _usable(adapters: list[wgpu.GPUAdapter]) -> list[wgpu.GPUAdapter]:
     return [a for a in adapters if a.info.get("backend_type") in ("Vulkan", "Metal", "D3D12")]
 
 
+def _enumerate_adapters() -> list[wgpu.GPUAdapter]:
+    # Mesa's Vulkan drivers probe for a Wayland display and print "XDG_RUNTIME_DIR is invalid or
+    # not set" at every start where it is unset (servers, containers, CI); we draw nothing, so a
+    # private empty runtime folder of our own quiets the probe.
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        folder = os.path.join(tempfile.gettempdir(), f"ai00-trio-runtime-{getattr(os, 'getuid', lambda: 0)()}")
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = folder
+    return _usable(wgpu.gpu.enumerate_adapters_sync())
+
+
 def list_adapters() -> list[AdapterInfo]:
     """Every adapter the engine can run on, in the order `adapter=<index>` refers to."""
-    return [_describe(i, a) for i, a in enumerate(_usable(wgpu.gpu.enumerate_adapters_sync()))]
+    return [_describe(i, a) for i, a in enumerate(_enumerate_adapters())]
 
 
 def pick_adapter(choice: int | str | None = None) -> wgpu.GPUAdapter:
     """By index, by (part of) the device name, or the high-performance default."""
-    adapters = _usable(wgpu.gpu.enumerate_adapters_sync())
+    adapters = _enumerate_adapters()
     if not adapters:
         raise NoAdapterError(
             "no WebGPU adapter found: install a GPU driver, or Mesa's software Vulkan "
