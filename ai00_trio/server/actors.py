@@ -11,8 +11,8 @@
   the generation ends and its slot is freed before the next step.
 - GPU executor: owns the device and the BatchRuntime; steps back to back while work exists, in a
   worker thread so the event loop keeps serving. A message or step that raises fails only the
-  requests it was for (a `Failed` in their reply channels); the others go on. Slots whose tokens the GPU chooses run on by
-  themselves (each choice is fed straight back, a chain); for the others it waits (briefly) after
+  requests it was for (a `Failed` in their reply channels); the others go on. Slots whose tokens
+  the GPU chooses run on by themselves (each choice is fed straight back, a chain); for the others it waits (briefly) after
   a step for their samplers, so every decoding slot gets its token every step.
 """
 from __future__ import annotations
@@ -28,12 +28,12 @@ from typing import Any, Callable
 import numpy as np
 import trio
 
+from ..config import CacheConfig, ModelConfig
 from ..engine.batch import BatchRuntime, embed_batch
-from ..grammar.errors import MaskDeadline
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import GREEDY, Pick, Sampling
 from ..engine.state import State
-from ..config import CacheConfig, ModelConfig
+from ..grammar.errors import MaskDeadline
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, internal_error, overloaded
 from .text import StopMatcher
@@ -42,7 +42,6 @@ SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the pr
 _STOP = object()              # ends the GPU executor's step thread
 MASK_DEADLINE_S = 2.0         # a grammar mask slower than this fails its request (only that one)
 CACHE_MIN_TOKENS = 8          # shorter prompts are not worth a cache entry
-ENCODE_INLINE_CHARS = 2048    # longer texts are encoded in a worker thread (a thread costs ~0.1 ms)
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -143,20 +142,19 @@ class TokenizerActor:
 
     async def run(self, inbox: trio.MemoryReceiveChannel, to_scheduler: trio.MemorySendChannel,
                   to_executor: trio.MemorySendChannel) -> None:
-        tokenizer = self.loaded.tokenizer
         async with inbox, to_scheduler:
             async for job in inbox:
                 try:
                     if isinstance(job, EmbedJob):
-                        lists = [list(x) if isinstance(x, list) else await _encode(tokenizer, x) for x in job.inputs]
+                        lists = [list(x) if isinstance(x, list) else await self.loaded.encode(x) for x in job.inputs]
                         self._check(lists, "input")
                         await to_executor.send(Embed(lists, job.reply))
                         continue
-                    tokens = await _encode(tokenizer, job.prompt)
+                    tokens = await self.loaded.encode(job.prompt)
                     if not tokens:
-                        tokens = [0] if self.loaded.eos_token == 0 else tokenizer.encode("\n")
+                        tokens = [0] if self.loaded.eos_token == 0 else self.loaded.tokenizer.encode("\n")
                     self._check([tokens], job.prompt_param)
-                    seeds = await _encode(tokenizer, "\n\n".join(job.model_text)) if job.model_text else []
+                    seeds = await self.loaded.encode("\n\n".join(job.model_text)) if job.model_text else []
                     await to_scheduler.send(Job(job, tokens, seeds))
                 except ApiError as error:
                     reply = job.reply if isinstance(job, EmbedJob) else job.events
@@ -174,12 +172,6 @@ class TokenizerActor:
                                   f"{self.max_prompt_tokens}", param=param, code="context_length_exceeded")
             if any(not 0 <= t < n_vocab for t in tokens):
                 raise bad_request(f"token ids must be in 0..{n_vocab - 1}", param=param)
-
-
-async def _encode(tokenizer, text: str) -> list[int]:
-    if len(text) <= ENCODE_INLINE_CHARS:
-        return tokenizer.encode(text)
-    return await trio.to_thread.run_sync(tokenizer.encode, text)
 
 
 # --- GPU executor --------------------------------------------------------------------------
@@ -355,6 +347,7 @@ class Scheduler:
         self.max_queue = max_queue
         self.cache = cache
         self.waiting: list[Job] = []
+        self._expiries: dict[int, trio.CancelScope] = {}  # id(job) -> its queue_timeout, while it waits
         self.active = 0
 
     @property
@@ -382,13 +375,17 @@ class Scheduler:
                     self.waiting.append(job)
                     self._start_waiting(generations, executor, release_send)
                     if job in self.waiting:
-                        generations.start_soon(self._expire, job)
+                        self._expiries[id(job)] = expiry = trio.CancelScope()
+                        generations.start_soon(self._expire, job, expiry)
             generations.cancel_scope.cancel()
 
-    async def _expire(self, job: Job) -> None:
-        """A job still waiting for a slot after queue_timeout gets a 503."""
-        await trio.sleep(self.queue_timeout)
-        if job in self.waiting:
+    async def _expire(self, job: Job, expiry: trio.CancelScope) -> None:
+        """A job still waiting for a slot after queue_timeout gets a 503 (`expiry` is cancelled
+        when it gets one)."""
+        with expiry:
+            await trio.sleep(self.queue_timeout)
+        if not expiry.cancelled_caught:
+            self._expiries.pop(id(job), None)
             self.waiting.remove(job)
             await _try_send(job.text.events, Failed(ApiError(
                 503, f"no generation slot became free within {self.queue_timeout:g} s; retry later",
@@ -397,6 +394,9 @@ class Scheduler:
     def _start_waiting(self, nursery, executor, release_send) -> None:
         while self.waiting and self.free_slots:
             job = self.waiting.pop(0)
+            expiry = self._expiries.pop(id(job), None)
+            if expiry is not None:
+                expiry.cancel()
             slot = self.free_slots.pop()
             self.active += 1
             nursery.start_soon(self._generate, job, slot, executor, release_send)

@@ -165,11 +165,8 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @app.get("/ready")
     async def ready_route():
-        if state.draining:
-            return error_response(unavailable("the server is shutting down"))
-        if state.loaded is None or state.graph is None:
-            return error_response(unavailable(state.load_error or "the model is still loading"))
-        return json_response({"status": "ready", "model": state.loaded.name})
+        loaded, _ = ready()  # 503 while loading, after a failed load and while draining
+        return json_response({"status": "ready", "model": loaded.name})
 
     @app.get("/api/status")
     async def status():
@@ -274,7 +271,7 @@ def create_app(state: ServerState) -> QuartTrio:
         loaded, _ = ready()
         body = s.decode_request(await request.get_data(), s.TokenizeRequest)
         tokenizer = loaded.tokenizer
-        ids = await trio.to_thread.run_sync(tokenizer.encode, body.content)
+        ids = await loaded.encode(body.content)
         if not body.with_pieces:
             return json_response(s.TokenizeResponse(ids))
         pieces = []

@@ -16,6 +16,7 @@ from ..tokenizer import load_tokenizer
 
 
 STOP_SETS_KEPT = 256  # sets of stop strings whose stop tokens LoadedModel remembers
+ENCODE_INLINE_CHARS = 2048  # longer texts are encoded in a worker thread (a thread costs ~0.1 ms)
 
 
 @dataclass
@@ -37,6 +38,12 @@ class LoadedModel:
 
     _trie: object = None
     _stop_tokens: dict[tuple[str, ...], frozenset[int]] = field(default_factory=dict)
+
+    async def encode(self, text: str) -> list[int]:
+        """Token ids of `text`; long texts in a worker thread, so the event loop keeps streaming."""
+        if len(text) <= ENCODE_INLINE_CHARS:
+            return self.tokenizer.encode(text)
+        return await trio.to_thread.run_sync(self.tokenizer.encode, text)
 
     async def stop_tokens(self, stops: tuple[str, ...]) -> frozenset[int]:
         """The tokens whose text holds one of `stops` whole: a GPU decode chain ends at them.
