@@ -37,6 +37,13 @@ def engine(load_tiny):
     return load_tiny("v7", "fp16")
 
 
+def wait_until_no_slot_is_held(server: str, seconds: float, why: str) -> None:
+    deadline = time.time() + seconds
+    while http("GET", server + "/api/status")[1]["queue"]["active"] != 0:
+        assert time.time() < deadline, why
+        time.sleep(0.05)
+
+
 def greedy_alone(model, prompt: str, max_tokens: int, stop: str | None = None) -> str:
     """What a single request should produce with greedy sampling, straight from the engine."""
     state = model.new_state()
@@ -236,6 +243,9 @@ def test_docs_health_ready_status(server):
     status, spec = http("GET", server + "/api-docs/openapi.json")
     assert status == 200 and "/v1/chat/completions" in spec["paths"]
     assert "ChatCompletionRequest" in spec["components"]["schemas"]
+    assert {"/v1/models/{model_id}", "/tokenize", "/detokenize"} <= set(spec["paths"])
+    completion_fields = spec["components"]["schemas"]["CompletionRequest"]["properties"]
+    assert {"echo", "best_of", "suffix", "half_life", "min_p"} <= set(completion_fields)
     status, page = http("GET", server + "/api-docs")
     assert status == 200 and "swagger-ui-bundle.js" in page
     status, info = http("GET", server + "/api/status")
@@ -319,15 +329,12 @@ def test_disconnect_frees_the_slot(server):
     assert http("GET", server + "/api/status")[1]["queue"]["active"] == 1
     connection.sock.close()
     connection.close()
-    deadline = time.time() + 10
-    while http("GET", server + "/api/status")[1]["queue"]["active"] != 0:
-        assert time.time() < deadline, "slot not freed after the client went away"
-        time.sleep(0.05)
+    wait_until_no_slot_is_held(server, 10, "slot not freed after the client went away")
 
 
 def test_clients_gone_before_their_first_token_free_their_slots(server):
-    """As many clients as slots leave while their long prompts prefill (max_tokens above the
-    64 events a choice's channel once held): the slots come back and the next request is served."""
+    """As many clients as slots leave while their long prompts prefill (max_tokens 300, more
+    events than a choice's first 64): the slots come back and the next request is served."""
     host, port = server.removeprefix("http://").split(":")
     body = json.dumps({"prompt": "The quick brown fox. " * 60, "max_tokens": 300, "temperature": 0})
     for _ in range(8):
@@ -335,10 +342,7 @@ def test_clients_gone_before_their_first_token_free_their_slots(server):
         connection.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
         connection.sock.close()
         connection.close()
-    deadline = time.time() + 60
-    while http("GET", server + "/api/status")[1]["queue"]["active"] != 0:
-        assert time.time() < deadline, "slots still held after their clients went away"
-        time.sleep(0.1)
+    wait_until_no_slot_is_held(server, 60, "slots still held after their clients went away")
     status, answer = http("POST", server + "/v1/completions", {"prompt": "The", "max_tokens": 3}, timeout=30)
     assert status == 200 and answer["choices"][0]["finish_reason"] == "length"
 

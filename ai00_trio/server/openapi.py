@@ -13,6 +13,9 @@ ROUTES = [
     ("/v1/completions", "post", s.CompletionRequest, s.Completion, "Text completion (SSE with stream=true)"),
     ("/v1/embeddings", "post", s.EmbeddingRequest, s.EmbeddingList, "Embeddings: the normalized final hidden state"),
     ("/v1/models", "get", None, s.ModelList, "The served model"),
+    ("/v1/models/{model_id}", "get", None, s.ModelCard, "One model (any name is the served model, unless strict_names)"),
+    ("/tokenize", "post", s.TokenizeRequest, s.TokenizeResponse, "Token ids of a text (llama.cpp's shape)"),
+    ("/detokenize", "post", s.DetokenizeRequest, s.DetokenizeResponse, "The text of token ids (llama.cpp's shape)"),
     ("/api/states", "get", None, s.StateList, "Initial (state-tuned) states"),
 ]
 
@@ -30,6 +33,8 @@ def openapi_document() -> dict:
             "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref_of[res]}}},
                           "400": error, "429": error, "503": error},
         }
+        if "{model_id}" in path:
+            operation["parameters"] = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}]
         if req is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[req]}}}
         paths[path] = {method: operation}

@@ -91,7 +91,7 @@ class TokenPiece(Struct):
 
 
 class TokenizeResponse(Struct):
-    tokens: list[int] | list[TokenPiece]
+    tokens: list[int | TokenPiece]  # ids, or ids with their pieces (with_pieces)
 
 
 class DetokenizeRequest(Struct, kw_only=True):
