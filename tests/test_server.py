@@ -411,6 +411,9 @@ def test_tokenize_and_detokenize_in_llama_cpp_shapes(server):
     assert status == 200 and answer == {"content": "Hi é"}
     status, answer = http("POST", server + "/detokenize", {"tokens": [300]})
     assert status == 400 and answer["error"]["param"] == "tokens"
+    for path, body in (("/tokenize", {"content": 5}), ("/tokenize", {}), ("/detokenize", {"tokens": "x"})):
+        status, answer = http("POST", server + path, body)
+        assert status == 400 and set(answer["error"]) == {"message", "type", "param", "code"}, (path, answer)
 
 
 def test_limits_are_400s_naming_the_limit(server):
