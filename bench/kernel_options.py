@@ -10,8 +10,8 @@ import dataclasses
 from ai00_trio.gpu.tuning import DEFAULT_TUNING, KernelTuning, RowsShape, TileShape
 
 SHAPE = "THREADS,LANES,ROWS_PER,TOKENS,K4,SPLIT_GROUPS"
-TILE = "ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4"
-TILES = ("tile", "tile_long", "tile_half")        # options that are TileShape fields
+TILE = "ROWS_PER,TOKENS_PER,ROW_THREADS,TOKEN_THREADS,K4[,RUN_K4]"
+TILES = ("tile", "tile_long", "tile_half", "tile_half_long")        # options that are TileShape fields
 SHAPES = ("rows", "rows_few", "rows_tall")        # options that are RowsShape fields
 NUMBERS = {"rows_min": "rows_min_tokens", "rows_max": "rows_max_tokens", "tall_rows": "rows_tall_rows",
            "wkv7_split": "wkv7_key_split", "tiled_half": "tiled_half"}  # option: field
@@ -21,6 +21,7 @@ def add_kernel_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", default=None, help=f"{TILE} of the tiled matmul in f32")
     parser.add_argument("--tile-long", default=None, help="the same, for steps of many tokens")
     parser.add_argument("--tile-half", default=None, help=f"{TILE} of the tiled matmul in f16")
+    parser.add_argument("--tile-half-long", default=None, help="the same, for steps of many tokens")
     parser.add_argument("--tiled-half", type=int, default=None, help="1: tiled matmuls multiply f16 weights in f16, 0: in f32")
     parser.add_argument("--rows", default=None, help=f"{SHAPE} of matmul_rows from 33 to 63 tokens")
     parser.add_argument("--rows-few", default=None, help=f"{SHAPE} of matmul_rows up to 32 tokens")

@@ -83,7 +83,8 @@ def test_one_activation_per_stacked_matrix(gpu):
 
 
 @pytest.mark.parametrize("tile", [TileShape(8, 8, 16, 8, 8), TileShape(4, 4, 16, 16, 8), TileShape(8, 4, 16, 16, 4),
-                                  TileShape(4, 8, 16, 16, 4)], ids=["8x8", "4x4", "8x4-k16", "4x8-k16"])
+                                  TileShape(4, 8, 16, 16, 4), TileShape(4, 4, 16, 16, 16, 4)],
+                         ids=["8x8", "4x4", "8x4-k16", "4x8-k16", "4x4-k64-runs16"])
 @pytest.mark.parametrize("split_groups", [1, 256], ids=["whole-k", "split-k"])
 @pytest.mark.parametrize("half", [False, True], ids=["f32-math", "f16-math"])
 def test_tiled_kernel_edges_equal_numpy(gpu, tile, split_groups, half):
@@ -114,6 +115,29 @@ def test_tiled_kernel_edges_equal_numpy(gpu, tile, split_groups, half):
         assert np.abs(read(gpu, y) - want).max() <= 3e-3 * np.abs(want).max()
     else:
         np.testing.assert_allclose(read(gpu, y), want, rtol=1e-4, atol=1e-3)
+
+
+def test_f16_sums_in_shorter_runs_round_less(gpu):
+    """HALF_MATH adds each run of 4 * run_k4 products in f16 before the f32 total: at K 2048 runs
+    of 8 products come out nearer the exact sums of the same f16 operands than runs of 64."""
+    if not gpu.has_f16:
+        pytest.skip("the device has no shader-f16")
+    rng = np.random.default_rng(11)
+    m, k, tokens = 128, 2048, 64
+    (w,) = Uploader(gpu, "fp16").matrices([rng.standard_normal((m, k)).astype(np.float32)])
+    weights = gpu.read(w.buffer, m * k * 2).view(np.float16).astype(np.float64).reshape(m, k)
+    x_host = rng.standard_normal((tokens, k)).astype(np.float32)
+    want = x_host.astype(np.float16).astype(np.float64) @ weights.T
+    errors = {}
+    for run_k4 in (16, 2):
+        tuning = replace(DEFAULT_TUNING, rows_max_tokens=0, split_k_groups=1,
+                         tile_half=replace(DEFAULT_TUNING.tile_half, k4=16, run_k4=run_k4))
+        x = Act(gpu.upload(x_host), k, tokens)
+        y = Act(gpu.storage(tokens * m * 4), m, tokens)
+        graph = run(gpu, lambda g: g.matmul(w, x, y), tuning)
+        assert "HALF_MATH" in graph.labels[0]
+        errors[run_k4] = np.sqrt(np.mean((read(gpu, y)[0] - want) ** 2))
+    assert errors[2] < 0.6 * errors[16], errors
 
 
 @pytest.mark.parametrize("precision", ["int8", "nf4"])
@@ -154,17 +178,21 @@ def test_split_k_parts(gpu, k4, tiles, splits):
 
 @pytest.mark.parametrize("half", [False, True], ids=["f32-math", "f16-math"])
 def test_long_steps_take_the_long_tile(gpu, half):
-    """From LONG_TILE_MIN_TOKENS tokens on, f32 tiles are TILE_LONG's 128 tokens wide; f16 ones
-    stay TILE_HALF's 64."""
-    tuning = DEFAULT_TUNING
-    tuning = replace(tuning, tiled_half=half)
-    rows, k, tokens = 64, 32, tuning.long_tile_min_tokens
-    (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, k), np.float32)])
-    x = Act(gpu.storage(tokens * k * 4), k, tokens)
-    y = Act(gpu.storage(tokens * rows * 4), rows, tokens)
-    graph = run(gpu, lambda g: g.matmul(w, x, y), tuning)
-    tile = tuning.tile_half if half and gpu.has_f16 else tuning.tile_long
-    assert graph.dispatches[0][2] == (1, tokens // tile.tokens, 1)
+    """From long_tile_min_tokens tokens on, f32 matmuls take tile_long's tiles and f16 ones
+    tile_half_long's (here made 128 tokens wide to tell them from tile_half's 64)."""
+    tuning = replace(DEFAULT_TUNING, tiled_half=half, tile_half_long=TileShape(4, 8, 16, 16, 8, 4))
+    rows, k = 64, 32
+    for tokens in (tuning.long_tile_min_tokens - 64, tuning.long_tile_min_tokens):
+        (w,) = Uploader(gpu, "fp16").matrices([np.zeros((rows, k), np.float32)])
+        x = Act(gpu.storage(tokens * k * 4), k, tokens)
+        y = Act(gpu.storage(tokens * rows * 4), rows, tokens)
+        graph = run(gpu, lambda g: g.matmul(w, x, y), tuning)
+        long = tokens >= tuning.long_tile_min_tokens
+        if half and gpu.has_f16:
+            tile = tuning.tile_half_long if long else tuning.tile_half
+        else:
+            tile = tuning.tile_long if long else tuning.tile
+        assert graph.dispatches[0][2] == (1, -(-tokens // tile.tokens), 1), (tokens, tile)
 
 
 @pytest.mark.parametrize("shape", [RowsShape(128, 8, 4, 16, 32, 1), RowsShape(64, 1, 8, 8, 16, 1),

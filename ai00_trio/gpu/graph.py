@@ -334,7 +334,9 @@ class StepGraph:
         else:
             half = self._half(w0)
             tuning = self.tuning
-            tile = tuning.tile_half if half else tuning.tile_long if t >= tuning.long_tile_min_tokens else tuning.tile
+            long = t >= tuning.long_tile_min_tokens
+            tile = ((tuning.tile_half_long if long else tuning.tile_half) if half
+                    else tuning.tile_long if long else tuning.tile)
             entry, values = "matmul_tiled", dict(ACT=ACTIVATIONS[act], **tile.values())
             flags += ["HALF_MATH"] if half else []
             groups = (-(-rows // tile.rows), -(-t // tile.tokens), len(segments))

@@ -14,13 +14,15 @@ from typing import Mapping
 @dataclass(frozen=True)
 class TileShape:
     """How matmul.wgsl's many-token kernel cuts its work: each of row_threads x token_threads
-    threads sums rows_per rows x tokens_per tokens, over K steps of 4 * k4."""
+    threads sums rows_per rows x tokens_per tokens, over K steps of 4 * k4, in runs of 4 * run_k4
+    columns (0: the whole step); with f16 sums (HALF_MATH) each run is added in f16."""
 
     rows_per: int
     tokens_per: int
     row_threads: int
     token_threads: int
     k4: int
+    run_k4: int = 0
 
     @property
     def rows(self) -> int:
@@ -33,10 +35,12 @@ class TileShape:
     def values(self) -> dict[str, int]:
         threads = self.row_threads * self.token_threads
         w_loads, x_loads = self.rows * self.k4, self.tokens * self.k4
-        if self.rows_per % 4 or w_loads % threads or x_loads % threads:
-            raise ValueError(f"tile {self} does not split evenly over its threads")
+        run_k4 = self.run_k4 or self.k4
+        if self.rows_per % 4 or w_loads % threads or x_loads % threads or self.k4 % run_k4:
+            raise ValueError(f"tile {self} does not split evenly over its threads and runs")
         return dict(ROW_THREADS=self.row_threads, TOKEN_THREADS=self.token_threads, ROWS_PER=self.rows_per,
                     TOKENS_PER=self.tokens_per, TILE_K4=self.k4, TILE_K4_PADDED=self.k4 + 1,
+                    RUN_K4=run_k4, RUNS=self.k4 // run_k4,
                     ROW_GROUPS=self.rows_per // 4, ACCUMULATORS=self.tokens_per * self.rows_per // 4,
                     SUMS=self.tokens_per * self.rows_per,
                     W_LOADS=w_loads // threads, X_LOADS=x_loads // threads)
@@ -99,6 +103,10 @@ class KernelTuning:
     # 99; 1024 tokens 46-48 TFLOP/s against 27-29. Sums differ from f32's by ~7e-4 of the largest output.
     tiled_half: bool = True
     tile_half: TileShape = TileShape(4, 4, 16, 16, 16)
+    # Steps of long_tile_min_tokens or more (prefill) add their f16 products in runs of 16, not 64:
+    # run 99 (H200, 1.5B-class v7) KL from fp32 1.2e-6 against 2.6e-6 (the rwkv package's cuda
+    # fp16: 2.1e-6), prefill 1024 tokens 5% slower; batch-64 decode would lose 11%, so it keeps runs of 64.
+    tile_half_long: TileShape = TileShape(4, 4, 16, 16, 16, 4)
     # Per weight format, from how many tokens the tiled kernel in f16 takes a matmul from
     # matmul_rows: run 88 (f16: 32 sequences +7-10%, 48 +14-20%, 64 +9-14%), run 91 (int8: 32 -14%,
     # 48 +8%, 64 +24%, prefill +17%; NF4: 32 level, 48 +17%, 64 +19%, prefill +22%).

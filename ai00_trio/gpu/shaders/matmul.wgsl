@@ -1,7 +1,7 @@
 // Linear layers: y_z = act(W_z · x_z) for every token, for a stack of up to 8 matrices W_z stored
 // row-major like torch's Linear ([out, in], K contiguous), with x_z and y_z stacked by token.
 // Weights are f32, f16, int8 or NF4 (W_INT8, W_NF4: engine/quant.py); sums are f32 (the tiled
-// kernel's HALF_MATH adds f16 products in f16 for one K step at a time).
+// kernel's HALF_MATH adds f16 products in f16 for one run of K columns at a time).
 // Epilogue (fused, so no extra pass): optional gate (y ⊙ gate) and optional residual add (y += …).
 #if W_F16
 enable f16;
@@ -337,13 +337,14 @@ const TOKEN_THREADS: u32 = {{TOKEN_THREADS}}u;
 const ROWS_PER: u32 = {{ROWS_PER}}u;
 const TOKENS_PER: u32 = {{TOKENS_PER}}u;
 const TILE_K4: u32 = {{TILE_K4}}u;
+const RUN_K4: u32 = {{RUN_K4}}u;
 const TILE_M: u32 = ROW_THREADS * ROWS_PER;
 const TILE_T: u32 = TOKEN_THREADS * TOKENS_PER;
 const THREADS: u32 = ROW_THREADS * TOKEN_THREADS;
 #if HALF_MATH
 // HALF_MATH (shader-f16; f16 weights, or int8 / NF4 decoded to f16): the tiles hold halves,
 // and each sum y_mt takes its products two k at a time in a vec2<f16> (one packed multiply-add
-// per two products) for one K step, then adds the two halves to its f32 total. Inputs beyond
+// per two products) for a run of RUN_K4 columns, then adds the two halves to its f32 total. Inputs beyond
 // f16's range are clamped.
 alias tile_vec = vec4<f16>;
 fn tile_input(v: vec4<f32>) -> tile_vec { return tile_vec(clamp(v, vec4<f32>(-65504.0), vec4<f32>(65504.0))); }
@@ -414,22 +415,26 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
             next_x[{{l}}] = tile_input(input_at(flat + {{l}}u * THREADS, TILE_K4, k1, k_end, t0, seg));
 #endfor
         }
+        // The K step in RUNS runs of RUN_K4 columns. With HALF_MATH each run's products are added in
+        // f16, in halves[j * ROWS_PER + i] (token ty * TOKENS_PER + j, row rx + ROW_THREADS * i),
+        // then the run's total joins the f32 sum: f16 rounding grows with the run's length.
+#for r in RUNS
+        {
 #if HALF_MATH
-        // halves[j * ROWS_PER + i]: token ty * TOKENS_PER + j, row rx + ROW_THREADS * i, this K step
         // (set to zero here: a var declared in a loop keeps its value across iterations in naga)
         var halves: array<vec2<f16>, {{SUMS}}>;
 #for i in SUMS
         halves[{{i}}] = vec2<f16>(0.0);
 #endfor
 #endif
-#for q in TILE_K4
+#for q in RUN_K4
         {
             var a: array<tile_vec, {{ROWS_PER}}>;
 #for i in ROWS_PER
-            a[{{i}}] = tile_w[rx + {{i}}u * ROW_THREADS][{{q}}];
+            a[{{i}}] = tile_w[rx + {{i}}u * ROW_THREADS][{{r}}u * RUN_K4 + {{q}}u];
 #endfor
 #for j in TOKENS_PER
-            let b{{j}} = tile_x[ty * TOKENS_PER + {{j}}u][{{q}}];
+            let b{{j}} = tile_x[ty * TOKENS_PER + {{j}}u][{{r}}u * RUN_K4 + {{q}}u];
 #if HALF_MATH
 #for i in ROWS_PER
             halves[{{j}} * {{ROWS_PER}} + {{i}}] = fma(a[{{i}}].zw, b{{j}}.zw,
@@ -453,6 +458,8 @@ fn matmul_tiled(@builtin(local_invocation_index) flat: u32, @builtin(workgroup_i
 #endfor
 #endfor
 #endif
+        }
+#endfor
     }
 #for j in TOKENS_PER
 #for g in ROW_GROUPS
