@@ -171,6 +171,19 @@ def test_bad_tools_are_400s(fields, param):
     assert raised.value.status == 400 and raised.value.body.error.param == param
 
 
+def test_openapi_documents_tools():
+    from ai00_trio.server.openapi import openapi_document
+
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+    assert {"tools", "tool_choice", "parallel_tool_calls"} <= set(schemas["ChatCompletionRequest"]["properties"])
+    assert {"tool_calls", "tool_call_id"} <= set(schemas["ChatMessage"]["properties"])
+    assert "tool_calls" in schemas["AssistantMessage"]["properties"]
+    assert set(schemas["ToolCallDelta"]["properties"]) == {"index", "id", "type", "function"}
+    stream = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]["text/event-stream"]
+    assert stream["schema"] == {"$ref": "#/components/schemas/ChatCompletionChunk"}
+
+
 # --- through a server (GPU) ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -192,8 +205,9 @@ def check_calls(tool_calls, names=tuple(SCHEMAS)) -> None:
 
 
 def answer_tool(messages: list, message) -> list:
-    """The conversation after the assistant's calls and each call's result."""
-    return [*messages, message.model_dump(exclude_none=True),
+    """The conversation after the assistant's calls (the SDK's message object, as SDK users
+    append it) and each call's result."""
+    return [*messages, message,
             *({"role": "tool", "tool_call_id": call.id, "content": '{"temp": 21}'} for call in message.tool_calls)]
 
 
