@@ -115,6 +115,16 @@ def test_grammar_per_tool_choice():
         assert tuple(accepts(g, text) for g in (auto, required, named, single)) == expected, text
 
 
+def test_arguments_are_an_object_whatever_the_schema_leaves_out():
+    tools = [{"type": "function", "function": {"name": "anything", "parameters": {}}},
+             {"type": "function", "function": {"name": "nothing"}}]
+    grammar = plan(tools=tools, tool_choice="required").grammar
+    assert accepts(grammar, '<tool_call>{"name":"anything","arguments":{"a":[1,"x"]}}</tool_call>')
+    assert accepts(grammar, '<tool_call>{"name":"nothing","arguments":{}}</tool_call>')
+    assert not accepts(grammar, '<tool_call>{"name":"anything","arguments":5}</tool_call>')
+    assert not accepts(grammar, '<tool_call>{"name":"nothing","arguments":{"a":1}}</tool_call>')
+
+
 def test_parser_splits_content_and_calls_the_same_in_any_pieces():
     text = ' Sure.\n<tool_call>{"name":"get_weather","arguments":{"city":"Paris","celsius":true,' \
            '"note":"}</tool_call>"}}</tool_call>\n' + TIME_CALL + "\n\n"

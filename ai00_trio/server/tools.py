@@ -67,7 +67,7 @@ async def tool_plan(body: s.ChatCompletionRequest) -> ToolPlan | None:
                           "allows it)", param=param)
     forced = choice == "required" or must_call is not None
     callable_ = [(i, f) for i, f in enumerate(functions) if must_call in (None, f.name)]
-    key = json.dumps({"tools": [[i, f.name, _parameters(f)] for i, f in callable_],
+    key = json.dumps({"tools": [[i, f.name, _arguments_schema(_parameters(f))] for i, f in callable_],
                       "auto": not forced, "parallel": body.parallel_tool_calls})
     try:
         grammar = await trio.to_thread.run_sync(_tool_grammar, key)
@@ -105,6 +105,11 @@ def _functions(tools: list[s.Tool]) -> list[s.FunctionDefinition]:
 
 def _parameters(function: s.FunctionDefinition) -> dict:
     return function.parameters if function.parameters is not None else NO_PARAMETERS
+
+
+def _arguments_schema(parameters: dict) -> dict:
+    """The schema the grammar follows: arguments are an object even where `type` is left out."""
+    return {"type": "object", **parameters}
 
 
 @lru_cache(maxsize=64)
