@@ -80,7 +80,7 @@ def _dump(value) -> bytes:
 
 
 class _Translator:
-    def __init__(self, root: dict | bool, whitespace: str) -> None:
+    def __init__(self, root: dict | bool, whitespace: str, prefix: str = "") -> None:
         if whitespace not in WHITESPACE:
             raise GrammarError(f"unknown whitespace policy {whitespace!r}; use one of {WHITESPACE}")
         self.root = root
@@ -88,19 +88,21 @@ class _Translator:
         self.colon = lit(": " if whitespace == "space" else ":")
         self.rules: dict[str, Expr] = {}
         self.ref_names: dict[str, str] = {}
+        self.prefix = prefix  # of every rule name, so several schemas' rules can share one grammar
         self.depth = 0
 
     # -- generic JSON ------------------------------------------------------
     def any_value(self) -> Expr:
-        if "json_value" not in self.rules:
-            self.rules["json_value"] = lit("")  # placeholder against re-entry
-            value = Ref("json_value")
+        name = self.prefix + "json_value"
+        if name not in self.rules:
+            self.rules[name] = lit("")  # placeholder against re-entry
+            value = Ref(name)
             member = seq(JSON_STRING, self.colon, value)
             obj = seq(lit("{"), opt(SepBy(member, self.comma)), lit("}"))
             arr = seq(lit("["), opt(SepBy(value, self.comma)), lit("]"))
-            self.rules["json_value"] = alt(obj, arr, JSON_STRING, self.number(False, {}),
-                                           lit("true"), lit("false"), lit("null"))
-        return Ref("json_value")
+            self.rules[name] = alt(obj, arr, JSON_STRING, self.number(False, {}),
+                                   lit("true"), lit("false"), lit("null"))
+        return Ref(name)
 
     def any_object(self) -> Expr:
         value = self.any_value()
@@ -276,7 +278,7 @@ class _Translator:
             raise GrammarError(f"$ref {ref!r} at {path}: only local references (#/...) are supported")
         name = self.ref_names.get(ref)
         if name is None:
-            name = f"ref{len(self.ref_names)}"
+            name = f"{self.prefix}ref{len(self.ref_names)}"
             self.ref_names[ref] = name
             target = self.resolve_pointer(ref, path)
             self.rules[name] = lit("")  # placeholder for recursive references
@@ -349,9 +351,10 @@ def _subtract(ranges, remove) -> tuple[tuple[int, int], ...]:
     return normalize_ranges(out)
 
 
-def json_schema_rules(schema, whitespace: str = "none", start: str = "start") -> dict[str, Expr]:
-    """Rules (name -> AST) for documents matching `schema`; `start` is the entry."""
-    tr = _Translator(schema, whitespace)
+def json_schema_rules(schema, whitespace: str = "none", start: str = "start", prefix: str = "") -> dict[str, Expr]:
+    """Rules (name -> AST) for documents matching `schema`; `start` is the entry, and every
+    other rule's name begins with `prefix`."""
+    tr = _Translator(schema, whitespace, prefix)
     tr.rules[start] = tr.schema(schema, "#")
     return tr.rules
 

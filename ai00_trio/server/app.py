@@ -29,6 +29,7 @@ from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, 
 from .openapi import openapi_document, swagger_page
 from .sampling_glue import sampler_factory
 from .text import ChatTrim, chat_prompt
+from .tools import ReplyParser, ToolPlan, tool_plan
 
 API_PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")
 DEFAULT_MAX_TOKENS = 256
@@ -216,12 +217,14 @@ def create_app(state: ServerState) -> QuartTrio:
         loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.ChatCompletionRequest)
         check_model(body.model, loaded)
-        prompt, assistant_turns, continued = chat_prompt(body.messages, body.names, body.template)
+        tools = await tool_plan(body)
+        prompt, assistant_turns, continued = chat_prompt(body.messages, body.names, body.template,
+                                                         tools.prompt if tools else None)
         stops = _stops(body.stop, config.model.stop)
         top_n = (body.top_logprobs or 0) if body.logprobs else 0
         return await _serve_completion(loaded, graph, body, prompt, stops, assistant_turns, chat=True, top_n=top_n,
                                        want_logprobs=body.logprobs, max_tokens_cap=config.model.max_tokens_cap,
-                                       continued=continued)
+                                       continued=continued, tools=tools)
 
     @route("/completions", ["POST"])
     async def completions():
@@ -355,7 +358,8 @@ def _max_tokens(body: s.SamplingFields, cap: int) -> int:
 
 async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], assistant_turns: list[str],
                             chat: bool, top_n: int, want_logprobs: bool, max_tokens_cap: int,
-                            echo: str = "", best_of: int | None = None, continued: bool = False) -> Response:
+                            echo: str = "", best_of: int | None = None, continued: bool = False,
+                            tools: ToolPlan | None = None) -> Response:
     if not 1 <= body.n <= 16:
         raise bad_request("n must be between 1 and 16", param="n")
     candidates = body.n if best_of is None else best_of
@@ -365,7 +369,7 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
         raise bad_request("best_of above n cannot be streamed", param="best_of")
     if not 0 <= top_n <= 20:
         raise bad_request("top_logprobs must be between 0 and 20", param="top_logprobs")
-    grammar = await _grammar(body)
+    grammar = tools.grammar if tools else await _grammar(body)
     max_tokens = _max_tokens(body, max_tokens_cap)
     streams = []
     try:
@@ -391,12 +395,13 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.stream:
             response = Response(_sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs,
-                                     include_usage, echo, continued), content_type="text/event-stream",
+                                     include_usage, echo, continued, tools is not None),
+                                content_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache"})
             streams = []  # the stream closes them
             return response
         return json_response(await _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs,
-                                            body.n, echo, continued))
+                                            body.n, echo, continued, tools is not None))
     finally:
         # a client gone (the handler cancelled) or an error: the generations see their channel
         # closed at their next token and free their slots
@@ -461,7 +466,7 @@ def _chat_logprobs(loaded, event: Token) -> s.TokenLogprob:
 
 
 async def _collect(loaded, streams, firsts, completion_id, created, chat, want_logprobs, keep: int, echo: str,
-                   continued: bool = False):
+                   continued: bool = False, tool_calls: bool = False):
     """The whole answer: `keep` choices, the most probable (total log-probability) of the
     candidates when there are more (best_of); completions start with `echo`."""
     choices, scores, prompt_tokens, completion_tokens = [], [], 0, 0
@@ -481,8 +486,15 @@ async def _collect(loaded, streams, firsts, completion_id, created, chat, want_l
         text = "".join(parts)
         if chat:
             lp = s.ChoiceLogprobs([_chat_logprobs(loaded, e) for e in logprobs]) if want_logprobs else None
-            text = text.rstrip() if continued else text.strip()  # a continuation keeps its leading space
-            choices.append(s.ChatChoice(index, s.AssistantMessage("assistant", text), finish, lp))
+            if tool_calls:
+                parser = ReplyParser(continued)
+                parser.feed(text)
+                parser.close()
+                message, finish = parser.message(finish)
+            else:
+                text = text.rstrip() if continued else text.strip()  # a continuation keeps its leading space
+                message = s.AssistantMessage("assistant", text)
+            choices.append(s.ChatChoice(index, message, finish, lp))
         else:
             lp = None
             if want_logprobs:
@@ -506,19 +518,20 @@ async def _collect(loaded, streams, firsts, completion_id, created, chat, want_l
 
 
 async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage, echo: str = "",
-               continued: bool = False):
+               continued: bool = False, tool_calls: bool = False):
     """SSE chunks in OpenAI's format, choice after choice (all choices generate concurrently on
     the GPU; their events wait in their channels), then usage if asked, then [DONE]."""
     prompt_tokens = completion_tokens = 0
     started, finished = time.perf_counter(), False
 
     def chunk(index: int, delta_text: str | None, finish: str | None, role: bool = False,
-              event: Token | None = None) -> bytes:
+              event: Token | None = None, delta: s.Delta | None = None) -> bytes:
         if chat:
             lp = None
             if want_logprobs and event is not None and event.token >= 0:
                 lp = s.ChoiceLogprobs([_chat_logprobs(loaded, event)])
-            delta = s.Delta(role="assistant") if role else s.Delta(content=delta_text)
+            if delta is None:
+                delta = s.Delta(role="assistant") if role else s.Delta(content=delta_text)
             body = s.ChatCompletionChunk(completion_id, created, loaded.name,
                                          [s.ChatChunkChoice(index, delta, finish, lp)])
         else:
@@ -533,17 +546,28 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
             elif echo:
                 yield chunk(index, echo, None)
             trim = ChatTrim(leading=not continued) if chat else None  # the text of the answer without streaming
+            parser = ReplyParser(continued) if tool_calls else None
             async for batch in _event_batches(recv, first):
                 parts = []
                 for event in batch:
-                    if isinstance(event, Token):
+                    if isinstance(event, Token) and parser is not None:
+                        deltas = parser.feed(event.text)
+                        if not deltas and want_logprobs and event.token >= 0:
+                            deltas = [s.Delta()]
+                        parts.extend(chunk(index, None, None, event=event if k == 0 else None, delta=delta)
+                                     for k, delta in enumerate(deltas))
+                    elif isinstance(event, Token):
                         text = trim.feed(event.text) if trim else event.text
                         if text or (want_logprobs and event.token >= 0):
                             parts.append(chunk(index, text, None, event=event))
                     elif isinstance(event, Done):
                         prompt_tokens = event.prompt_tokens
                         completion_tokens += event.completion_tokens
-                        parts.append(chunk(index, None, event.finish_reason))
+                        finish = event.finish_reason
+                        if parser is not None:
+                            parts.extend(chunk(index, None, None, delta=delta) for delta in parser.close())
+                            finish = parser.finish_reason(finish)
+                        parts.append(chunk(index, None, finish))
                     elif isinstance(event, Failed):  # then the next choice, and [DONE]
                         parts.append(b"data: " + msgspec.json.encode(event.error.body) + b"\n\n")
                 if parts:

@@ -18,11 +18,12 @@ ROUTES = [
     ("/detokenize", "post", s.DetokenizeRequest, s.DetokenizeResponse, "The text of token ids (llama.cpp's shape)"),
     ("/api/states", "get", None, s.StateList, "Initial (state-tuned) states"),
 ]
+STREAMED = {"/v1/chat/completions": s.ChatCompletionChunk}  # what each `data:` event of a stream holds
 
 
 @lru_cache(maxsize=1)
 def openapi_document() -> dict:
-    types = [t for _, _, req, res, _ in ROUTES for t in (req, res) if t is not None] + [ErrorResponse]
+    types = [t for _, _, req, res, _ in ROUTES for t in (req, res) if t is not None] + [ErrorResponse, *STREAMED.values()]
     refs, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     ref_of = dict(zip(types, refs))
     paths: dict = {}
@@ -33,6 +34,8 @@ def openapi_document() -> dict:
             "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref_of[res]}}},
                           "400": error, "429": error, "503": error},
         }
+        if path in STREAMED:
+            operation["responses"]["200"]["content"]["text/event-stream"] = {"schema": ref_of[STREAMED[path]]}
         if "{model_id}" in path:
             operation["parameters"] = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}]
         if req is not None:

@@ -17,10 +17,44 @@ class ContentPart(Struct):
     text: str | None = None
 
 
+class FunctionCall(Struct):
+    name: str
+    arguments: str                                    # JSON text, as OpenAI sends it
+
+
+class ToolCall(Struct):
+    id: str
+    function: FunctionCall
+    type: str = "function"
+
+
 class ChatMessage(Struct):
     role: str
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None          # an assistant's earlier calls
+    tool_call_id: str | None = None                   # a tool message: the call it answers
+
+
+class FunctionDefinition(Struct):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None          # JSON schema of the arguments object
+    strict: bool | None = None                        # accepted: the arguments always follow the schema
+
+
+class Tool(Struct):
+    function: FunctionDefinition
+    type: str = "function"
+
+
+class NamedFunction(Struct):
+    name: str
+
+
+class NamedToolChoice(Struct):
+    function: NamedFunction
+    type: str = "function"
 
 
 class ChatTemplate(Struct):
@@ -68,6 +102,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
     logprobs: bool = False
     names: dict[str, str] | None = None
     template: ChatTemplate | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
 
 class CompletionRequest(SamplingFields, kw_only=True):
@@ -134,9 +171,10 @@ class ChoiceLogprobs(Struct):
     content: list[TokenLogprob]
 
 
-class AssistantMessage(Struct):
+class AssistantMessage(Struct, omit_defaults=True):
     role: str
-    content: str
+    content: str | None                               # null when the answer is only tool calls
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(Struct):
@@ -156,9 +194,24 @@ class ChatCompletion(Struct):
     system_fingerprint: str | None = None
 
 
+class FunctionDelta(Struct, omit_defaults=True):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(Struct, omit_defaults=True):
+    """A streamed call: its first chunk has id, type, name and arguments ""; later ones
+    carry pieces of the arguments, all under the call's index."""
+    index: int
+    id: str | None = None
+    type: str | None = None
+    function: FunctionDelta | None = None
+
+
 class Delta(Struct, omit_defaults=True):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(Struct):

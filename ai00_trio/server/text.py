@@ -5,6 +5,7 @@ import re
 
 from .errors import bad_request
 from .schemas import ChatMessage, ChatTemplate
+from .tool_syntax import render_call, render_result
 
 ROLE_NAMES = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Observation",
               "observation": "Observation", "developer": "System"}
@@ -48,27 +49,42 @@ class ChatTrim:
 
 
 def chat_prompt(messages: list[ChatMessage], names: dict[str, str] | None,
-                template: ChatTemplate | None) -> tuple[str, list[str], bool]:
+                template: ChatTemplate | None, tools: str | None = None) -> tuple[str, list[str], bool]:
     """The RWKV World chat prompt (`User: ...` then `Assistant:`), the earlier assistant turns
     (which seed the repetition penalties), and whether the last message is the assistant's own
-    beginning, which the answer continues (the prompt then ends with it, not with a new turn)."""
+    beginning, which the answer continues (the prompt then ends with it, not with a new turn).
+    `tools` (the tool list the model may call) joins the leading system turn, or makes one."""
     template = template or ChatTemplate()
     names = {k.lower(): v for k, v in (names or {}).items()}
-    records, assistant_turns = [], []
+    turns, assistant_turns = [], []
+    call_names: dict[str, str] = {}  # tool_call_id -> function, to name the tool results
     for i, message in enumerate(messages):
         role = message.role.lower()
         if role not in ROLE_NAMES:
             raise bad_request(f"messages[{i}].role: unknown role {message.role!r}", param=f"messages[{i}].role")
         content = _BLANK_LINES.sub("\n", message_text(message, i)).strip()
+        if role == "assistant" and message.tool_calls:
+            call_names.update((call.id, call.function.name) for call in message.tool_calls)
+            calls = [render_call(call.function.name, call.function.arguments) for call in message.tool_calls]
+            content = "\n".join([content, *calls] if content else calls)
+        elif role == "tool":
+            content = render_result(call_names.get(message.tool_call_id or "", message.name), content)
         if role == "assistant":
             assistant_turns.append(content)
-        display = names.get(role, ROLE_NAMES[role])
-        records.append(template.record.replace("{role}", display).replace("{content}", content))
+        turns.append([role, content])
+    if tools:
+        if turns and turns[0][0] in ("system", "developer"):
+            turns[0][1] = f"{turns[0][1]}\n{tools}" if turns[0][1] else tools
+        else:
+            turns.insert(0, ["system", tools])
+    records = [template.record.replace("{role}", names.get(role, ROLE_NAMES[role])).replace("{content}", content)
+               for role, content in turns]
     if messages and messages[-1].role.lower() == "assistant":
-        if assistant_turns[-1]:
+        if assistant_turns[-1] and not messages[-1].tool_calls:
             return template.sep.join(records), assistant_turns, True
-        records.pop()  # an empty last assistant message: answer anew
-        assistant_turns.pop()
+        if not assistant_turns[-1]:
+            records.pop()  # an empty last assistant message: answer anew
+            assistant_turns.pop()
     prefix = template.prefix.replace("{assistant}", names.get("assistant", "Assistant")) \
                             .replace("{user}", names.get("user", "User"))
     return template.sep.join(records) + template.sep + prefix, assistant_turns, False
