@@ -97,6 +97,16 @@ def test_stream_events_parse_and_join_to_the_answer(client):
     assert client.responses.retrieve(done.id).output_text == text
 
 
+def test_the_sdk_stream_helper_gets_the_final_response(client):
+    # an answer that ends at its stop string: the helper wants response.completed (the SDK
+    # does not take response.incomplete, which OpenAI sends at max_output_tokens, as final)
+    with client.responses.stream(model="m", input="Hi", temperature=0, max_output_tokens=40,
+                                 extra_body={"stop": ["h"]}) as stream:
+        deltas = [e.delta for e in stream if e.type == "response.output_text.delta"]
+        final = stream.get_final_response()
+    assert final.status == "completed" and final.output_text == "".join(deltas) == "t"
+
+
 def test_previous_response_id_reuses_the_stored_history(client, server, engine):
     """Three turns: each continues the last from its cached state (no prefill of the history),
     and each answer is the greedy answer to the whole conversation as one prompt."""
@@ -213,3 +223,14 @@ def test_json_schema_text_format_constrains_the_answer(client):
                                        text={"format": {"type": "json_schema", "name": "x", "schema": schema}})
     assert json.loads(response.output_text)["pet"] in ("cat", "dog") and response.status == "completed"
     assert response.text.format.type == "json_schema"
+
+
+def test_openapi_and_status_show_the_responses_api(server, client):
+    spec = http("GET", server + "/api-docs/openapi.json")[1]
+    assert set(spec["paths"]["/v1/responses"]) == {"post"}
+    assert set(spec["paths"]["/v1/responses/{response_id}"]) == {"get", "delete"}
+    fields = spec["components"]["schemas"]["ResponseRequest"]["properties"]
+    assert {"input", "instructions", "previous_response_id", "max_output_tokens", "store"} <= set(fields)
+    client.responses.create(model="m", input="Hi", max_output_tokens=2)
+    stored = http("GET", server + "/api/status")[1]["responses"]
+    assert stored["max_stored"] == 4 and 1 <= stored["stored"] <= 4

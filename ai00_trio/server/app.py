@@ -189,6 +189,7 @@ def create_app(state: ServerState) -> QuartTrio:
             "tokens_per_second": round(graph.executor.tokens_per_second, 1),
             "outputs": {"gpu_choices": graph.executor.gpu_choices, "logits_rows": graph.executor.logits_replies},
             "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
+            "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
         })
 
     @app.get("/api/states")
