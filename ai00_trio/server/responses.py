@@ -21,8 +21,10 @@ import msgspec
 import trio
 from quart import Response, request
 
+from ..config import Config
 from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
 from .actors import Done, Failed, TextJob, Token
+from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, overloaded
 from .response_schemas import (ContentPartEvent, DeletedResponse, ErrorEvent, IncompleteDetails, InputItem,
                                InputTokensDetails, OutputItemEvent, OutputMessage, OutputText, OutputTokensDetails,
@@ -63,7 +65,8 @@ class Draft:
     def response(self, status: str, text: str | None, usage: ResponseUsage | None,
                  error: ResponseError | None = None) -> ResponseObject:
         body = self.body
-        output = [] if text is None else [self.message(status, text)]
+        # a message is in_progress, completed or incomplete: a failed response's is incomplete
+        output = [] if text is None else [self.message("incomplete" if status == "failed" else status, text)]
         fmt = body.text.format if body.text is not None and body.text.format is not None else {"type": "text"}
         return ResponseObject(
             id=self.id, created_at=self.created_at, status=status, model=self.model, output=output, usage=usage,
@@ -110,7 +113,7 @@ class Answer:
 
 
 def register_responses(route: Callable, store: ResponseStore, ready: Callable, check_model: Callable,
-                       config) -> None:
+                       config: Config) -> None:
     """Adds the routes through the app's `route` (every API prefix)."""
 
     @route("/responses", ["POST"])
@@ -232,7 +235,7 @@ def _messages(body: ResponseRequest) -> list[ChatMessage]:
     return messages
 
 
-async def _turn(body: ResponseRequest, store: ResponseStore, loaded) -> Turn:
+async def _turn(body: ResponseRequest, store: ResponseStore, loaded: LoadedModel) -> Turn:
     """The prompt: the chat rendering of the input, after the stored conversation's tokens."""
     text, model_text, continued = chat_prompt(_messages(body), None, None)
     if body.previous_response_id is None:
@@ -268,7 +271,7 @@ async def _grammar(body: ResponseRequest):
     return None
 
 
-async def _batches(recv, first) -> AsyncIterator[list]:
+async def _batches(recv: trio.MemoryReceiveChannel, first) -> AsyncIterator[list]:
     """The generation's events, every one already waiting at a time (a decode that runs ahead
     of its reader leaves several: one write for them all)."""
     batch = [first]
@@ -287,7 +290,7 @@ async def _batches(recv, first) -> AsyncIterator[list]:
             return
 
 
-def _finish(answer: Answer, draft: Draft, turn: Turn, store: ResponseStore, loaded) -> ResponseObject:
+def _finish(answer: Answer, draft: Draft, turn: Turn, store: ResponseStore, loaded: LoadedModel) -> ResponseObject:
     """The finished response, stored (with its conversation's tokens) unless store=false."""
     done = answer.done
     if done is None:
@@ -309,7 +312,8 @@ def _sse(event) -> bytes:
     return b"event: " + event.type.encode() + b"\ndata: " + msgspec.json.encode(event) + b"\n\n"
 
 
-async def _stream(recv, first, draft: Draft, turn: Turn, store: ResponseStore, loaded) -> AsyncIterator[bytes]:
+async def _stream(recv: trio.MemoryReceiveChannel, first, draft: Draft, turn: Turn, store: ResponseStore,
+                  loaded: LoadedModel) -> AsyncIterator[bytes]:
     """OpenAI's event sequence for one message with one text part; a failure after the first
     token is an `error` event, then `response.failed`."""
     numbers = itertools.count()
