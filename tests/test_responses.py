@@ -1,13 +1,14 @@
 """OpenAI's Responses API end to end: a real server, the official SDK's `client.responses`."""
 from __future__ import annotations
 
+import http.client as http_client
 import json
 
 import openai
 import pytest
 
 from server_helpers import http, running_server
-from test_server import greedy_alone
+from test_server import greedy_alone, wait_until_no_slot_is_held
 
 pytestmark = pytest.mark.gpu  # every test here runs a server process on the GPU adapter
 
@@ -141,8 +142,8 @@ def test_an_answer_that_ended_at_a_stop_string_is_continued_from_the_cache(clien
                                      max_output_tokens=12, extra_body={"stop": [stop]})
     history = first.usage.input_tokens + first.usage.output_tokens
     assert second.usage.input_tokens_details.cached_tokens == history
-    prompt = f"User: Hi\n\nAssistant:{greedy_alone(engine, 'User: Hi' + chr(10) * 2 + 'Assistant:', 40, stop)}{stop}"
-    prompt += "\n\nUser: And then?\n\nAssistant:"
+    first_prompt = "User: Hi\n\nAssistant:"
+    prompt = first_prompt + greedy_alone(engine, first_prompt, 40, stop) + stop + "\n\nUser: And then?\n\nAssistant:"
     assert second.usage.input_tokens == len(prompt)
     assert second.output_text == greedy_alone(engine, prompt, 12, stop).strip()
 
@@ -161,6 +162,30 @@ def test_continuing_equals_sending_the_whole_conversation(client):
     # the same tokens: the whole conversation is the continued response's prompt, cached whole
     assert whole.usage.input_tokens == follow.usage.input_tokens
     assert whole.usage.input_tokens_details.cached_tokens == whole.usage.input_tokens
+
+
+def test_new_instructions_join_the_continued_conversation(client, engine):
+    first = client.responses.create(model="m", input="Hi", instructions="Be kind.", temperature=0,
+                                    max_output_tokens=8)
+    second = client.responses.create(model="m", input="More", instructions="Be brief.", temperature=0,
+                                     max_output_tokens=8, previous_response_id=first.id)
+    first_prompt = "System: Be kind.\n\nUser: Hi\n\nAssistant:"
+    # the earlier instructions stay in the history; the new ones open the new turn
+    prompt = first_prompt + greedy_alone(engine, first_prompt, 8) + "\n\nSystem: Be brief.\n\nUser: More\n\nAssistant:"
+    assert second.usage.input_tokens == len(prompt) and second.instructions == "Be brief."
+    assert second.output_text == greedy_alone(engine, prompt, 8).strip()
+
+
+def test_a_stream_cut_short_frees_its_slot_and_is_not_stored(server):
+    connection = http_client.HTTPConnection(*server.removeprefix("http://").split(":"), timeout=30)
+    body = json.dumps({"input": "Hi", "max_output_tokens": 5000, "stream": True, "temperature": 0})
+    connection.request("POST", "/v1/responses", body, {"Content-Type": "application/json"})
+    reply = connection.getresponse()
+    assert reply.status == 200 and reply.readline() == b"event: response.created\n"
+    created = json.loads(reply.readline().removeprefix(b"data: "))
+    connection.close()
+    wait_until_no_slot_is_held(server, 30, "the cut-short stream kept its slot")
+    assert http("GET", server + f"/v1/responses/{created['response']['id']}")[0] == 404
 
 
 def test_retrieve_delete_and_unknown_ids(client, server):
