@@ -23,6 +23,7 @@ from quart import Response, request
 
 from ..config import Config
 from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
+from ..sampling import sampler_from_openai
 from .actors import Done, Failed, TextJob, Token
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, overloaded
@@ -40,7 +41,6 @@ SEP = ChatTemplate().sep
 INPUT_ROLES = ("user", "assistant", "system", "developer")
 TEXT_PARTS = ("input_text", "output_text", "text")
 MAX_METADATA, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
-DEFAULT_TEMPERATURE, DEFAULT_TOP_P = 1.0, 0.5  # what the sampler uses when a request gives none
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,15 @@ class Draft:
         # a message is in_progress, completed or incomplete: a failed response's is incomplete
         output = [] if text is None else [self.message("incomplete" if status == "failed" else status, text)]
         fmt = body.text.format if body.text is not None and body.text.format is not None else {"type": "text"}
+        defaults = sampler_from_openai()  # what a request that gives no sampling fields runs with
         return ResponseObject(
             id=self.id, created_at=self.created_at, status=status, model=self.model, output=output, usage=usage,
             error=error,
             incomplete_details=IncompleteDetails("max_output_tokens") if status == "incomplete" else None,
             instructions=body.instructions, max_output_tokens=body.max_output_tokens,
             previous_response_id=body.previous_response_id,
-            temperature=DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
-            top_p=DEFAULT_TOP_P if body.top_p is None else body.top_p,
+            temperature=defaults.temperature if body.temperature is None else body.temperature,
+            top_p=defaults.top_p if body.top_p is None else body.top_p,
             metadata=dict(body.metadata or {}), store=body.store, user=body.user, text={"format": fmt},
             tool_choice=body.tool_choice if isinstance(body.tool_choice, str) else "auto",
             truncation=body.truncation or "disabled")
