@@ -93,6 +93,10 @@ class CacheConfig(Section):
     host_bytes: int = 4 << 30
 
 
+class ResponsesConfig(Section):
+    max_stored: int = 256                # /v1/responses kept for retrieval and previous_response_id (oldest go first)
+
+
 class Config(Section):
     model: ModelConfig = msgspec.field(default_factory=ModelConfig)
     state: list[StateConfig] = msgspec.field(default_factory=list)
@@ -102,6 +106,7 @@ class Config(Section):
     listen: ListenConfig = msgspec.field(default_factory=ListenConfig)
     web: WebConfig | None = msgspec.field(default_factory=WebConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
 
 
 class ConfigError(ValueError):
@@ -131,6 +136,8 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         raise ConfigError(f"{source}: model.quant must be 0 or more (layers to quantize)")
     if config.model.max_batch < 1 or config.model.token_chunk_size < 1:
         raise ConfigError(f"{source}: model.max_batch and model.token_chunk_size must be positive")
+    if config.responses.max_stored < 1:
+        raise ConfigError(f"{source}: responses.max_stored must be at least 1")
     return config
 
 

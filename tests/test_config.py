@@ -30,6 +30,7 @@ def test_ai00_spellings_are_accepted():
     ("[model]\nprecision = \"int3\"\n", "precision"),
     ("[nonsense]\n", "nonsense"),
     ("[model\n", "config"),
+    ("[responses]\nmax_stored = 0\n", "max_stored"),
 ])
 def test_bad_config_names_the_problem(text, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -58,6 +58,7 @@ class Done:
     finish_reason: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0   # prompt tokens whose state came from the prefix cache
 
 
 @dataclass
@@ -76,6 +77,8 @@ class TextJob:
     model_text: list[str] = field(default_factory=list)   # earlier assistant turns: penalty seeds
     grammar: Any = None                                   # a compiled Grammar constraining the output
     prompt_param: str = "messages"                        # the request field errors about the prompt name
+    prompt_ids: list[int] | None = None  # the prompt as token ids (a stored conversation): `prompt` is not encoded
+    cache_answer: bool = False  # cache the state after exactly the prompt and the answer (see _cache_answer)
 
 
 @dataclass
@@ -150,7 +153,7 @@ class TokenizerActor:
                         self._check(lists, "input")
                         await to_executor.send(Embed(lists, job.reply))
                         continue
-                    tokens = await self.loaded.encode(job.prompt)
+                    tokens = job.prompt_ids if job.prompt_ids is not None else await self.loaded.encode(job.prompt)
                     if not tokens:
                         tokens = [0] if self.loaded.eos_token == 0 else self.loaded.tokenizer.encode("\n")
                     self._check([tokens], job.prompt_param)
@@ -433,17 +436,19 @@ class Scheduler:
         initial = await self._initial_state(job)   # prompts from tuned states are not cached
         tokens = job.tokens
         hit, claim = (None, None) if initial is not None else await self._lookup_or_claim(tokens)
+        prompt_state = None  # the state after the whole prompt, when it is at hand
         try:
             await executor.send(Load(slot, hit.state if hit is not None else initial))
             if hit is not None and hit.length == len(tokens):
                 logits = np.array(hit.logits)
+                prompt_state = hit.state
                 await executor.send(Submit(slot, [], logits_send))
             else:
                 await executor.send(Submit(slot, tokens[hit.length:] if hit else tokens, logits_send))
                 logits = _unwrap(await logits_recv.receive())
                 if claim is not None:
-                    state, _ = await self._save(executor, slot)
-                    self.cache.complete(claim, state, np.asarray(logits, np.float32))
+                    prompt_state, _ = await self._save(executor, slot)
+                    self.cache.complete(claim, prompt_state, np.asarray(logits, np.float32))
         finally:
             if claim is not None and not claim.done:
                 self.cache.abandon(claim)
@@ -505,14 +510,42 @@ class Scheduler:
             tail += matcher.flush()
             if tail:
                 await events.send(Token(tail, -1, 0.0, []))
-        if initial is None and len(generated) > 1 and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
+        start = hit.length if hit else 0
+        if initial is None and text.cache_answer and generated and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
+            await self._cache_answer(executor, slot, tokens + generated, len(tokens), start, prompt_state,
+                                     logits, logits_send, logits_recv)
+        elif initial is None and len(generated) > 1 and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
             # the slot holds the prompt and the generated tokens (all but the last, or with a chain
             # what it had run on when it ended): a later turn of this conversation re-prefills
             # only what is new
             state, fed = await self._save(executor, slot)
-            self.cache.insert(tokens[:hit.length if hit else 0] + fed, state,
+            self.cache.insert(tokens[:start] + fed, state,
                               None if isinstance(logits, Pick) else np.asarray(logits, np.float32))
-        await events.send(Done(finish, len(tokens), len(generated)))
+        await events.send(Done(finish, len(tokens), len(generated), start))
+
+    async def _cache_answer(self, executor, slot: int, answer: list[int], prompt_length: int, start: int,
+                            prompt_state, logits, logits_send, logits_recv) -> None:
+        """Cache the state after exactly `answer` (the prompt, then every generated token), so a
+        conversation that goes on from this answer prefills none of it. The slot holds one token
+        less when the last one was never fed, and tokens past the answer when a GPU chain ran on
+        before it was ended: then the slot is fed the rest, or recomputed from the prompt's state."""
+        state, fed = await self._save(executor, slot)
+        while True:  # choices of an ended chain, read back before it ended
+            try:
+                logits_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+        held = answer[:start] + fed
+        if held != answer[:len(held)]:
+            if prompt_state is None:
+                return
+            await executor.send(Load(slot, prompt_state))
+            held = answer[:prompt_length]
+        if len(held) < len(answer):
+            await executor.send(Submit(slot, answer[len(held):], logits_send))
+            logits = _unwrap(await logits_recv.receive())
+            state, _ = await self._save(executor, slot)
+        self.cache.insert(answer, state, None if isinstance(logits, Pick) else np.asarray(logits, np.float32))
 
     async def _grammar_mask(self, grammar) -> np.ndarray:
         """Allowed next tokens, computed in a worker thread so a slow mask stalls no one else.

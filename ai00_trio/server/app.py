@@ -27,14 +27,15 @@ from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
 from .openapi import openapi_document, swagger_page
+from .response_store import ResponseStore
+from .responses import register_responses
 from .sampling_glue import sampler_factory
-from .text import ChatTrim, chat_prompt
+from .text import ChatTrim, chat_prompt, stop_list
 from .tools import ReplyParser, ToolPlan, tool_plan
 
 API_PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")
 DEFAULT_MAX_TOKENS = 256
 TOKENIZER_ROUTES = ("/tokenize", "/detokenize")  # llama.cpp's, served at the root as it does
-MAX_STOPS, MAX_STOP_CHARS = 16, 1024  # stop strings a request may give, and their length
 
 
 @dataclass
@@ -47,6 +48,10 @@ class ServerState:
     started: float = field(default_factory=time.time)
     draining: bool = False  # shutting down: running requests finish, new ones get 503
     exit_code: int = 0
+    responses: ResponseStore = field(init=False)  # /v1/responses kept for GET and previous_response_id
+
+    def __post_init__(self) -> None:
+        self.responses = ResponseStore(self.config.responses.max_stored)
 
 
 def json_response(value, status: int = 200) -> Response:
@@ -185,6 +190,7 @@ def create_app(state: ServerState) -> QuartTrio:
             "tokens_per_second": round(graph.executor.tokens_per_second, 1),
             "outputs": {"gpu_choices": graph.executor.gpu_choices, "logits_rows": graph.executor.logits_replies},
             "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
+            "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
         })
 
     @app.get("/api/states")
@@ -220,7 +226,7 @@ def create_app(state: ServerState) -> QuartTrio:
         tools = await tool_plan(body)
         prompt, assistant_turns, continued = chat_prompt(body.messages, body.names, body.template,
                                                          tools.prompt if tools else None)
-        stops = _stops(body.stop, config.model.stop)
+        stops = stop_list(body.stop, config.model.stop)
         top_n = (body.top_logprobs or 0) if body.logprobs else 0
         return await _serve_completion(loaded, graph, body, prompt, stops, assistant_turns, chat=True, top_n=top_n,
                                        want_logprobs=body.logprobs, max_tokens_cap=config.model.max_tokens_cap,
@@ -232,7 +238,7 @@ def create_app(state: ServerState) -> QuartTrio:
         body = s.decode_request(await request.get_data(), s.CompletionRequest)
         check_model(body.model, loaded)
         prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
-        stops = _stops(body.stop, [])
+        stops = stop_list(body.stop, [])
         top_n = body.logprobs or 0
         if body.suffix:
             raise bad_request("suffix (text to insert before) is not supported: RWKV models continue text",
@@ -243,6 +249,8 @@ def create_app(state: ServerState) -> QuartTrio:
                                        want_logprobs=body.logprobs is not None,
                                        max_tokens_cap=config.model.max_tokens_cap,
                                        echo=prompt if body.echo else "", best_of=body.best_of)
+
+    register_responses(route, state.responses, ready, check_model, config)
 
     @route("/embeddings", ["POST"])
     async def embeddings():
@@ -325,17 +333,6 @@ def _embedding_inputs(value) -> list[str | list[int]]:
         if not ok or len(item) == 0:
             raise bad_request(message, param="input")
     return list(value)
-
-
-def _stops(value: str | list[str] | None, default: list[str]) -> list[str]:
-    if value is None:
-        return list(default)
-    stops = [value] if isinstance(value, str) else list(value)
-    if len(stops) > MAX_STOPS:
-        raise bad_request(f"at most {MAX_STOPS} stop strings", param="stop")
-    if any(len(x) > MAX_STOP_CHARS for x in stops):
-        raise bad_request(f"a stop string has at most {MAX_STOP_CHARS} characters", param="stop")
-    return [x for x in stops if x]
 
 
 def _enqueue(graph: ActorGraph, job) -> None:

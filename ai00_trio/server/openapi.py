@@ -5,12 +5,18 @@ from functools import lru_cache
 
 import msgspec
 
+from . import response_schemas as r
 from . import schemas as s
 from .errors import ErrorResponse
 
 ROUTES = [
     ("/v1/chat/completions", "post", s.ChatCompletionRequest, s.ChatCompletion, "Chat completion (SSE with stream=true)"),
     ("/v1/completions", "post", s.CompletionRequest, s.Completion, "Text completion (SSE with stream=true)"),
+    ("/v1/responses", "post", r.ResponseRequest, r.ResponseObject,
+     "OpenAI's Responses API (stream=true: SSE events response.created ... response.completed); "
+     "previous_response_id continues a stored response from its cached state"),
+    ("/v1/responses/{response_id}", "get", None, r.ResponseObject, "A stored response"),
+    ("/v1/responses/{response_id}", "delete", None, r.DeletedResponse, "Delete a stored response"),
     ("/v1/embeddings", "post", s.EmbeddingRequest, s.EmbeddingList, "Embeddings: the normalized final hidden state"),
     ("/v1/models", "get", None, s.ModelList, "The served model"),
     ("/v1/models/{model_id}", "get", None, s.ModelCard, "One model (any name is the served model, unless strict_names)"),
@@ -36,11 +42,14 @@ def openapi_document() -> dict:
         }
         if path in STREAMED:
             operation["responses"]["200"]["content"]["text/event-stream"] = {"schema": ref_of[STREAMED[path]]}
-        if "{model_id}" in path:
-            operation["parameters"] = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+        names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+        if names:
+            operation["parameters"] = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                                       for name in names]
+            operation["responses"]["404"] = error
         if req is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[req]}}}
-        paths[path] = {method: operation}
+        paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.0.3",
         "info": {"title": "ai00-trio", "version": "0.1.0",
