@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import trio
@@ -578,17 +578,19 @@ class SlotIO:
     async def load(self, state: State | None) -> None:
         await self._executor.send(Load(self.slot, state))
 
-    async def feed(self, tokens: list[int], every: bool = False) -> np.ndarray:
-        """Logits after the last of `tokens` [n_vocab], or after each of them [len, n_vocab]
-        (`every`: a long run comes back a step's rows at a time)."""
-        await self._executor.send(Submit(self.slot, tokens, self._send, "all" if every else "last"))
-        if not every:
-            return _unwrap(await self._recv.receive())
-        parts, rows = [], 0
+    async def feed(self, tokens: list[int]) -> np.ndarray:
+        """The logits after the last of `tokens` [n_vocab]."""
+        await self._executor.send(Submit(self.slot, tokens, self._send))
+        return _unwrap(await self._recv.receive())
+
+    async def feed_each(self, tokens: list[int]) -> AsyncIterator[np.ndarray]:
+        """The logits after each of `tokens`, as the steps give them: [rows, n_vocab] at a time."""
+        await self._executor.send(Submit(self.slot, tokens, self._send, "all"))
+        rows = 0
         while rows < len(tokens):
-            parts.append(_unwrap(await self._recv.receive()))
-            rows += len(parts[-1])
-        return np.concatenate(parts)
+            block = _unwrap(await self._recv.receive())
+            rows += len(block)
+            yield block
 
     async def save(self) -> State:
         reply_send, reply_recv = trio.open_memory_channel(1)

@@ -20,6 +20,7 @@ from .errors import bad_request, overloaded
 from .schemas import decode_request
 
 MAX_CHOICES = 256
+MAX_CHOICE_TOKENS = 1024  # its logits rows come back whole: 256 KiB a token for a 65,536-token vocab
 UNCONDITIONAL_START = 0  # the token a choice follows when scored with no input (AI00's)
 
 
@@ -60,6 +61,8 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
             raise bad_request(f"choices must list 1 to {MAX_CHOICES} strings", param="choices")
         prompt = await encode(loaded, _joined(body.input), "input", empty_is_start=True)
         choices = [await encode(loaded, choice, "choices", empty_is_start=False) for choice in body.choices]
+        if any(len(choice) > MAX_CHOICE_TOKENS for choice in choices):
+            raise bad_request(f"a choice has at most {MAX_CHOICE_TOKENS} tokens", param="choices")
         scores = await run_in_slot(graph, partial(_choose, prompt=prompt, choices=choices,
                                                   calibrate=body.calibrate), body.state)
         order = sorted(range(len(scores)), key=lambda i: (math.isnan(scores[i]), scores[i]))
@@ -82,9 +85,8 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
 
 async def _choose(io: SlotIO, reply: trio.MemorySendChannel, prompt: list[int], choices: list[list[int]],
                   calibrate: bool) -> None:
-    """Each choice's mean -ln p per token after the prompt (minus its mean with no input when
-    `calibrate`); infinite for an empty choice. The prompt's state is restored for each choice,
-    and only the choice's tokens but the last are fed (the last one's logits are not needed)."""
+    """Each choice's perplexity after the prompt (minus its perplexity with no input when
+    `calibrate`); infinite for an empty choice. The prompt's state is restored for each choice."""
     await io.load(io.initial)
     after_prompt = await io.feed(prompt)
     backed = await io.save()
@@ -94,15 +96,29 @@ async def _choose(io: SlotIO, reply: trio.MemorySendChannel, prompt: list[int], 
             scores.append(math.inf)
             continue
         await io.load(backed)
-        rows = after_prompt[None]
-        if len(tokens) > 1:
-            rows = np.vstack([rows, await io.feed(tokens[:-1], every=True)])
-        score = mean_nll(rows, tokens)
+        score = await _perplexity(io, tokens, after_prompt)
         if calibrate:
             await io.load(io.initial)
-            score -= mean_nll(await io.feed([UNCONDITIONAL_START] + tokens[:-1], every=True), tokens)
+            score -= await _perplexity(io, tokens)
         scores.append(score)
     await reply.send(scores)
+
+
+async def _perplexity(io: SlotIO, tokens: list[int], head: np.ndarray | None = None) -> float:
+    """Mean -ln p of `tokens` fed into the slot's state: the first one under `head` (the logits
+    before it), or with no head after UNCONDITIONAL_START. The last token is not fed (its
+    logits are not needed); a step's rows at a time, so a long choice never holds them all."""
+    total, at = 0.0, 0
+    fed = tokens[:-1]
+    if head is None:
+        fed = [UNCONDITIONAL_START] + fed
+    else:
+        total, at = nll_sum(head[None], tokens[:1]), 1
+    if fed:
+        async for rows in io.feed_each(fed):
+            total += nll_sum(rows, tokens[at:at + len(rows)])
+            at += len(rows)
+    return total / len(tokens)
 
 
 async def _state_after(io: SlotIO, reply: trio.MemorySendChannel, tokens: list[int]) -> None:
@@ -111,12 +127,12 @@ async def _state_after(io: SlotIO, reply: trio.MemorySendChannel, tokens: list[i
     await reply.send(await io.save())
 
 
-def mean_nll(logits: np.ndarray, tokens: list[int]) -> float:
-    """Mean -ln p of tokens[i] under the softmax of logits row i."""
+def nll_sum(logits: np.ndarray, tokens: list[int]) -> float:
+    """The sum of -ln p of tokens[i] under the softmax of logits row i."""
     rows = np.asarray(logits, np.float64)
     peak = rows.max(axis=1)
     log_z = peak + np.log(np.exp(rows - peak[:, None]).sum(axis=1))
-    return float(np.mean(log_z - rows[np.arange(len(tokens)), tokens]))
+    return float(np.sum(log_z - rows[np.arange(len(tokens)), tokens]))
 
 
 def _joined(value: str | list[str] | None) -> str:
