@@ -1,9 +1,11 @@
-"""`Config.toml`, parsed into msgspec Structs. Unknown keys are errors that name the key."""
+"""`Config.toml`, parsed into msgspec Structs. Unknown keys are errors that name the key.
+AI00's own Config.toml is read too (`config_ai00.py` says how the two are told apart)."""
 from __future__ import annotations
 
+import sys
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import msgspec
 
@@ -120,9 +122,21 @@ def normalize_precision(value: str) -> str:
     return lowered
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
+def _log(message: str) -> None:
+    print(f"[ai00-trio] {message}", file=sys.stderr, flush=True)
+
+
+def parse_config(text: str, source: str = "<config>", note: Callable[[str], None] = _log) -> Config:
+    """`note` hears, once each, what an AI00 Config.toml holds that is ignored or replaced."""
+    from .config_ai00 import from_ai00, is_ai00_config
+
     try:
         raw = tomllib.loads(text)
+        if is_ai00_config(raw):
+            sections = {"model": ModelConfig, "state": StateConfig, "lora": LoraConfig, "tokenizer": TokenizerConfig,
+                        "adapter": AdapterConfig, "listen": ListenConfig, "web": WebConfig, "cache": CacheConfig}
+            raw, notes = from_ai00(raw, sections, Path(TokenizerConfig().path))
+            note("; ".join([f"{source}: read as AI00's Config.toml", *notes]))
         config = msgspec.convert(raw, Config)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: {error}") from None
@@ -141,10 +155,10 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     return config
 
 
-def load_config(path: str | Path | None) -> Config:
+def load_config(path: str | Path | None, note: Callable[[str], None] = _log) -> Config:
     if path is None:
         return Config()
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    return parse_config(path.read_text(), str(path))
+    return parse_config(path.read_text(), str(path), note)

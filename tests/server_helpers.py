@@ -48,8 +48,9 @@ class ServerURL(str):
 @contextmanager
 def running_server(tmp_path: Path, model_options: dict | None = None, extra_sections: str = "",
                    wait_ready: bool = True, listen_options: dict | None = None, scheme: str = "http",
-                   args: tuple[str, ...] = ()):
-    """A server on a free port; `model_options` override keys of its [model] section."""
+                   args: tuple[str, ...] = (), config_text: str | None = None):
+    """A server on a free port; `model_options` override keys of its [model] section.
+    `config_text`: the whole config file instead, its address given on the command line."""
     port = free_port()
     options = {"path": str(ROOT / "assets" / "models"), "name": "tiny-rwkv-7v0-834K.st",
                "max_batch": 8, "token_chunk_size": 64, **(model_options or {})}
@@ -67,6 +68,9 @@ port = {port}
 [web]
 path = "{ROOT / 'webui'}"
 """)
+    if config_text is not None:
+        config.write_text(config_text)
+        args = ("--ip", "127.0.0.1", "--port", str(port), *args)
     log = open(tmp_path / f"server-{port}.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "ai00_trio", "--config", str(config), *args], cwd=ROOT,
                                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 import trio
@@ -42,6 +42,7 @@ SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the pr
 _STOP = object()              # ends the GPU executor's step thread
 MASK_DEADLINE_S = 2.0         # a grammar mask slower than this fails its request (only that one)
 CACHE_MIN_TOKENS = 8          # shorter prompts are not worth a cache entry
+NIL_STATE_ID = "00000000-0000-0000-0000-000000000000"  # AI00's name for the default state
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -82,6 +83,16 @@ class TextJob:
 
 
 @dataclass
+class SlotTask:
+    """A request that needs a slot but samples nothing (AI00's chooses and states): the
+    scheduler lends it a slot and awaits `run(io)`, which replies on `events` itself (an
+    ApiError it raises becomes a `Failed` there)."""
+    run: Callable[["SlotIO"], Awaitable[None]]
+    events: trio.MemorySendChannel
+    state_id: str | None = None
+
+
+@dataclass
 class EmbedJob:
     inputs: list[str | list[int]]
     reply: trio.MemorySendChannel
@@ -89,7 +100,7 @@ class EmbedJob:
 
 @dataclass
 class Job:
-    text: TextJob
+    text: TextJob | SlotTask
     tokens: list[int]
     model_tokens: list[int]
 
@@ -152,6 +163,9 @@ class TokenizerActor:
                         lists = [list(x) if isinstance(x, list) else await self.loaded.encode(x) for x in job.inputs]
                         self._check(lists, "input")
                         await to_executor.send(Embed(lists, job.reply))
+                        continue
+                    if isinstance(job, SlotTask):  # it brings its own tokens
+                        await to_scheduler.send(Job(job, [], []))
                         continue
                     tokens = job.prompt_ids if job.prompt_ids is not None else await self.loaded.encode(job.prompt)
                     if not tokens:
@@ -406,7 +420,7 @@ class Scheduler:
 
     async def _initial_state(self, job: Job) -> State | None:
         state_id = job.text.state_id
-        if state_id:
+        if state_id and state_id != NIL_STATE_ID:
             entry = self.loaded.states.get(state_id)
             if entry is None:
                 raise bad_request(f"unknown state id {state_id!r}", param="state")
@@ -420,7 +434,10 @@ class Scheduler:
         # unbounded: a chained decode sends every GPU choice without waiting (at most max_tokens)
         logits_send, logits_recv = trio.open_memory_channel(math.inf)
         try:
-            await self._run_generation(job, slot, executor, events, logits_send, logits_recv)
+            if isinstance(job.text, SlotTask):
+                await job.text.run(SlotIO(slot, executor, await self._initial_state(job)))
+            else:
+                await self._run_generation(job, slot, executor, events, logits_send, logits_recv)
         except ApiError as error:
             await _try_send(events, Failed(error))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -580,6 +597,39 @@ class Scheduler:
         reply_send, reply_recv = trio.open_memory_channel(1)
         await executor.send(Save(slot, reply_send))
         return _unwrap(await reply_recv.receive())
+
+
+class SlotIO:
+    """The slot a SlotTask was lent: set its state, feed it tokens, copy its state out."""
+
+    def __init__(self, slot: int, executor: trio.MemorySendChannel, initial: State | None) -> None:
+        self.slot = slot
+        self.initial = initial  # the request's initial state (None: the model's zero state)
+        self._executor = executor
+        self._send, self._recv = trio.open_memory_channel(math.inf)
+
+    async def load(self, state: State | None) -> None:
+        await self._executor.send(Load(self.slot, state))
+
+    async def feed(self, tokens: list[int]) -> np.ndarray:
+        """The logits after the last of `tokens` [n_vocab]."""
+        await self._executor.send(Submit(self.slot, tokens, self._send))
+        return _unwrap(await self._recv.receive())
+
+    async def feed_each(self, tokens: list[int]) -> AsyncIterator[np.ndarray]:
+        """The logits after each of `tokens`, as the steps give them: [rows, n_vocab] at a time."""
+        await self._executor.send(Submit(self.slot, tokens, self._send, "all"))
+        rows = 0
+        while rows < len(tokens):
+            block = _unwrap(await self._recv.receive())
+            rows += len(block)
+            yield block
+
+    async def save(self) -> State:
+        reply_send, reply_recv = trio.open_memory_channel(1)
+        await self._executor.send(Save(self.slot, reply_send))
+        state, _ = _unwrap(await reply_recv.receive())
+        return state
 
 
 def _fault(error: Exception, during: str) -> Failed:

@@ -24,6 +24,7 @@ from ..config import Config
 from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
 from . import schemas as s
 from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
+from .ai00_routes import add_ai00_routes
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
 from .openapi import openapi_document, swagger_page
@@ -276,6 +277,8 @@ def create_app(state: ServerState) -> QuartTrio:
                 value = [float(v) for v in vector]
             data.append(s.Embedding(i, value))
         return json_response(s.EmbeddingList(data, loaded.name, s.Usage(count, 0, count)))
+
+    add_ai00_routes(route, ready, config.model.max_prompt_tokens, embeddings)
 
     # --- llama.cpp's tokenizer routes -----------------------------------------------------
     async def tokenize():

@@ -5,6 +5,7 @@ from functools import lru_cache
 
 import msgspec
 
+from . import ai00_schemas as a
 from . import response_schemas as r
 from . import schemas as s
 from .errors import ErrorResponse
@@ -23,6 +24,9 @@ ROUTES = [
     ("/tokenize", "post", s.TokenizeRequest, s.TokenizeResponse, "Token ids of a text (llama.cpp's shape)"),
     ("/detokenize", "post", s.DetokenizeRequest, s.DetokenizeResponse, "The text of token ids (llama.cpp's shape)"),
     ("/api/states", "get", None, s.StateList, "Initial (state-tuned) states"),
+    ("/api/oai/chooses", "post", a.ChooseRequest, a.ChooseResponse,
+     "AI00: rank choices as continuations of the input by perplexity (mean -ln p per token)"),
+    ("/api/oai/states", "post", a.StateRequest, a.StateResponse, "AI00: the RNN state after the input"),
 ]
 STREAMED = {"/v1/chat/completions": s.ChatCompletionChunk}  # what each `data:` event of a stream holds
 

@@ -300,6 +300,8 @@ def decode_request(body: bytes, kind: type[Struct]) -> Struct:
     except msgspec.ValidationError as error:
         message = str(error)
         param = message.split("`$.", 1)[1].split("`")[0] if "`$." in message else None
+        if param is None and message.startswith("Object missing required field `"):
+            param = message.split("`")[1]
         raise bad_request(f"invalid request: {message}", param=param) from None
     except msgspec.DecodeError as error:
         raise bad_request(f"request body is not valid JSON: {error}") from None

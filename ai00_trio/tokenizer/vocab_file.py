@@ -1,8 +1,10 @@
-"""Parse the RWKV World vocabulary file into a table of token bytes."""
+"""Parse an RWKV World vocabulary file into a table of token bytes: BlinkDL's text format
+(`rwkv_vocab_v20230424.txt`) or AI00's / web-rwkv's JSON (`rwkv_vocab_v20230424.json`)."""
 
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 WORLD_VOCAB_SIZE = 65536
@@ -13,7 +15,8 @@ END_OF_TEXT_ID = 0
 
 
 class VocabFormatError(ValueError):
-    """A line of the vocab file does not follow `<id> <literal> <length>`."""
+    """The vocab file is malformed (a text line not `<id> <literal> <length>`, a JSON entry
+    not `"<id>": "text" | [bytes]`) or has bad ids or tokens."""
 
 
 def _literal_bytes(literal: str) -> bytes:
@@ -61,9 +64,12 @@ def read_vocab_file(
 ) -> list[bytes]:
     """Read the vocab file; return token bytes indexed by id (b"" for unused ids).
 
-    Accepts LF or CRLF line endings. Raises VocabFormatError on bad lines,
-    out-of-range or duplicate ids, duplicate token bytes, or a token for id 0.
+    A `.json` file is AI00's format, any other the text format (LF or CRLF line endings).
+    Raises VocabFormatError on bad lines or entries, out-of-range or duplicate ids,
+    duplicate token bytes, or a token for id 0.
     """
+    if Path(path).suffix.lower() == ".json":
+        return read_vocab_json(path, vocab_size)
     table = [b""] * vocab_size
     seen_tokens: set[bytes] = set()
     text = Path(path).read_text(encoding="utf-8")
@@ -77,14 +83,45 @@ def read_vocab_file(
             token_id, token = parse_vocab_line(line)
         except VocabFormatError as exc:
             raise VocabFormatError(f"{path}:{line_number}: {exc}") from None
-        if not END_OF_TEXT_ID < token_id < vocab_size:
-            raise VocabFormatError(f"{path}:{line_number}: id {token_id} out of range")
-        if table[token_id]:
-            raise VocabFormatError(f"{path}:{line_number}: duplicate id {token_id}")
-        if not token or token in seen_tokens:
-            raise VocabFormatError(
-                f"{path}:{line_number}: empty or duplicate token bytes {token!r}"
-            )
-        seen_tokens.add(token)
-        table[token_id] = token
+        _place(table, seen_tokens, token_id, token, f"{path}:{line_number}")
     return table
+
+
+def read_vocab_json(path: str | Path, vocab_size: int = WORLD_VOCAB_SIZE) -> list[bytes]:
+    """AI00's vocab: one JSON object mapping each id (a decimal string) to the token's text,
+    or to its bytes as a list of 0..255 where they are not UTF-8."""
+    try:
+        entries = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VocabFormatError(f"{path}: not a JSON vocabulary: {exc}") from None
+    if not isinstance(entries, dict):
+        raise VocabFormatError(f"{path}: expected an object of id: token")
+    table = [b""] * vocab_size
+    seen_tokens: set[bytes] = set()
+    for key, value in entries.items():
+        where = f"{path}: id {key!r}"
+        if not key.isdecimal():
+            raise VocabFormatError(f"{where}: ids are decimal numbers")
+        if isinstance(value, str):
+            try:
+                token = value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate escape
+                raise VocabFormatError(f"{where}: the text is not valid Unicode") from None
+        elif isinstance(value, list) and all(isinstance(b, int) and not isinstance(b, bool) and 0 <= b < 256
+                                             for b in value):
+            token = bytes(value)
+        else:
+            raise VocabFormatError(f"{where}: expected a string or a list of bytes (0..255)")
+        _place(table, seen_tokens, int(key), token, where)
+    return table
+
+
+def _place(table: list[bytes], seen_tokens: set[bytes], token_id: int, token: bytes, where: str) -> None:
+    if not END_OF_TEXT_ID < token_id < len(table):
+        raise VocabFormatError(f"{where}: id {token_id} out of range")
+    if table[token_id]:
+        raise VocabFormatError(f"{where}: duplicate id {token_id}")
+    if not token or token in seen_tokens:
+        raise VocabFormatError(f"{where}: empty or duplicate token bytes {token!r}")
+    seen_tokens.add(token)
+    table[token_id] = token

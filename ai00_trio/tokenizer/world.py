@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class WorldTokenizer:
-    """Tokenizer for RWKV World models, loaded from `rwkv_vocab_v20230424.txt`.
+    """Tokenizer for RWKV World models, loaded from `rwkv_vocab_v20230424.txt` (or AI00's `.json`).
 
     Id 0 is end-of-text and has no bytes; ids missing from the file (65530..65535
     in the shipped vocab) also have no bytes and are never produced by encode().
