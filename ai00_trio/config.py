@@ -93,6 +93,20 @@ class CacheConfig(Section):
     host_bytes: int = 4 << 30
 
 
+class AppKey(Section):
+    """An AI00 app id and secret that POST /api/auth/exchange trades for an admin token."""
+    app_id: str
+    secret_key: str
+
+
+class AdminConfig(Section):
+    """The /admin routes: closed (403) until `keys` or `app_keys` are set."""
+    keys: list[str] = msgspec.field(default_factory=list)          # Authorization: Bearer <key>
+    app_keys: list[AppKey] = msgspec.field(default_factory=list)   # AI00's JWT exchange
+    jwt_secret: str = ""                 # HS256 secret of exchanged tokens; empty: a random one per start
+    expire_sec: int = 86400              # lifetime of an exchanged token
+
+
 class Config(Section):
     model: ModelConfig = msgspec.field(default_factory=ModelConfig)
     state: list[StateConfig] = msgspec.field(default_factory=list)
@@ -102,6 +116,7 @@ class Config(Section):
     listen: ListenConfig = msgspec.field(default_factory=ListenConfig)
     web: WebConfig | None = msgspec.field(default_factory=WebConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
 
 
 class ConfigError(ValueError):

@@ -13,6 +13,7 @@ from ..config import Config
 from ..engine import Model, State, load_model
 from ..engine.formats import read_checkpoint
 from ..tokenizer import load_tokenizer
+from .paths import resolve_inside
 
 
 STOP_SETS_KEPT = 256  # sets of stop strings whose stop tokens LoadedModel remembers
@@ -117,11 +118,12 @@ def load_state_file(model: Model, path: Path) -> State:
 
 
 def load_service(config: Config) -> LoadedModel:
-    path = config.model.file
+    root = config.model.path
+    path = resolve_inside(root, config.model.name, param="model.name")
     quant = f", {config.model.quant_kind} in {config.model.quant_layers} layers" if config.model.quant_layers else ""
     _progress(f"loading {path} ({config.model.precision}{quant}) ...")
     started = time.perf_counter()
-    loras = [(Path(config.model.path) / lora.path, lora.alpha) for lora in config.lora]
+    loras = [(resolve_inside(root, lora.path, param="lora.path"), lora.alpha) for lora in config.lora]
     for lora_path, alpha in loras:
         _progress(f"merging LoRA {lora_path} (alpha {alpha:g})")
     model = load_model(path, precision=config.model.precision, adapter=config.adapter.choice,
@@ -131,13 +133,14 @@ def load_service(config: Config) -> LoadedModel:
     if kind == "auto":
         kind = "bytes" if model.info.n_vocab <= 256 else "world"
     tokenizer = load_tokenizer(kind, config.tokenizer.path if kind == "world" else None)
-    loaded = LoadedModel(model, tokenizer, Path(path).stem, str(path), int(time.time()))
+    shown = config.model.file  # as configured: the name clients see, whatever a symlink leads to
+    loaded = LoadedModel(model, tokenizer, shown.stem, str(shown), int(time.time()))
     loaded.vocab_trie()  # grammar masks need it; build it now rather than on a first request
     for entry in config.state:
-        state_path = Path(config.model.path) / entry.path
+        state_path = resolve_inside(root, entry.path, param="state.path")
         state = load_state_file(model, state_path)
         state_id = entry.id or str(uuid.uuid4())
-        loaded.states[state_id] = InitialState(state_id, entry.name or state_path.stem, state, entry.default)
+        loaded.states[state_id] = InitialState(state_id, entry.name or Path(entry.path).stem, state, entry.default)
     info = model.info
     _progress(f"loaded {info.version} model: {info.n_layer} layers, {info.n_embd} channels, vocab {info.n_vocab}, "
               f"{model.weight_bytes / 2**20:.1f} MiB of weights on {model.ctx.info.name} "

@@ -5,7 +5,9 @@ from functools import lru_cache
 
 import msgspec
 
+from .. import __version__
 from . import schemas as s
+from .admin_schemas import EVENT_STREAMS, OPENAPI_ROUTES
 from .errors import ErrorResponse
 
 ROUTES = [
@@ -17,6 +19,7 @@ ROUTES = [
     ("/tokenize", "post", s.TokenizeRequest, s.TokenizeResponse, "Token ids of a text (llama.cpp's shape)"),
     ("/detokenize", "post", s.DetokenizeRequest, s.DetokenizeResponse, "The text of token ids (llama.cpp's shape)"),
     ("/api/states", "get", None, s.StateList, "Initial (state-tuned) states"),
+    *OPENAPI_ROUTES,
 ]
 
 
@@ -28,11 +31,15 @@ def openapi_document() -> dict:
     paths: dict = {}
     error = {"description": "OpenAI-style error", "content": {"application/json": {"schema": ref_of[ErrorResponse]}}}
     for path, method, req, res, summary in ROUTES:
+        media = "text/event-stream" if path in EVENT_STREAMS else "application/json"
         operation: dict = {
             "summary": summary,
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref_of[res]}}},
+            "responses": {"200": {"description": "OK", "content": {media: {"schema": ref_of[res]}}},
                           "400": error, "429": error, "503": error},
         }
+        if path.startswith("/admin/"):  # admin key or exchanged token; 403 also for paths outside the models folder
+            operation["security"] = [{"bearer": []}]
+            operation["responses"].update({"401": error, "403": error})
         if "{model_id}" in path:
             operation["parameters"] = [{"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}]
         if req is not None:
@@ -40,7 +47,7 @@ def openapi_document() -> dict:
         paths[path] = {method: operation}
     return {
         "openapi": "3.0.3",
-        "info": {"title": "ai00-trio", "version": "0.1.0",
+        "info": {"title": "ai00-trio", "version": __version__,
                  "description": "OpenAI-compatible RWKV server. Routes are also served under /api/oai/ and /api/oai/v1/."},
         "paths": paths,
         "components": {"schemas": components,
