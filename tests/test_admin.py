@@ -209,6 +209,28 @@ def test_the_state_feed_says_when_the_server_drains(tmp_path):
         assert base.process.wait(timeout=30) == 0
 
 
+def test_the_exchange_needs_no_api_key_but_the_rest_of_api_does(tmp_path):
+    with running_server(tmp_path, {"name": "missing.st"}, extra_sections=APP_SECTION, wait_ready=False,
+                        listen_options={"api_keys": ["api-key"]}, args=("--keep-serving",)) as base:
+        status, body = http("POST", base + "/api/auth/exchange", {"app_id": "admin", "app_secret": "ai00_is_good"})
+        assert status == 200 and body["token"].count(".") == 2
+        status, body = http("GET", base + "/api/models/list")
+        assert status == 401 and body["error"]["code"] == "invalid_api_key"
+        status, files = http("GET", base + "/api/models/list", headers={"Authorization": "Bearer api-key"})
+        assert status == 200 and "tiny-rwkv-7v0-834K.st" in [f["name"] for f in files]
+
+
+@pytest.mark.parametrize("section, message", [
+    ('[[lora]]\npath = "../outside/secret.st"\n', r"\[\[lora\]\] path: '../outside/secret.st': '..' is not accepted"),
+    ('[[state]]\npath = "link-out.st"\n', r"\[\[state\]\] path: 'link-out.st' leads outside the models folder"),
+])
+def test_config_paths_out_of_the_models_folder_stop_the_server(tmp_path, section, message):
+    folder = models_folder(tmp_path)
+    with pytest.raises(RuntimeError, match=message):
+        with running_server(tmp_path, {"path": str(folder), "name": "notes.txt"}, extra_sections=section):
+            pass
+
+
 # --- the routes, on a server with a model ------------------------------------------------------
 @pytest.fixture(scope="module")
 def admin_server(tmp_path_factory):
