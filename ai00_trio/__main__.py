@@ -1,4 +1,4 @@
-"""Command line: `python -m ai00_trio {generate,adapters,serve}`."""
+"""Command line: `python -m ai00_trio {serve,generate,adapters,convert}`."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from . import __version__
 
 DEFAULT_MODEL = "assets/models/tiny-rwkv-7v0-834K.st"
 DEFAULT_CONFIG = "assets/configs/Config.toml"
@@ -78,30 +80,66 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .engine.formats import ModelFormatError
+    from .engine.formats.convert import convert_checkpoint
+
+    try:
+        layout = convert_checkpoint(args.input, args.output, args.to)
+    except (ModelFormatError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    names = {"ai00": "AI00 .st layout", "pytorch": "PyTorch names"}
+    print(f"wrote {args.output} ({names[layout]}, {Path(args.output).stat().st_size / 2**20:.1f} MiB)")
+    return 0
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends with each flag's default; flags without one say what happens in their help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if not action.option_strings or default is None or default is False or default == [] \
+                or default == argparse.SUPPRESS or "%(default)" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ai00_trio", description="RWKV inference on WebGPU")
-    sub = parser.add_subparsers(dest="command")
-    gen = sub.add_parser("generate", help="continue a prompt from the command line")
-    gen.add_argument("--model", default=DEFAULT_MODEL)
-    gen.add_argument("--prompt", default="The")
-    gen.add_argument("--tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=1.0)
-    gen.add_argument("--top-p", type=float, default=0.2)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--precision", choices=("fp16", "fp32"), default="fp16")
-    gen.add_argument("--adapter", default=None, help="adapter index or name (see `adapters`)")
+    formatter = DefaultsFormatter
+    parser = argparse.ArgumentParser(prog="ai00_trio", formatter_class=formatter,
+                                     description="RWKV inference on WebGPU; without a command, serve")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", title="commands")
+    gen = sub.add_parser("generate", help="continue a prompt from the command line", formatter_class=formatter)
+    gen.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint (.st, .safetensors or .pth)")
+    gen.add_argument("--prompt", default="The", help="text to continue")
+    gen.add_argument("--tokens", type=int, default=64, help="tokens to generate")
+    gen.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    gen.add_argument("--top-p", type=float, default=0.2, help="nucleus sampling mass")
+    gen.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one each run)")
+    gen.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="weight precision on the GPU")
+    gen.add_argument("--adapter", default=None, help="adapter index or name, see `adapters` (default: the fastest)")
     gen.add_argument("--quant", type=int, default=0, metavar="LAYERS",
                      help="quantize the projections of the first LAYERS layers (see --quant-type)")
-    gen.add_argument("--quant-type", choices=("int8", "nf4"), default="int8")
+    gen.add_argument("--quant-type", choices=("int8", "nf4"), default="int8", help="quantization of --quant")
     gen.add_argument("--lora", action="append", default=[], metavar="PATH[=ALPHA]",
-                     help="merge a LoRA adapter (repeatable, applied in order)")
+                     help="merge a LoRA adapter, alpha 1 when not given; repeatable, applied in order (default: none)")
     gen.add_argument("--tokenizer", choices=("world", "bytes"), default=None,
-                     help="default: bytes for a 256-token vocab, else world")
-    gen.add_argument("--vocab", default=None, help="World vocab file")
+                     help="tokenizer (default: bytes for a 256-token vocab, else world)")
+    gen.add_argument("--vocab", default=None, help="World vocab file (default: the bundled one)")
     gen.set_defaults(func=cmd_generate)
-    ada = sub.add_parser("adapters", help="list the GPU adapters wgpu can use")
+    ada = sub.add_parser("adapters", help="list the GPU adapters wgpu can use", formatter_class=formatter)
     ada.set_defaults(func=cmd_adapters)
-    serve = sub.add_parser("serve", help="start the HTTP server (the default command)")
+    conv = sub.add_parser("convert", formatter_class=formatter,
+                          help="convert a checkpoint to AI00's .st layout or back to PyTorch names (no torch needed)")
+    conv.add_argument("input", help="a .pth, PyTorch-named safetensors or AI00 .st file")
+    conv.add_argument("output", help="the safetensors file to write")
+    conv.add_argument("--to", choices=("auto", "ai00", "pytorch"), default="auto",
+                      help="layout to write; auto: AI00's for .pth and PyTorch-named input, PyTorch names for AI00 input")
+    conv.set_defaults(func=cmd_convert)
+    serve = sub.add_parser("serve", help="start the HTTP server (the default command)", formatter_class=formatter)
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
     add_serve_arguments(parser)
@@ -109,11 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="Config.toml")
-    parser.add_argument("--ip", "-i", default=None, help="listen address (overrides [listen] ip)")
-    parser.add_argument("--port", "-p", type=int, default=None, help="listen port (overrides [listen] port)")
+    parser.add_argument("--config", "-c", default=None,
+                        help=f"Config.toml (default: {DEFAULT_CONFIG} if it exists, else the built-in defaults)")
+    parser.add_argument("--model", "-m", default=None, metavar="PATH",
+                        help="serve this model file; its folder becomes [model] path (default: the config's model)")
+    parser.add_argument("--ip", "-i", default=None, help="listen address (default: [listen] ip)")
+    parser.add_argument("--port", "-p", type=int, default=None, help="listen port (default: [listen] port)")
     parser.add_argument("--keep-serving", action="store_true",
-                        help="if the model fails to load, keep answering (503 with the reason) instead of exiting")
+                        help="if the model fails to load, keep answering (503 with the reason) instead of exiting (default: exit 1)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -122,11 +163,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .config import ConfigError, load_config
     from .server.main import run_server
 
+    path = args.config
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
     try:
-        config = load_config(args.config)
+        config = load_config(path)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.model:
+        model = Path(args.model)
+        if not model.is_file():
+            print(f"error: --model {args.model}: no such file", file=sys.stderr)
+            return 2
+        config.model.path, config.model.name = str(model.parent), model.name
     if args.ip:
         config.listen.ip = args.ip
     if args.port:

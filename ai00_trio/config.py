@@ -99,6 +99,20 @@ class ResponsesConfig(Section):
     max_stored: int = 256                # /v1/responses kept for retrieval and previous_response_id (oldest go first)
 
 
+class AppKey(Section):
+    """An AI00 app id and secret that POST /api/auth/exchange trades for an admin token."""
+    app_id: str
+    secret_key: str
+
+
+class AdminConfig(Section):
+    """The /admin routes: closed (403) until `keys` or `app_keys` are set."""
+    keys: list[str] = msgspec.field(default_factory=list)          # Authorization: Bearer <key>
+    app_keys: list[AppKey] = msgspec.field(default_factory=list)   # AI00's JWT exchange
+    jwt_secret: str = ""                 # HS256 secret of exchanged tokens; empty: a random one per start
+    expire_sec: int = 86400              # lifetime of an exchanged token
+
+
 class Config(Section):
     model: ModelConfig = msgspec.field(default_factory=ModelConfig)
     state: list[StateConfig] = msgspec.field(default_factory=list)
@@ -109,6 +123,7 @@ class Config(Section):
     web: WebConfig | None = msgspec.field(default_factory=WebConfig)
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
+    admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
 
 
 class ConfigError(ValueError):

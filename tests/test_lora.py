@@ -3,6 +3,7 @@ merged by hand, in BlinkDL's and in AI00's naming; bad adapters are refused with
 tensor named; the server merges the `[[lora]]` entries of its config."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +92,8 @@ def test_server_config_merges_its_loras(tmp_path):
     lora = adapter(np.random.default_rng(1))
     save_file(lora, str(tmp_path / "lora.st"))
     save_file(merged_by_hand(lora, 2.0), str(tmp_path / "merged.st"))
-    config = msgspec.convert({"model": {"path": str(tmp_path), "name": str(MODEL), "precision": "fp32"},
+    shutil.copy(MODEL, tmp_path / MODEL.name)  # the model, like its LoRAs, inside the models folder
+    config = msgspec.convert({"model": {"path": str(tmp_path), "name": MODEL.name, "precision": "fp32"},
                               "lora": [{"path": "lora.st", "alpha": 2.0}]}, Config)
     loaded = engine_service.load_service(config)
     model = loaded.model

@@ -25,6 +25,9 @@ from ..grammar import GrammarError, compile_grammar, grammar_from_response_forma
 from . import schemas as s
 from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .ai00_routes import add_ai00_routes
+from .admin_routes import register_admin_routes
+from .admin_schemas import ReloadRequest
+from .changes import ChangeFeed
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
 from .openapi import openapi_document, swagger_page
@@ -45,6 +48,8 @@ class ServerState:
     config: Config
     loaded: LoadedModel | None = None
     graph: ActorGraph | None = None
+    reload: ReloadRequest | None = None  # what the loaded model was loaded from
+    changes: ChangeFeed = field(default_factory=ChangeFeed)  # notified after each change of the above
     load_error: str | None = None
     started: float = field(default_factory=time.time)
     draining: bool = False  # shutting down: running requests finish, new ones get 503
@@ -94,7 +99,9 @@ def create_app(state: ServerState) -> QuartTrio:
     async def authenticate():
         keys = config.listen.api_keys
         path = request.path
-        if keys and (path.startswith(("/v1", "/api", "/ready")) or path in TOKENIZER_ROUTES):
+        # the token exchange is checked by its own app keys: AI00 clients send no API key there
+        if keys and (path.startswith(("/v1", "/api", "/ready")) or path in TOKENIZER_ROUTES) \
+                and path != "/api/auth/exchange":
             header = request.headers.get("Authorization", "")
             given = (header[7:] if header.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
             if not any(secrets.compare_digest(given, key.encode()) for key in keys):
@@ -310,6 +317,8 @@ def create_app(state: ServerState) -> QuartTrio:
         app.add_url_rule(path, handler.__name__, handler, methods=["POST"])
         for prefix in API_PREFIXES:
             app.add_url_rule(prefix + path, f"{handler.__name__}{prefix}", handler, methods=["POST"])
+
+    register_admin_routes(app, state)
 
     # --- web UI --------------------------------------------------------------------------
     if web_root is not None:

@@ -13,6 +13,7 @@ from ..config import Config
 from ..engine import Model, State, load_model
 from ..engine.formats import read_checkpoint
 from ..tokenizer import load_tokenizer
+from .paths import PathRefused, resolve_inside
 
 
 STOP_SETS_KEPT = 256  # sets of stop strings whose stop tokens LoadedModel remembers
@@ -116,12 +117,21 @@ def load_state_file(model: Model, path: Path) -> State:
     return model.state_from_numpy(arrays)
 
 
+def _inside(root: str, path: str, key: str) -> Path:
+    try:
+        return resolve_inside(root, path)
+    except PathRefused as error:
+        raise PathRefused(f"{key}: {error}", key) from None
+
+
 def load_service(config: Config) -> LoadedModel:
-    path = config.model.file
+    root = config.model.path  # every file is resolved before any is read: a path refused costs nothing
+    path = _inside(root, config.model.name, "[model] name")
+    loras = [(_inside(root, lora.path, "[[lora]] path"), lora.alpha) for lora in config.lora]
+    state_paths = [_inside(root, entry.path, "[[state]] path") for entry in config.state]
     quant = f", {config.model.quant_kind} in {config.model.quant_layers} layers" if config.model.quant_layers else ""
     _progress(f"loading {path} ({config.model.precision}{quant}) ...")
     started = time.perf_counter()
-    loras = [(Path(config.model.path) / lora.path, lora.alpha) for lora in config.lora]
     for lora_path, alpha in loras:
         _progress(f"merging LoRA {lora_path} (alpha {alpha:g})")
     model = load_model(path, precision=config.model.precision, adapter=config.adapter.choice,
@@ -131,13 +141,13 @@ def load_service(config: Config) -> LoadedModel:
     if kind == "auto":
         kind = "bytes" if model.info.n_vocab <= 256 else "world"
     tokenizer = load_tokenizer(kind, config.tokenizer.path if kind == "world" else None)
-    loaded = LoadedModel(model, tokenizer, Path(path).stem, str(path), int(time.time()))
+    shown = config.model.file  # as configured: the name clients see, whatever a symlink leads to
+    loaded = LoadedModel(model, tokenizer, shown.stem, str(shown), int(time.time()))
     loaded.vocab_trie()  # grammar masks need it; build it now rather than on a first request
-    for entry in config.state:
-        state_path = Path(config.model.path) / entry.path
+    for entry, state_path in zip(config.state, state_paths):
         state = load_state_file(model, state_path)
         state_id = entry.id or str(uuid.uuid4())
-        loaded.states[state_id] = InitialState(state_id, entry.name or state_path.stem, state, entry.default)
+        loaded.states[state_id] = InitialState(state_id, entry.name or Path(entry.path).stem, state, entry.default)
     info = model.info
     _progress(f"loaded {info.version} model: {info.n_layer} layers, {info.n_embd} channels, vocab {info.n_vocab}, "
               f"{model.weight_bytes / 2**20:.1f} MiB of weights on {model.ctx.info.name} "

@@ -10,6 +10,7 @@ from hypercorn.trio import serve
 
 from ..config import Config
 from .actors import run_actor_graph
+from .admin_schemas import reload_request
 from .app import ServerState, create_app
 from .engine_service import load_service
 
@@ -20,6 +21,7 @@ async def _load_and_start(state: ServerState, nursery: trio.Nursery, keep_servin
         state.loaded = await trio.to_thread.run_sync(load_service, config)
     except Exception as error:
         state.load_error = f"{type(error).__name__}: {error}"
+        state.changes.notify()
         print(f"[ai00-trio] model failed to load: {state.load_error}", file=sys.stderr, flush=True)
         if not keep_serving:  # else the server answers 503 with this message
             state.exit_code = 1
@@ -27,6 +29,8 @@ async def _load_and_start(state: ServerState, nursery: trio.Nursery, keep_servin
         return
     model = config.model
     state.graph = await nursery.start(run_actor_graph, state.loaded, model, config.cache)
+    state.reload = reload_request(config, state.loaded)
+    state.changes.notify()
 
 
 def hypercorn_config(config: Config) -> HyperConfig:
@@ -47,6 +51,7 @@ async def _until_stop_signal(state: ServerState) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
             state.draining = True
+            state.changes.notify()
             active = state.graph.scheduler.active if state.graph else 0
             print(f"[ai00-trio] {signal.Signals(signum).name}: draining {active} running request(s), "
                   f"up to {state.config.listen.drain_seconds:g} s", file=sys.stderr, flush=True)

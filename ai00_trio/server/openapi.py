@@ -5,9 +5,11 @@ from functools import lru_cache
 
 import msgspec
 
+from .. import __version__
 from . import ai00_schemas as a
 from . import response_schemas as r
 from . import schemas as s
+from .admin_schemas import EVENT_STREAMS, OPENAPI_ROUTES
 from .errors import ErrorResponse
 
 ROUTES = [
@@ -27,6 +29,7 @@ ROUTES = [
     ("/api/oai/chooses", "post", a.ChooseRequest, a.ChooseResponse,
      "AI00: rank choices as continuations of the input by perplexity (mean -ln p per token)"),
     ("/api/oai/states", "post", a.StateRequest, a.StateResponse, "AI00: the RNN state after the input"),
+    *OPENAPI_ROUTES,
 ]
 STREAMED = {"/v1/chat/completions": s.ChatCompletionChunk}  # what each `data:` event of a stream holds
 
@@ -39,9 +42,10 @@ def openapi_document() -> dict:
     paths: dict = {}
     error = {"description": "OpenAI-style error", "content": {"application/json": {"schema": ref_of[ErrorResponse]}}}
     for path, method, req, res, summary in ROUTES:
+        media = "text/event-stream" if path in EVENT_STREAMS else "application/json"
         operation: dict = {
             "summary": summary,
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": ref_of[res]}}},
+            "responses": {"200": {"description": "OK", "content": {media: {"schema": ref_of[res]}}},
                           "400": error, "429": error, "503": error},
         }
         if path in STREAMED:
@@ -51,12 +55,15 @@ def openapi_document() -> dict:
             operation["parameters"] = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                                        for name in names]
             operation["responses"]["404"] = error
+        if path.startswith("/admin/"):  # admin key or exchanged token; 403 also for paths outside the models folder
+            operation["security"] = [{"bearer": []}]
+            operation["responses"].update({"401": error, "403": error})
         if req is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[req]}}}
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.0.3",
-        "info": {"title": "ai00-trio", "version": "0.1.0",
+        "info": {"title": "ai00-trio", "version": __version__,
                  "description": "OpenAI-compatible RWKV server. Routes are also served under /api/oai/ and /api/oai/v1/."},
         "paths": paths,
         "components": {"schemas": components,

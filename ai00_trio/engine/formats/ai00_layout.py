@@ -152,3 +152,29 @@ def _collapse_ungated_v5(tensors: dict[str, np.ndarray], stem: str) -> None:
     if np.any(bonus <= 0):
         raise ModelFormatError(f"{stem}time_first: an ungated v5 bonus stored raw must be positive to take its log")
     tensors[stem + "time_first"] = np.log(bonus)
+
+
+def canonical_to_ai00(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What web-rwkv's converter makes of a canonical dict (see the module docstring): float16,
+    lower-case names, the renames, the swapped matrices, and a per-head v5 decay and bonus
+    repeated to ``[H, N]`` (an ungated model's log-form ``time_first`` stored raw, as ``exp``)."""
+    leaves = {_leaf(name) for name in tensors}
+    is_v5 = any(".att.ln_x." in name for name in tensors) and not (
+        any(leaf.startswith("time_maa") for leaf in leaves) or "r_k" in leaves)
+    emb = tensors.get("emb.weight")
+    n_embd = int(emb.shape[1]) if emb is not None and emb.ndim == 2 else 0
+    out: dict[str, np.ndarray] = {}
+    for name, array in tensors.items():
+        value = np.asarray(array).astype(np.float16)
+        stem, _, leaf = name.rpartition(".")
+        if is_v5 and leaf in ("time_decay", "time_faaaa", "time_first") and value.ndim == 1:
+            if leaf == "time_first":  # log-form bonus -> the raw bonus the kernels use
+                value = np.exp(value.astype(np.float32)).astype(np.float16)
+            if not n_embd or n_embd % value.shape[0]:
+                raise ModelFormatError(f"{name}: {value.shape[0]} heads do not divide n_embd {n_embd}")
+            value = np.repeat(value[:, None], n_embd // value.shape[0], axis=1)
+        leaf = leaf.replace("time_faaaa", "time_first").replace("time_maa", "time_mix").lower()
+        if leaf in AI00_TRANSPOSED and value.ndim >= 2:
+            value = np.swapaxes(value, -1, -2)
+        out[f"{stem.lower()}.{leaf}" if stem else leaf] = np.ascontiguousarray(value)
+    return out
