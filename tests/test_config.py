@@ -40,3 +40,18 @@ def test_bad_config_names_the_problem(text, expected):
 def test_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_weight_upload_progress_in_a_log_file_is_a_line_per_quarter(capsys):
+    from ai00_trio.server.engine_service import ProgressBar
+    bar = ProgressBar(width=4, terminal=False)
+    for i in range(101):
+        bar(i / 100)
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.rsplit(" ", 1)[-1] for line in lines] == ["0%", "25%", "50%", "75%", "100%"]
+    assert "\r" not in "".join(lines) and lines[-1].endswith("[####] 100%")
+    terminal = ProgressBar(width=4, terminal=True)
+    for i in range(101):
+        terminal(i / 100)
+    drawn = capsys.readouterr().err
+    assert drawn.count("\r") == 101 and drawn.endswith("100%\n")

@@ -85,21 +85,25 @@ def _progress(message: str) -> None:
 
 
 class ProgressBar:
-    """`[##########----------]  50%` on stderr while the weights go to the GPU."""
+    """`[##########----------]  50%` on stderr while the weights go to the GPU, redrawn in place on
+    a terminal; in a log file (stderr not a terminal) one line per quarter instead."""
 
-    def __init__(self, width: int = 30) -> None:
+    def __init__(self, width: int = 30, terminal: bool | None = None) -> None:
         self.width = width
         self.shown = -1
+        self.step = 1 if (sys.stderr.isatty() if terminal is None else terminal) else 25
 
     def __call__(self, fraction: float) -> None:
-        percent = int(fraction * 100)
-        if percent == self.shown:
+        percent = int(fraction * 100 + 1e-9) // self.step * self.step  # (0.29 * 100 is 28.99...)
+        if percent <= self.shown:
             return
         self.shown = percent
-        filled = int(fraction * self.width)
-        end = "\n" if percent >= 100 else ""
-        print(f"\r[ai00-trio] uploading weights [{'#' * filled}{'-' * (self.width - filled)}] {percent:3d}%",
-              end=end, file=sys.stderr, flush=True)
+        filled = int(percent / 100 * self.width)
+        bar = f"[ai00-trio] uploading weights [{'#' * filled}{'-' * (self.width - filled)}] {percent:3d}%"
+        if self.step == 1:
+            print("\r" + bar, end="\n" if percent >= 100 else "", file=sys.stderr, flush=True)
+        else:
+            print(bar, file=sys.stderr, flush=True)
 
 
 def load_state_file(model: Model, path: Path) -> State:
