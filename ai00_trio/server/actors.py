@@ -148,6 +148,13 @@ class Embed:
     reply: trio.MemorySendChannel
 
 
+@dataclass
+class Embedded:
+    """An embeddings reply: one vector per input, and the tokens they took (for usage)."""
+    vectors: list[np.ndarray]
+    tokens: int
+
+
 # --- tokenizer -----------------------------------------------------------------------------
 class TokenizerActor:
     def __init__(self, loaded: LoadedModel, max_prompt_tokens: int) -> None:
@@ -239,7 +246,8 @@ class GpuExecutor:
         elif isinstance(message, Save):
             post([(message.reply, (batch.save(message.slot), list(batch.fed[message.slot])))])
         elif isinstance(message, Embed):
-            post([(message.reply, embed_batch(self.embedder, message.token_lists))])
+            vectors = embed_batch(self.embedder, message.token_lists)
+            post([(message.reply, Embedded(vectors, sum(map(len, message.token_lists))))])
 
     def _fail(self, message, error: Exception, post: Callable) -> None:
         """A message's handler raised: fail the request it came from, nothing else."""

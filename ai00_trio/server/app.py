@@ -275,9 +275,9 @@ def create_app(state: ServerState) -> QuartTrio:
         result = await reply_recv.receive()
         if isinstance(result, Failed):
             raise result.error
-        count = sum(len(x) if isinstance(x, list) else len(loaded.tokenizer.encode(x)) for x in inputs)
+        count = result.tokens
         data = []
-        for i, vector in enumerate(result):
+        for i, vector in enumerate(result.vectors):
             if body.encoding_format == "base64":
                 value = base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
             else:
