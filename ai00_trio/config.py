@@ -149,7 +149,8 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
         raw = tomllib.loads(text)
         if is_ai00_config(raw):
             sections = {"model": ModelConfig, "state": StateConfig, "lora": LoraConfig, "tokenizer": TokenizerConfig,
-                        "adapter": AdapterConfig, "listen": ListenConfig, "web": WebConfig, "cache": CacheConfig}
+                        "adapter": AdapterConfig, "listen": ListenConfig, "web": WebConfig, "cache": CacheConfig,
+                        "responses": ResponsesConfig, "admin": AdminConfig}
             raw, notes = from_ai00(raw, sections, Path(TokenizerConfig().path))
             note("; ".join([f"{source}: read as AI00's Config.toml", *notes]))
         config = msgspec.convert(raw, Config)

@@ -12,21 +12,28 @@ from typing import Any
 
 import msgspec
 
-# AI00's keys with no counterpart here (its JWT admin auth, TLS by domain and ACME, BNF engine
-# options, fastembed models, and where its embedding matrix lives): accepted, without effect.
+# AI00's keys with no counterpart here (its switch that turns admin auth off, TLS by domain and
+# ACME, BNF engine options, fastembed models, and where its embedding matrix lives): accepted,
+# without effect. force_pass in particular never opens the admin routes.
 AI00_ONLY = {
     "": {"bnf", "embed"},
     "model": {"embed_device"},
-    "listen": {"slot", "force_pass", "expire_sec", "app_keys", "acme", "domain"},
+    "listen": {"force_pass", "acme", "domain"},
 }
 RENAMED = {("model", "model_path"): "path", ("model", "model_name"): "name"}  # AI00's aliases
+# AI00's admin auth lives in [listen]; ours in [admin]
+MOVED = {("listen", "app_keys"): ("admin", "app_keys"), ("listen", "slot"): ("admin", "jwt_secret"),
+         ("listen", "expire_sec"): ("admin", "expire_sec")}
+# the secrets AI00's shipped Config.toml holds: public, so never taken as credentials here
+PUBLISHED_SLOT, PUBLISHED_SECRET = "permisionkey", "ai00_is_good"
 AI00_WEB_BUNDLE = ".zip"  # AI00's web UI ships as a zip; ours is a folder
 
 
 def is_ai00_config(raw: dict[str, Any]) -> bool:
     if AI00_ONLY[""] & raw.keys():
         return True
-    markers = {(section, key) for section, keys in AI00_ONLY.items() if section for key in keys} | RENAMED.keys()
+    markers = {(section, key) for section, keys in AI00_ONLY.items() if section for key in keys} \
+        | RENAMED.keys() | MOVED.keys()
     return any(isinstance(raw.get(section), dict) and key in raw[section] for section, key in markers)
 
 
@@ -36,6 +43,7 @@ def from_ai00(raw: dict[str, Any], sections: dict[str, type[msgspec.Struct]],
     note per key. `sections`: our section Structs by name ([[state]], [[lora]] are lists)."""
     notes: list[str] = []
     ignored: list[str] = []
+    raw = _admin_from_listen(raw, notes)
     ours: dict[str, Any] = {}
     for name, value in raw.items():
         if name not in sections:
@@ -72,6 +80,35 @@ def from_ai00(raw: dict[str, Any], sections: dict[str, type[msgspec.Struct]],
     if ignored:
         notes.insert(0, "ignored (no effect here): " + ", ".join(ignored))
     return ours, notes
+
+
+def _admin_from_listen(raw: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """AI00's [listen] slot (its JWT secret), expire_sec and app_keys moved to our [admin],
+    where [admin] does not set them itself; AI00's published default secrets are dropped."""
+    listen = raw.get("listen")
+    if not isinstance(listen, dict) or not any(key in listen for _, key in MOVED):
+        return raw
+    listen = dict(listen)
+    admin = dict(raw["admin"]) if isinstance(raw.get("admin"), dict) else {}
+    for (_, key), (_, ours) in MOVED.items():
+        if key not in listen:
+            continue
+        value = listen.pop(key)
+        if ours in admin:
+            notes.append(f"listen.{key} is ignored: [admin] {ours} is given")
+            continue
+        if key == "slot" and value == PUBLISHED_SLOT:
+            notes.append(f"listen.slot {value!r} is AI00's published default: exchanged tokens are signed with a "
+                         "random secret instead")
+            continue
+        if key == "app_keys" and isinstance(value, list):
+            published = [k for k in value if isinstance(k, dict) and k.get("secret_key") == PUBLISHED_SECRET]
+            if published:
+                notes.append("listen.app_keys: " + ", ".join(repr(k.get("app_id")) for k in published)
+                             + " with AI00's published default secret_key not accepted")
+                value = [k for k in value if k not in published]
+        admin[ours] = value
+    return {**raw, "listen": listen, "admin": admin}
 
 
 def _paths_inside_model_folder(ours: dict[str, Any]) -> None:

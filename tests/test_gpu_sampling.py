@@ -33,7 +33,7 @@ def choose(model, logits: np.ndarray, picks: list[tuple[int, Sampling, int]]) ->
 def expected_weights(logits: np.ndarray, s: Sampling) -> np.ndarray:
     """The host Nucleus sampler's distribution over the vocabulary for one row."""
     probs, _ = kernels.softmax_rows(logits[None, :].astype(np.float64))
-    ids, weights = kernels.nucleus_candidates(probs[0], s.top_p, s.top_k, s.temperature)
+    ids, weights = kernels.nucleus_candidates(probs[0], s.top_p, s.top_k, s.temperature, s.min_p)
     out = np.zeros(logits.size)
     out[ids] = weights / weights.sum()
     return out
@@ -57,6 +57,8 @@ def chi_square_ok(counts: np.ndarray, expected: np.ndarray) -> tuple[bool, float
     Sampling(temperature=0.7, top_p=0.6, seed=12),                # nucleus
     Sampling(temperature=1.5, top_p=0.95, top_k=6, seed=13),      # top-k below the nucleus
     Sampling(temperature=2.0, top_p=0.0001, seed=14),             # only the top token crosses top_p
+    Sampling(temperature=1.5, min_p=0.05, seed=15),               # min-p
+    Sampling(temperature=1.2, top_p=0.9, top_k=40, min_p=0.02, seed=16),  # all three cuts
 ])
 def test_draws_follow_the_host_nucleus_distribution(load_tiny, sampling):
     model = load_tiny("v7")
@@ -75,6 +77,27 @@ def test_draws_follow_the_host_nucleus_distribution(load_tiny, sampling):
             counts[pick.token] += 1
     ok, stat, dof = chi_square_ok(counts, expected)
     assert ok, f"chi-square {stat:.1f} with {dof} degrees of freedom"
+
+
+def test_min_p_keeps_exactly_the_tokens_near_the_likeliest(load_tiny):
+    """The GPU's kept set under min_p is numpy's {i: p_i >= min_p * max p}: at a high
+    temperature every kept token is drawn, and no other."""
+    model = load_tiny("v7")
+    vocab = model.info.n_vocab
+    row = (np.random.default_rng(7).standard_normal(vocab) * 3.0).astype(np.float32)
+    x = row.astype(np.float64)
+    probs = np.exp(x - x.max())
+    probs /= probs.sum()
+    for min_p in (0.3, 0.1):
+        keep = set(np.flatnonzero(probs >= min_p * probs.max()).tolist())
+        assert 1 < len(keep) < 60
+        seen = set()
+        for batch in range(8):
+            picks = choose(model, np.tile(row, (ROWS, 1)),
+                           [(0, Sampling(temperature=50.0, min_p=min_p, seed=21), batch * ROWS + r)
+                            for r in range(ROWS)])
+            seen |= {pick.token for pick in picks}
+        assert seen == keep
 
 
 def test_draws_repeat_with_their_seed_and_differ_across_seeds(load_tiny):

@@ -219,13 +219,13 @@ def test_store_false_and_the_store_cap(client):
 
 
 @pytest.mark.parametrize("fields, param", [
-    ({"input": "Hi", "tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
+    ({"input": "Hi", "tools": [{"type": "web_search_preview"}]}, "tools[0].type"),
     ({"input": "Hi", "tool_choice": "required"}, "tool_choice"),
     ({"input": ""}, "input"),
     ({}, "input"),
     ({"input": [{"role": "robot", "content": "x"}]}, "input[0].role"),
     ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input[0].content"),
-    ({"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]}, "input[0].type"),
+    ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0].type"),
     ({"input": "Hi", "max_output_tokens": 0}, "max_output_tokens"),
     ({"input": "Hi", "temperature": 9}, "temperature"),
     ({"input": "Hi", "background": True}, "background"),

@@ -68,6 +68,31 @@ def test_nucleus_kept_set(top_p, top_k, expected):
     assert kept(nucleus_candidates(P, top_p, top_k)) == expected
 
 
+@pytest.mark.parametrize("min_p, top_p, top_k, expected", [
+    (0.5, 1.0, 128, {1, 2}),        # p >= .25: .25 itself is kept
+    (0.51, 1.0, 128, {1}),
+    (0.25, 1.0, 128, {1, 2, 0}),
+    (0.125, 1.0, 128, {0, 1, 2, 3, 4}),
+    (0.25, 0.5, 128, {1, 2}),       # top_p cuts first here
+    (0.1, 1.0, 2, {1, 2}),          # top_k cuts first here
+    (1.0, 1.0, 128, {1}),
+])
+def test_min_p_keeps_tokens_near_the_likeliest(min_p, top_p, top_k, expected):
+    assert kept(nucleus_candidates(P, top_p, top_k, 1.0, min_p)) == expected
+
+
+def test_min_p_matches_its_numpy_statement_and_comes_from_openai_fields():
+    probs = np.random.default_rng(8).dirichlet(np.full(3000, 0.3))
+    for min_p in (0.0, 0.01, 0.1, 0.5):
+        ids, weights = nucleus_candidates(probs, 1.0, 0, 0.7, min_p)
+        assert set(ids.tolist()) == set(np.flatnonzero(probs >= min_p * probs.max()).tolist())
+        np.testing.assert_allclose(weights / weights.sum(), probs[ids] ** (1 / 0.7) / (probs[ids] ** (1 / 0.7)).sum())
+    assert sampler_from_openai(min_p=0.05).min_p == 0.05 and sampler_from_openai().min_p == 0.0
+    assert sampler_from_request({"sampler": {"type": "Nucleus", "min_p": 0.2}}).min_p == 0.2
+    with pytest.raises(SamplerConfigError):
+        sampler_from_openai(min_p=1.5)
+
+
 def test_candidates_come_in_sampler_order():
     rng = np.random.default_rng(3)
     probs = rng.dirichlet(np.ones(5000))

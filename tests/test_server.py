@@ -388,8 +388,15 @@ def test_echo_best_of_and_fields_that_cannot_be_honoured(client, server):
     assert best.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in every)
 
     assert http("POST", server + "/v1/completions", {"prompt": "x", "max_tokens": 2, "half_life": 100})[0] == 200
+    # min_p = 1 keeps only the likeliest token: any temperature and seed answer greedily
+    greedy = client.completions.create(model="m", prompt="Once", max_tokens=12, temperature=0).choices[0].text
+    for seed in (1, 2):
+        hot = client.completions.create(model="m", prompt="Once", max_tokens=12, temperature=2.0, top_p=1.0,
+                                        seed=seed, extra_body={"min_p": 1.0})
+        assert hot.choices[0].text == greedy
     refused = [("/v1/completions", {"prompt": "x", "suffix": "y"}, "suffix"),
-               ("/v1/completions", {"prompt": "x", "min_p": 0.1}, "min_p"),
+               ("/v1/completions", {"prompt": "x", "min_p": 1.5}, "min_p"),
+               ("/v1/completions", {"prompt": "x", "min_p": 0.1, "sampler": {"type": "Typical"}}, "min_p"),
                ("/v1/completions", {"prompt": "x", "half_life": 100, "penalty_decay": 0.99}, "half_life"),
                ("/v1/completions", {"prompt": "x", "best_of": 2, "stream": True}, "best_of"),
                ("/v1/completions", {"prompt": "x", "echo": True, "logprobs": 1}, "echo"),

@@ -37,7 +37,7 @@ class Pick:
 @dataclass(frozen=True)
 class Sampling:
     """How the GPU chooses a sequence's next token (sample.wgsl): AI00's Nucleus sampler
-    (repetition penalties and logit bias, top_k, top_p, then weights p^(1/T)), or the argmax
+    (repetition penalties and logit bias, top_k, top_p, min_p, then weights p^(1/T)), or the argmax
     (ties: the lowest id) when the temperature is 0. The draws come from `seed` and the slot's
     count of draws, so a seed repeats its choices. Penalties and bias live on the GPU per slot
     (`Runtime.set_penalties`, `Runtime.set_bias`; `biased` says to add the slot's bias)."""
@@ -45,6 +45,7 @@ class Sampling:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0           # 0: no limit
+    min_p: float = 0.0       # keep tokens with p >= min_p * (the largest p)
     presence: float = 0.0
     frequency: float = 0.0
     decay: float = 1.0
@@ -76,6 +77,7 @@ def choices_table(picks: Sequence[tuple[int, Sampling, int]]) -> np.ndarray:
         table[r, :4] = slot, draw & 0xFFFFFFFF, min(s.top_k, 0xFFFFFFFF), int(s.biased)
         floats[r, 4:9] = s.temperature, s.top_p, s.presence, s.frequency, s.decay
         table[r, 9:11] = s.seed & 0xFFFFFFFF, (s.seed >> 32) & 0xFFFFFFFF
+        floats[r, 11] = s.min_p
     return table
 
 

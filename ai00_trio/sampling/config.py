@@ -29,6 +29,7 @@ __all__ = [
 DEFAULT_PENALTY_DECAY = 0.99654026
 
 NonNegative = Annotated[float, msgspec.Meta(ge=0)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 TopK = Annotated[int, msgspec.Meta(ge=0, le=1 << 20)]
 Penalty = Annotated[float, msgspec.Meta(ge=-100, le=100)]  # 100 already rules a token out
 
@@ -58,9 +59,11 @@ class _Penalized(msgspec.Struct, tag_field="type", kw_only=True):
 
 
 class Nucleus(_Penalized, tag="Nucleus", kw_only=True):
-    """Top-k, then top-p (the token that crosses ``top_p`` is kept), then p^(1/T)."""
+    """Top-k, then top-p (the token that crosses ``top_p`` is kept) and min-p (tokens with
+    p >= min_p * max p), then p^(1/T)."""
 
     top_p: NonNegative = 0.5
+    min_p: Fraction = 0.0
 
 
 class Typical(_Penalized, tag="Typical", kw_only=True):
@@ -135,12 +138,12 @@ def decode_sampler(obj: Any, *, strict: bool = False, where: str = "sampler") ->
 
 #: The OpenAI-style top-level fields :func:`sampler_from_openai` reads.
 OPENAI_FIELDS = ("temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty",
-                 "penalty_decay")
+                 "penalty_decay", "min_p")
 
 
 def sampler_from_openai(*, temperature: Any = None, top_p: Any = None, top_k: Any = None,
                         presence_penalty: Any = None, frequency_penalty: Any = None,
-                        penalty_decay: Any = None) -> Nucleus:
+                        penalty_decay: Any = None, min_p: Any = None) -> Nucleus:
     """A Nucleus config from OpenAI-style top-level request fields (None = not given).
 
     Defaults: ``temperature`` 1.0, ``top_p`` 0.5 and ``top_k`` 128 as AI00's flattened
@@ -150,7 +153,7 @@ def sampler_from_openai(*, temperature: Any = None, top_p: Any = None, top_k: An
     """
     given = {"temperature": temperature, "top_p": top_p, "top_k": top_k,
              "presence_penalty": presence_penalty, "frequency_penalty": frequency_penalty,
-             "penalty_decay": penalty_decay}
+             "penalty_decay": penalty_decay, "min_p": min_p}
     obj: dict[str, Any] = {"presence_penalty": 0.0, "frequency_penalty": 0.0}
     obj.update({k: v for k, v in given.items() if v is not None})
     try:

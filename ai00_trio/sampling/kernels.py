@@ -100,15 +100,18 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp((logp - logp.max()) / temperature)
 
 
-def nucleus_candidates(probs: np.ndarray, top_p: float, top_k: int,
-                       temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def nucleus_candidates(probs: np.ndarray, top_p: float, top_k: int, temperature: float = 1.0,
+                       min_p: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Sort descending, keep ``top_k`` (0 = no limit), then keep while the cumulative mass
-    before adding is <= ``top_p``; weights ``p^(1/T)``. ``T == 0`` keeps the top token."""
+    before adding is <= ``top_p``, and only tokens with ``p >= min_p * max p``; weights
+    ``p^(1/T)``. ``T == 0`` keeps the top token."""
     order = _top_desc(probs, top_k, top_p)
     p = probs[order]
     if temperature <= 0:
         return order[:1], np.ones(1)
     n = _cut_mass(p, top_p)
+    if min_p > 0:  # p is descending: the tokens at or above the floor are a prefix
+        n = min(n, max(1, int(np.count_nonzero(p[:n] >= min_p * p[0]))))
     return order[:n], apply_temperature(p[:n], temperature)
 
 

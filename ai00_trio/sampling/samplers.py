@@ -255,7 +255,7 @@ class NucleusSampler(_PenalizedSampler):
         c = self.config
         if self.greedy:
             return np.array([int(np.argmax(probs))]), np.ones(1)
-        return kernels.nucleus_candidates(probs, c.top_p, c.top_k, c.temperature)
+        return kernels.nucleus_candidates(probs, c.top_p, c.top_k, c.temperature, c.min_p)
 
 
 class TypicalSampler(_PenalizedSampler):

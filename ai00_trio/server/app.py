@@ -30,7 +30,8 @@ from .admin_schemas import ReloadRequest
 from .changes import ChangeFeed
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
-from .openapi import openapi_document, swagger_page
+from .field_log import UnknownFields, route_key
+from .openapi import ROUTES, openapi_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
 from .sampling_glue import sampler_factory
@@ -55,6 +56,7 @@ class ServerState:
     draining: bool = False  # shutting down: running requests finish, new ones get 503
     exit_code: int = 0
     responses: ResponseStore = field(init=False)  # /v1/responses kept for GET and previous_response_id
+    unknown_fields: UnknownFields = field(default_factory=UnknownFields)  # the request fields named in the log
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.config.responses.max_stored)
@@ -107,6 +109,16 @@ def create_app(state: ServerState) -> QuartTrio:
             if not any(secrets.compare_digest(given, key.encode()) for key in keys):
                 return error_response(unauthorized())
         return None
+
+    # each POST route's request Struct, by its path without the API prefix
+    request_types = {route_key(path): kind for path, method, kind, _, _ in ROUTES if method == "post" and kind}
+
+    @app.before_request
+    async def name_unknown_fields():
+        rule = request.url_rule
+        kind = request_types.get(route_key(rule.rule)) if rule is not None and request.method == "POST" else None
+        if kind is not None:
+            state.unknown_fields.check(request.path, await request.get_data(), kind)
 
     @app.before_request
     async def start_clock():

@@ -20,10 +20,25 @@ class InputPart(Struct):
 
 
 class InputItem(Struct, kw_only=True):
-    """A message of `input`; other item types (function calls, references) are refused."""
+    """An item of `input`: a message, an earlier function call given back, or a call's result;
+    other item types (references, reasoning) are refused."""
     type: str = "message"
     role: str | None = None
     content: str | list[InputPart] | None = None
+    call_id: str | None = None                        # function_call, function_call_output
+    name: str | None = None                           # function_call
+    arguments: str | None = None                      # function_call: JSON text
+    output: str | list[InputPart] | None = None       # function_call_output
+
+
+class FunctionTool(Struct, kw_only=True):
+    """A tool of the Responses API: flat, unlike chat's {"type", "function": {...}}; only
+    function tools are served (the hosted ones, web_search and the like, are refused)."""
+    type: str
+    name: str | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None                        # accepted: the arguments always follow the schema
 
 
 class TextOptions(Struct, kw_only=True):
@@ -39,9 +54,9 @@ class ResponseRequest(SamplingFields, kw_only=True):
     previous_response_id: str | None = None
     metadata: dict[str, str] | None = None
     text: TextOptions | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    tools: list[FunctionTool] | None = None
+    tool_choice: str | dict[str, Any] | None = None   # none, auto, required, {"type": "function", "name"}
+    parallel_tool_calls: bool = True
     reasoning: dict[str, Any] | None = None
     truncation: str | None = None
     background: bool | None = None
@@ -58,12 +73,24 @@ class OutputText(Struct, kw_only=True):
     logprobs: list[Any] = msgspec.field(default_factory=list)
 
 
-class OutputMessage(Struct, kw_only=True):
+class OutputMessage(Struct, kw_only=True, tag_field="type", tag="message"):
     id: str
     status: str                # in_progress, completed, incomplete
     content: list[OutputText]
     role: str = "assistant"
-    type: str = "message"
+
+
+class FunctionCallItem(Struct, kw_only=True, tag_field="type", tag="function_call"):
+    """A tool call the model made: the client runs it and sends back a function_call_output
+    with its call_id."""
+    id: str                    # fc_...
+    call_id: str               # call_...
+    name: str
+    arguments: str             # JSON text that follows the function's parameters schema
+    status: str                # in_progress, completed, incomplete (cut off by max_output_tokens)
+
+
+OutputItem = OutputMessage | FunctionCallItem
 
 
 class InputTokensDetails(Struct):
@@ -97,7 +124,7 @@ class ResponseObject(Struct, kw_only=True):
     created_at: int
     status: str                # in_progress, completed, incomplete, failed
     model: str
-    output: list[OutputMessage]
+    output: list[OutputItem]
     usage: ResponseUsage | None
     object: str = "response"
     error: ResponseError | None = None
@@ -112,8 +139,8 @@ class ResponseObject(Struct, kw_only=True):
     store: bool = True
     user: str | None = None
     text: dict[str, Any] = msgspec.field(default_factory=lambda: {"format": {"type": "text"}})
-    tools: list[Any] = msgspec.field(default_factory=list)
-    tool_choice: str = "auto"
+    tools: list[FunctionTool] = msgspec.field(default_factory=list)
+    tool_choice: str | dict[str, Any] = "auto"
     parallel_tool_calls: bool = True
     truncation: str = "disabled"
     reasoning: dict[str, Any] = msgspec.field(default_factory=lambda: {"effort": None, "summary": None})
@@ -140,7 +167,7 @@ class OutputItemEvent(Struct, kw_only=True):
     type: str
     sequence_number: int
     output_index: int
-    item: OutputMessage
+    item: OutputItem
 
 
 class ContentPartEvent(Struct, kw_only=True):
@@ -171,6 +198,23 @@ class TextDoneEvent(Struct, kw_only=True):
     content_index: int
     text: str
     logprobs: list[Any] = msgspec.field(default_factory=list)
+
+
+class ArgumentsDeltaEvent(Struct, kw_only=True):
+    type: str                  # response.function_call_arguments.delta
+    sequence_number: int
+    item_id: str
+    output_index: int
+    delta: str
+
+
+class ArgumentsDoneEvent(Struct, kw_only=True):
+    type: str                  # response.function_call_arguments.done
+    sequence_number: int
+    item_id: str
+    output_index: int
+    name: str
+    arguments: str
 
 
 class ErrorEvent(Struct, kw_only=True):

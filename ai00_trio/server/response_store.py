@@ -15,6 +15,7 @@ class StoredResponse:
     model_text: tuple[str, ...]  # the conversation's assistant turns (they seed the repetition penalties)
     state_id: str | None        # the initial state the conversation started from
     ends_turn: bool             # the tokens end with the turn separator (the answer stopped at it)
+    tool_prompt: str | None = None  # the tool list the conversation's prompt holds last
 
 
 class ResponseStore:

@@ -5,6 +5,10 @@ chained through `previous_response_id`. A response that continues it generates f
 followed by the new turn's tokens, and the generation that wrote the answer left the state after
 its last token in the prefix cache (`TextJob.cache_answer`): the history is never prefilled
 again, and `usage.input_tokens_details.cached_tokens` counts it.
+
+Function tools work as on chat completions (tools.py): the answer is a message and/or
+`function_call` items; the client sends each call's result back as a `function_call_output`
+input item, usually with `previous_response_id`.
 """
 from __future__ import annotations
 
@@ -27,19 +31,22 @@ from ..sampling import sampler_from_openai
 from .actors import Done, Failed, TextJob, Token
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, overloaded
-from .response_schemas import (ContentPartEvent, DeletedResponse, ErrorEvent, IncompleteDetails, InputItem,
-                               InputTokensDetails, OutputItemEvent, OutputMessage, OutputText, OutputTokensDetails,
-                               ResponseError, ResponseEvent, ResponseObject, ResponseRequest, ResponseUsage,
-                               TextDeltaEvent, TextDoneEvent)
+from .response_schemas import (ArgumentsDeltaEvent, ArgumentsDoneEvent, ContentPartEvent, DeletedResponse,
+                               ErrorEvent, FunctionCallItem, IncompleteDetails, InputItem, InputPart,
+                               InputTokensDetails, OutputItem, OutputItemEvent, OutputMessage, OutputText,
+                               OutputTokensDetails, ResponseError, ResponseEvent, ResponseObject, ResponseRequest,
+                               ResponseUsage, TextDeltaEvent, TextDoneEvent)
 from .response_store import ResponseStore, StoredResponse
 from .sampling_glue import sampler_factory
-from .schemas import ChatMessage, ChatTemplate, decode_request
+from .schemas import ChatMessage, ChatTemplate, Delta, FunctionCall, FunctionDefinition, ToolCall, decode_request
 from .text import ChatTrim, chat_prompt, stop_list
+from .tools import ReplyParser, ToolPlan, plan_tools
 
 DEFAULT_MAX_OUTPUT_TOKENS = 256
 SEP = ChatTemplate().sep
 INPUT_ROLES = ("user", "assistant", "system", "developer")
 TEXT_PARTS = ("input_text", "output_text", "text")
+TOOL_CHOICES = ("none", "auto", "required")
 MAX_METADATA, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
 
 
@@ -50,6 +57,8 @@ class Turn:
     model_text: list[str]        # the conversation's assistant turns
     continued: bool              # the input ends with the beginning of the answer
     state_id: str | None
+    tools: ToolPlan | None       # the functions the model may call now
+    tool_prompt: str | None      # the tool list the conversation's prompt holds last
 
 
 @dataclass(frozen=True)
@@ -62,11 +71,9 @@ class Draft:
     message_id: str
     created_at: int
 
-    def response(self, status: str, text: str | None, usage: ResponseUsage | None,
+    def response(self, status: str, output: list[OutputItem], usage: ResponseUsage | None,
                  error: ResponseError | None = None) -> ResponseObject:
         body = self.body
-        # a message is in_progress, completed or incomplete: a failed response's is incomplete
-        output = [] if text is None else [self.message("incomplete" if status == "failed" else status, text)]
         fmt = body.text.format if body.text is not None and body.text.format is not None else {"type": "text"}
         defaults = sampler_from_openai()  # what a request that gives no sampling fields runs with
         return ResponseObject(
@@ -78,8 +85,8 @@ class Draft:
             temperature=defaults.temperature if body.temperature is None else body.temperature,
             top_p=defaults.top_p if body.top_p is None else body.top_p,
             metadata=dict(body.metadata or {}), store=body.store, user=body.user, text={"format": fmt},
-            tool_choice=body.tool_choice if isinstance(body.tool_choice, str) else "auto",
-            truncation=body.truncation or "disabled")
+            tools=body.tools or [], tool_choice=body.tool_choice or "auto",
+            parallel_tool_calls=body.parallel_tool_calls, truncation=body.truncation or "disabled")
 
     def message(self, status: str, text: str) -> OutputMessage:
         return OutputMessage(id=self.message_id, status=status, content=[OutputText(text=text)])
@@ -87,30 +94,64 @@ class Draft:
 
 class Answer:
     """A generation's events, taken in: the answer's text (trimmed as chat's is, so a stream
-    carries what the whole answer holds), its token ids, and how it ended."""
+    carries what the whole answer holds), its tool calls when it was offered tools, its token
+    ids, and how it ended."""
 
-    def __init__(self, continued: bool) -> None:
+    def __init__(self, continued: bool, tools: bool) -> None:
         self._trim = ChatTrim(leading=not continued)  # a continued message keeps its leading space
+        self._parser = ReplyParser(continued) if tools else None
         self._parts: list[str] = []
+        self._raw: list[str] = []
+        self.call_item_ids: list[str] = []  # fc_... of each call, in order
         self.tokens: list[int] = []
         self.done: Done | None = None
 
-    def take(self, event: Token | Done | Failed) -> str:
-        """The text to send for `event`."""
+    def take(self, event: Token | Done | Failed) -> list[Delta]:
+        """What `event` adds to the answer: content, a call's start, pieces of its arguments."""
         if isinstance(event, Failed):
             raise event.error
         if isinstance(event, Done):
             self.done = event
-            return ""
-        if event.token >= 0:
-            self.tokens.append(event.token)
-        piece = self._trim.feed(event.text)
-        self._parts.append(piece)
-        return piece
+            deltas = self._parser.close() if self._parser is not None else []
+        else:
+            if event.token >= 0:
+                self.tokens.append(event.token)
+            self._raw.append(event.text)
+            if self._parser is not None:
+                deltas = self._parser.feed(event.text)
+            else:
+                piece = self._trim.feed(event.text)
+                deltas = [Delta(content=piece)] if piece else []
+        for delta in deltas:
+            if delta.content:
+                self._parts.append(delta.content)
+            elif delta.tool_calls and delta.tool_calls[0].id is not None:
+                self.call_item_ids.append("fc_" + secrets.token_hex(24))
+        return deltas
 
     @property
     def text(self) -> str:
         return "".join(self._parts)
+
+    @property
+    def model_text(self) -> str:
+        """The answer as the model wrote it, calls included (it seeds the repetition penalties)."""
+        return "".join(self._raw).strip()
+
+    def calls(self, status: str) -> list[FunctionCallItem]:
+        """The calls so far; the last is `status` unless it is whole."""
+        calls = self._parser.calls if self._parser is not None else []
+        return [FunctionCallItem(id=item_id, call_id=call.id, name=call.name, arguments="".join(call.arguments),
+                                 status="completed" if k < len(calls) - 1 or self._parser.complete else status)
+                for k, (item_id, call) in enumerate(zip(self.call_item_ids, calls))]
+
+    def output(self, draft: "Draft", status: str) -> list[OutputItem]:
+        """The output items of a response that is `status`: the message (when it has text or
+        there are no calls), then the calls."""
+        item_status = "incomplete" if status == "failed" else status
+        calls = self.calls(item_status)
+        message = [draft.message("completed" if calls else item_status, self.text)] if self.text or not calls else []
+        return [*message, *calls]
 
 
 def register_responses(route: Callable, store: ResponseStore, ready: Callable, check_model: Callable,
@@ -123,11 +164,12 @@ def register_responses(route: Callable, store: ResponseStore, ready: Callable, c
         body = decode_request(await request.get_data(), ResponseRequest)
         check_model(body.model, loaded)
         _refuse_unsupported(body)
-        turn = await _turn(body, store, loaded)
+        tools = await _tool_plan(body)
+        turn = await _turn(body, store, loaded, tools)
         draft = Draft(body, loaded.name, _max_output_tokens(body, config.model.max_tokens_cap),
                       "resp_" + secrets.token_hex(24), "msg_" + secrets.token_hex(24), int(time.time()))
         factory = sampler_factory(body, loaded.model.info.n_vocab, 0, 0)
-        grammar = await _grammar(body)
+        grammar = tools.grammar if tools is not None else await _grammar(body)
         send, recv = trio.open_memory_channel(math.inf)  # a generation never waits for its reader
         job = TextJob("", factory, draft.max_output_tokens, stop_list(body.stop, config.model.stop), send,
                       turn.state_id, turn.model_text, grammar, "input", prompt_ids=turn.prompt_ids,
@@ -144,7 +186,7 @@ def register_responses(route: Callable, store: ResponseStore, ready: Callable, c
                 stream = _stream(recv, first, draft, turn, store, loaded)
                 recv = None  # the stream closes it
                 return Response(stream, content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-            answer = Answer(turn.continued)
+            answer = Answer(turn.continued, tools is not None)
             async for batch in _batches(recv, first):
                 for event in batch:
                     answer.take(event)
@@ -178,11 +220,6 @@ def _stored(store: ResponseStore, response_id: str, param: str | None = None) ->
 
 
 def _refuse_unsupported(body: ResponseRequest) -> None:
-    if body.tools:
-        raise bad_request("tools are not supported yet on /v1/responses", param="tools")
-    if isinstance(body.tool_choice, dict) or body.tool_choice not in (None, "auto", "none"):
-        raise bad_request("tool_choice needs tools, which are not supported yet on /v1/responses",
-                          param="tool_choice")
     if body.background:
         raise bad_request("background responses are not supported", param="background")
     if body.conversation is not None:
@@ -211,42 +248,117 @@ def _max_output_tokens(body: ResponseRequest, cap: int) -> int:
     return value
 
 
-def _messages(body: ResponseRequest) -> list[ChatMessage]:
-    """`instructions` as a system message, then the input's messages."""
+async def _tool_plan(body: ResponseRequest) -> ToolPlan | None:
+    """The request's function tools and tool_choice (Responses' flat shapes) as a tool plan."""
+    tools = body.tools or []
+    for i, tool in enumerate(tools):
+        if tool.type != "function":
+            raise bad_request(f"tools[{i}].type: only function tools are served, not {tool.type!r}",
+                              param=f"tools[{i}].type")
+        if tool.name is None:
+            raise bad_request(f"tools[{i}].name is required", param=f"tools[{i}].name")
+    choice, named = body.tool_choice, None
+    if isinstance(choice, dict):
+        if choice.get("type") != "function" or not isinstance(choice.get("name"), str):
+            raise bad_request('tool_choice must be "none", "auto", "required" or {"type": "function", "name": ...}',
+                              param="tool_choice")
+        choice, named = None, choice["name"]
+    elif choice is not None and choice not in TOOL_CHOICES:
+        raise bad_request(f"tool_choice must be one of {', '.join(TOOL_CHOICES)} or a named function",
+                          param="tool_choice")
+    functions = [FunctionDefinition(t.name, t.description, t.parameters, t.strict) for t in tools]
+    return await plan_tools(functions, choice, named, body.parallel_tool_calls, _grammar_field(body),
+                            lambda i: f"tools[{i}]")
+
+
+def _grammar_field(body: ResponseRequest) -> str | None:
+    """The output grammar the request gives besides tools, if any."""
+    fmt = body.text.format if body.text is not None else None
+    for name, value in (("bnf_schema", body.bnf_schema), ("text.format", fmt), ("response_format", body.response_format)):
+        if value is not None and value != {"type": "text"}:
+            return name
+    return None
+
+
+def _part_text(value: str | list[InputPart] | None, param: str) -> str:
+    if not isinstance(value, list):
+        return value or ""
+    for part in value:
+        if part.type not in TEXT_PARTS or part.text is None:
+            raise bad_request(f"{param}: only text parts are supported, got {part.type!r}", param=param)
+    return "".join(part.text for part in value)
+
+
+def _required(item: InputItem, index: int, *names: str) -> None:
+    for name in names:
+        if not isinstance(getattr(item, name), str if name != "output" else (str, list)):
+            raise bad_request(f"input[{index}]: a {item.type} item needs {name}", param=f"input[{index}].{name}")
+
+
+def _messages(body: ResponseRequest, call_names: dict[str, str]) -> list[ChatMessage]:
+    """`instructions` as a system message, then the input's items as chat messages: function
+    calls join the assistant turn they follow, their results are tool messages (named after
+    the function, from `call_names` for calls made in earlier responses)."""
     messages = [ChatMessage("system", body.instructions)] if body.instructions else []
+    first = len(messages)
     items = body.input
     if isinstance(items, str):
         items = [InputItem(role="user", content=items)] if items else []
     if not items:
         raise bad_request("input is required: a string or a list of messages", param="input")
     for i, item in enumerate(items):
+        if item.type == "function_call":
+            _required(item, i, "call_id", "name", "arguments")
+            call = ToolCall(item.call_id, FunctionCall(item.name, item.arguments))
+            if len(messages) > first and messages[-1].role == "assistant":
+                messages[-1].tool_calls = [*(messages[-1].tool_calls or []), call]
+            else:
+                messages.append(ChatMessage("assistant", None, tool_calls=[call]))
+            continue
+        if item.type == "function_call_output":
+            _required(item, i, "call_id", "output")
+            messages.append(ChatMessage("tool", _part_text(item.output, f"input[{i}].output"),
+                                        name=call_names.get(item.call_id), tool_call_id=item.call_id))
+            continue
         if item.type != "message":
-            raise bad_request(f"input[{i}]: items of type {item.type!r} are not supported, only messages",
-                              param=f"input[{i}].type")
+            raise bad_request(f"input[{i}]: items of type {item.type!r} are not supported, only messages, "
+                              "function_call and function_call_output", param=f"input[{i}].type")
         if item.role not in INPUT_ROLES:
             raise bad_request(f"input[{i}].role must be one of {', '.join(INPUT_ROLES)}", param=f"input[{i}].role")
-        content = item.content
-        if isinstance(content, list):
-            for part in content:
-                if part.type not in TEXT_PARTS or part.text is None:
-                    raise bad_request(f"input[{i}].content: only text parts are supported, got {part.type!r}",
-                                      param=f"input[{i}].content")
-            content = "".join(part.text for part in content)
-        messages.append(ChatMessage(item.role, content or ""))
+        messages.append(ChatMessage(item.role, _part_text(item.content, f"input[{i}].content")))
     return messages
 
 
-async def _turn(body: ResponseRequest, store: ResponseStore, loaded: LoadedModel) -> Turn:
-    """The prompt: the chat rendering of the input, after the stored conversation's tokens."""
-    text, model_text, continued = chat_prompt(_messages(body), None, None)
-    if body.previous_response_id is None:
-        return Turn(await loaded.encode(text), model_text, continued, body.state)
-    previous = _stored(store, body.previous_response_id, "previous_response_id")
-    if body.state is not None and body.state != previous.state_id:
-        raise bad_request("a continued conversation keeps the initial state it started from", param="state")
+def _chain_call_names(store: ResponseStore, stored: StoredResponse | None) -> dict[str, str]:
+    """call_id -> function name of the calls made in a stored conversation (as far back as it is kept)."""
+    names: dict[str, str] = {}
+    seen: set[str] = set()
+    while stored is not None and stored.response.id not in seen:
+        seen.add(stored.response.id)
+        names.update((item.call_id, item.name) for item in stored.response.output
+                     if isinstance(item, FunctionCallItem))
+        parent = stored.response.previous_response_id
+        stored = store.get(parent) if parent else None
+    return names
+
+
+async def _turn(body: ResponseRequest, store: ResponseStore, loaded: LoadedModel, tools: ToolPlan | None) -> Turn:
+    """The prompt: the chat rendering of the input, after the stored conversation's tokens. The
+    tool list joins the prompt unless the stored conversation holds it already."""
+    previous = None
+    if body.previous_response_id is not None:
+        previous = _stored(store, body.previous_response_id, "previous_response_id")
+        if body.state is not None and body.state != previous.state_id:
+            raise bad_request("a continued conversation keeps the initial state it started from", param="state")
+    known = previous.tool_prompt if previous is not None else None
+    tool_prompt = tools.prompt if tools is not None else None
+    shown = tool_prompt if tool_prompt != known else None
+    text, model_text, continued = chat_prompt(_messages(body, _chain_call_names(store, previous)), None, None, shown)
+    if previous is None:
+        return Turn(await loaded.encode(text), model_text, continued, body.state, tools, tool_prompt)
     text = text if previous.ends_turn else SEP + text
     return Turn(previous.tokens.tolist() + await loaded.encode(text), [*previous.model_text, *model_text],
-                continued, previous.state_id)
+                continued, previous.state_id, tools, tool_prompt or known)
 
 
 async def _grammar(body: ResponseRequest):
@@ -300,12 +412,13 @@ def _finish(answer: Answer, draft: Draft, turn: Turn, store: ResponseStore, load
     usage = ResponseUsage(done.prompt_tokens, InputTokensDetails(done.cached_tokens,
                                                                  done.prompt_tokens - done.cached_tokens),
                           done.completion_tokens, OutputTokensDetails(), done.prompt_tokens + done.completion_tokens)
-    response = draft.response(status, answer.text, usage)
+    response = draft.response(status, answer.output(draft, status), usage)
     if draft.body.store:
         tokens = array("i", turn.prompt_ids)
         tokens.extend(answer.tokens)
         ends_turn = loaded.tokenizer.decode(answer.tokens).endswith(SEP.encode())
-        store.put(StoredResponse(response, tokens, (*turn.model_text, answer.text), turn.state_id, ends_turn))
+        store.put(StoredResponse(response, tokens, (*turn.model_text, answer.model_text), turn.state_id, ends_turn,
+                                 turn.tool_prompt))
     return response
 
 
@@ -313,52 +426,119 @@ def _sse(event) -> bytes:
     return b"event: " + event.type.encode() + b"\ndata: " + msgspec.json.encode(event) + b"\n\n"
 
 
+class _StreamItems:
+    """The output items' events as a stream opens and closes them: the message when its text
+    begins (at once when no tools are offered), each call at its start; an item is done when
+    the next begins or the answer ends."""
+
+    def __init__(self, draft: Draft, answer: Answer) -> None:
+        self.draft, self.answer = draft, answer
+        self.numbers = itertools.count()
+        self.count = 0          # output items opened
+        self.calls = 0          # of them calls
+        self.open: str | None = None  # "message", "call"
+
+    def _ids(self) -> dict:
+        return {"item_id": self.draft.message_id, "output_index": 0, "content_index": 0}
+
+    def open_message(self) -> list:
+        self.open, self.count = "message", self.count + 1
+        return [OutputItemEvent(type="response.output_item.added", sequence_number=next(self.numbers), output_index=0,
+                                item=OutputMessage(id=self.draft.message_id, status="in_progress", content=[])),
+                ContentPartEvent(type="response.content_part.added", sequence_number=next(self.numbers),
+                                 part=OutputText(text=""), **self._ids())]
+
+    def close(self, status: str) -> list:
+        """Events that finish the open item."""
+        events: list = []
+        if self.open == "message":
+            text = self.answer.text
+            message = self.draft.message(status, text)
+            events = [TextDoneEvent(type="response.output_text.done", sequence_number=next(self.numbers), text=text,
+                                    **self._ids()),
+                      ContentPartEvent(type="response.content_part.done", sequence_number=next(self.numbers),
+                                       part=message.content[0], **self._ids()),
+                      OutputItemEvent(type="response.output_item.done", sequence_number=next(self.numbers),
+                                      output_index=0, item=message)]
+        elif self.open == "call":
+            call = self.answer.calls(status)[self.calls - 1]
+            events = [ArgumentsDoneEvent(type="response.function_call_arguments.done",
+                                         sequence_number=next(self.numbers), item_id=call.id,
+                                         output_index=self.count - 1, name=call.name, arguments=call.arguments),
+                      OutputItemEvent(type="response.output_item.done", sequence_number=next(self.numbers),
+                                      output_index=self.count - 1, item=call)]
+        self.open = None
+        return events
+
+    def deltas(self, deltas: list[Delta]) -> list:
+        events: list = []
+        for delta in deltas:
+            if delta.content:
+                if self.open != "message":
+                    events += self.open_message()
+                events.append(TextDeltaEvent(type="response.output_text.delta", sequence_number=next(self.numbers),
+                                             delta=delta.content, **self._ids()))
+                continue
+            call = delta.tool_calls[0]
+            if call.id is not None:  # a call begins
+                events += self.close("completed")
+                self.open, self.count, self.calls = "call", self.count + 1, self.calls + 1
+                item = FunctionCallItem(id=self.answer.call_item_ids[self.calls - 1], call_id=call.id, name=call.function.name,
+                                        arguments="", status="in_progress")
+                events.append(OutputItemEvent(type="response.output_item.added", sequence_number=next(self.numbers),
+                                              output_index=self.count - 1, item=item))
+            elif call.function.arguments:
+                events.append(ArgumentsDeltaEvent(type="response.function_call_arguments.delta",
+                                                  sequence_number=next(self.numbers),
+                                                  item_id=self.answer.call_item_ids[self.calls - 1], output_index=self.count - 1,
+                                                  delta=call.function.arguments))
+        return events
+
+    def finish(self, response: ResponseObject) -> list:
+        """The last item's done events (an answer with no item at all has an empty message)."""
+        events = [] if self.count else self.open_message()
+        item_status = "incomplete" if response.status == "failed" else response.status
+        return events + self.close(item_status)
+
+
 async def _stream(recv: trio.MemoryReceiveChannel, first, draft: Draft, turn: Turn, store: ResponseStore,
                   loaded: LoadedModel) -> AsyncIterator[bytes]:
-    """OpenAI's event sequence for one message with one text part; a failure after the first
-    token is an `error` event, then `response.failed`."""
-    numbers = itertools.count()
-    ids = {"item_id": draft.message_id, "output_index": 0, "content_index": 0}
-    answer = Answer(turn.continued)
+    """OpenAI's event sequence: the message (one text part) and the function calls as they come;
+    a failure after the first token is an `error` event, then `response.failed`."""
+    answer = Answer(turn.continued, turn.tools is not None)
+    items = _StreamItems(draft, answer)
+    numbers = items.numbers
     started, finished = time.perf_counter(), False
     try:
-        draft_response = draft.response("in_progress", None, None)
-        yield b"".join(_sse(e) for e in (
-            ResponseEvent(type="response.created", sequence_number=next(numbers), response=draft_response),
-            ResponseEvent(type="response.in_progress", sequence_number=next(numbers), response=draft_response),
-            OutputItemEvent(type="response.output_item.added", sequence_number=next(numbers), output_index=0,
-                            item=OutputMessage(id=draft.message_id, status="in_progress", content=[])),
-            ContentPartEvent(type="response.content_part.added", sequence_number=next(numbers),
-                             part=OutputText(text=""), **ids)))
+        draft_response = draft.response("in_progress", [], None)
+        opening = [ResponseEvent(type="response.created", sequence_number=next(numbers), response=draft_response),
+                   ResponseEvent(type="response.in_progress", sequence_number=next(numbers), response=draft_response)]
+        if turn.tools is None:
+            opening += items.open_message()
+        yield b"".join(_sse(e) for e in opening)
         async for batch in _batches(recv, first):
             chunks = []
             for event in batch:
                 try:
-                    piece = answer.take(event)
+                    deltas = answer.take(event)
                 except ApiError as error:
                     body = error.body.error
                     chunks.append(_sse(ErrorEvent(type="error", sequence_number=next(numbers), message=body.message,
                                                   code=body.code, param=body.param)))
-                    failed = draft.response("failed", answer.text, None,
+                    failed = draft.response("failed", answer.output(draft, "failed"), None,
                                             ResponseError(body.code or body.type, body.message))
                     chunks.append(_sse(ResponseEvent(type="response.failed", sequence_number=next(numbers),
                                                      response=failed)))
                     yield b"".join(chunks)
                     return
-                if piece:
-                    chunks.append(_sse(TextDeltaEvent(type="response.output_text.delta", sequence_number=next(numbers),
-                                                      delta=piece, **ids)))
+                chunks.extend(_sse(e) for e in items.deltas(deltas))
             if chunks:
                 yield b"".join(chunks)
         response = _finish(answer, draft, turn, store, loaded)
-        message = response.output[0]
-        yield b"".join(_sse(e) for e in (
-            TextDoneEvent(type="response.output_text.done", sequence_number=next(numbers), text=answer.text, **ids),
-            ContentPartEvent(type="response.content_part.done", sequence_number=next(numbers),
-                             part=message.content[0], **ids),
-            OutputItemEvent(type="response.output_item.done", sequence_number=next(numbers), output_index=0,
-                            item=message),
-            ResponseEvent(type=f"response.{response.status}", sequence_number=next(numbers), response=response)))
+        closing = items.finish(response)
+        closing.append(ResponseEvent(type=f"response.{response.status}", sequence_number=next(numbers),
+                                     response=response))
+        yield b"".join(_sse(e) for e in closing)
         finished = True
     finally:
         await recv.aclose()

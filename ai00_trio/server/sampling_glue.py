@@ -27,8 +27,11 @@ def logit_bias(request: SamplingFields, n_vocab: int) -> dict[int, float]:
 def sampler_factory(request: SamplingFields, n_vocab: int, seed_offset: int, top_n: int) -> Callable[[], Any]:
     """Validates now (so bad values are a 400 before anything runs); builds samplers later."""
     fields = msgspec.structs.asdict(request)
-    if request.min_p:
-        raise bad_request("min_p is not supported yet; use top_p or top_k", param="min_p")
+    if request.min_p is not None:
+        if not 0 <= request.min_p <= 1:
+            raise bad_request("min_p must be between 0 and 1", param="min_p")
+        if request.min_p and (request.sampler is not None or request.sampler_override is not None):
+            raise bad_request("with a `sampler` object, min_p goes inside it (Nucleus)", param="min_p")
     if request.half_life is not None:
         if request.penalty_decay is not None:
             raise bad_request("give either half_life or penalty_decay, not both", param="half_life")
@@ -70,6 +73,7 @@ class _StepSampler:
             return None
         c = sampler.config
         return Sampling(temperature=0.0 if sampler.greedy else c.temperature, top_p=c.top_p, top_k=c.top_k,
+                        min_p=c.min_p,
                         presence=c.presence_penalty, frequency=c.frequency_penalty, decay=c.penalty_decay,
                         seed=sampler.seed, biased=bool(sampler.logit_bias))
 

@@ -93,7 +93,7 @@ class SamplingFields(Struct, kw_only=True):
     bnf_schema: str | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
-    min_p: float | None = None                        # refused above 0 (not implemented yet)
+    min_p: float | None = None                        # keep tokens with p >= min_p * max p (Nucleus)
     half_life: float | None = None                    # AI00: tokens for a penalty to halve (sets penalty_decay)
 
 

@@ -13,6 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Callable
 
 import trio
 
@@ -44,63 +45,83 @@ class _SchemaError(Exception):
 
 
 async def tool_plan(body: s.ChatCompletionRequest) -> ToolPlan | None:
-    """The request's tool plan, or None when the model is not offered tools (none given, or
+    """A chat request's tool plan, or None when the model is not offered tools (none given, or
     tool_choice "none"). Bad tools or tool_choice are 400s naming them."""
-    functions = _functions(body.tools or [])
+    tools = body.tools or []
+    if len(tools) > MAX_TOOLS:
+        raise bad_request(f"at most {MAX_TOOLS} tools", param="tools")
+    for i, tool in enumerate(tools):
+        if tool.type != "function":
+            raise bad_request(f"tools[{i}].type must be \"function\", not {tool.type!r}", param=f"tools[{i}].type")
     choice = body.tool_choice
+    named = None
+    if isinstance(choice, s.NamedToolChoice):
+        if choice.type != "function":
+            raise bad_request(f"tool_choice.type must be \"function\", not {choice.type!r}", param="tool_choice")
+        named = choice.function.name
+    return await plan_tools([tool.function for tool in tools], choice if named is None else None, named,
+                            body.parallel_tool_calls, _grammar_field(body), lambda i: f"tools[{i}].function")
+
+
+async def plan_tools(functions: list[s.FunctionDefinition], choice: str | None, named: str | None,
+                     parallel: bool, grammar_field: str | None, where: Callable[[int], str]) -> ToolPlan | None:
+    """The plan for `functions` under tool_choice `choice` ("none", "auto", "required") or the
+    function `named`; `grammar_field` names another output grammar the request gives (which
+    tools exclude), `where(i)` the request's path to function i (for errors)."""
+    _check_functions(functions, where)
     if not functions:
-        if choice not in (None, "none", "auto"):
+        if named is not None or choice not in (None, "none", "auto"):
             raise bad_request("tool_choice needs tools to choose from", param="tool_choice")
         return None
     if choice == "none":
         return None
-    must_call = None
-    if isinstance(choice, s.NamedToolChoice):
+    if named is not None:
         names = [f.name for f in functions]
-        if choice.type != "function" or choice.function.name not in names:
-            raise bad_request(f"tool_choice names the function {choice.function.name!r}, which is not in tools "
+        if named not in names:
+            raise bad_request(f"tool_choice names the function {named!r}, which is not in tools "
                               f"({', '.join(names)})", param="tool_choice")
-        must_call = choice.function.name
-    if body.bnf_schema is not None or body.response_format not in (None, {"type": "text"}):
-        param = "bnf_schema" if body.bnf_schema is not None else "response_format"
-        raise bad_request(f"{param} cannot be combined with tools the model may call (tool_choice \"none\" "
-                          "allows it)", param=param)
-    forced = choice == "required" or must_call is not None
-    callable_ = [(i, f) for i, f in enumerate(functions) if must_call in (None, f.name)]
+    if grammar_field is not None:
+        raise bad_request(f"{grammar_field} cannot be combined with tools the model may call (tool_choice \"none\" "
+                          "allows it)", param=grammar_field)
+    forced = choice == "required" or named is not None
+    callable_ = [(i, f) for i, f in enumerate(functions) if named in (None, f.name)]
     key = json.dumps({"tools": [[i, f.name, _arguments_schema(_parameters(f))] for i, f in callable_],
-                      "auto": not forced, "parallel": body.parallel_tool_calls})
+                      "auto": not forced, "parallel": parallel})
     try:
         grammar = await trio.to_thread.run_sync(_tool_grammar, key)
     except _SchemaError as error:
         raise bad_request(f"tools[{error.index}] ({error.name}): the grammar engine cannot compile its parameters "
-                          f"schema: {error.reason}", param=f"tools[{error.index}].function.parameters",
+                          f"schema: {error.reason}", param=f"{where(error.index)}.parameters",
                           code="invalid_grammar") from None
     except GrammarError as error:
         raise bad_request(f"tools: the grammar engine cannot compile them: {error}", param="tools",
                           code="invalid_grammar") from None
-    prompt = render_tool_list([(f.name, f.description, _parameters(f)) for f in functions], must_call, forced)
+    prompt = render_tool_list([(f.name, f.description, _parameters(f)) for f in functions], named, forced)
     return ToolPlan(prompt, grammar)
 
 
-def _functions(tools: list[s.Tool]) -> list[s.FunctionDefinition]:
-    if len(tools) > MAX_TOOLS:
+def _grammar_field(body: s.SamplingFields) -> str | None:
+    if body.bnf_schema is not None:
+        return "bnf_schema"
+    return "response_format" if body.response_format not in (None, {"type": "text"}) else None
+
+
+def _check_functions(functions: list[s.FunctionDefinition], where: Callable[[int], str]) -> None:
+    if len(functions) > MAX_TOOLS:
         raise bad_request(f"at most {MAX_TOOLS} tools", param="tools")
     seen: set[str] = set()
-    for i, tool in enumerate(tools):
-        if tool.type != "function":
-            raise bad_request(f"tools[{i}].type must be \"function\", not {tool.type!r}", param=f"tools[{i}].type")
-        name = tool.function.name
+    for i, function in enumerate(functions):
+        name = function.name
         if not NAME_PATTERN.fullmatch(name):
-            raise bad_request(f"tools[{i}].function.name {name!r} must be 1 to 64 letters, digits, _ or -",
-                              param=f"tools[{i}].function.name")
+            raise bad_request(f"{where(i)}.name {name!r} must be 1 to 64 letters, digits, _ or -",
+                              param=f"{where(i)}.name")
         if name in seen:
-            raise bad_request(f"tools[{i}].function.name {name!r} is given twice", param=f"tools[{i}].function.name")
+            raise bad_request(f"{where(i)}.name {name!r} is given twice", param=f"{where(i)}.name")
         seen.add(name)
-        kind = (tool.function.parameters or {}).get("type", "object")
+        kind = (function.parameters or {}).get("type", "object")
         if kind != "object":
-            raise bad_request(f"tools[{i}].function.parameters must be an object schema (type \"object\"), "
-                              f"not {kind!r}", param=f"tools[{i}].function.parameters")
-    return [tool.function for tool in tools]
+            raise bad_request(f"{where(i)}.parameters must be an object schema (type \"object\"), "
+                              f"not {kind!r}", param=f"{where(i)}.parameters")
 
 
 def _parameters(function: s.FunctionDefinition) -> dict:

@@ -5,13 +5,14 @@
 //   2. p_i = e_i / Σ_j e_j with e_i = exp(a_i - max a); the token's log-probability is
 //      a_i - log Σ_j exp(a_j);
 //   3. top-k: keep the k likeliest; top-p: keep a token while the mass of the likelier tokens
-//      is at most top_p (so the token that crosses top_p is kept);
+//      is at most top_p (so the token that crosses top_p is kept); min-p: keep the tokens with
+//      p_i >= min_p * max_j p_j, which is e_i >= min_p (the largest e_i is 1);
 //   4. draw among the kept tokens with weights p_i^(1/T), by the Gumbel-max trick:
 //      argmax_i (ln e_i / T + g_i), g_i = -ln(-ln u_i), u_i uniform (Gumbel 1954; Maddison et al. 2014).
 // T = 0 takes the argmax (ties: the lowest id). The cuts of step 3 are thresholds on e_i's bits
 // (which order like e_i, as e_i >= 0), each found by bisection: for top-k the least K with
 // #{j: e_j > K} < k, for top-p the least K with Σ_{e_j > K} e_j <= top_p Σ_j e_j. The kept tokens
-// are those at or above both. A bisection stops once a single token lies in its interval. (Tokens
+// are those at or above all three cuts (min-p's is min_p's bits). A bisection stops once a single token lies in its interval. (Tokens
 // tied at a cut are all kept, where a sort would keep the lower ids.) One workgroup per row.
 struct Params {
     vocab: u32,
@@ -20,7 +21,7 @@ struct Params {
 }
 
 // Per row: (slot, draw counter, top_k, biased?), (T, top_p, presence, frequency) as f32 bits,
-// (decay as f32 bits, seed low, seed high, 0).
+// (decay as f32 bits, seed low, seed high, min_p as f32 bits).
 struct Row {
     ids: vec4<u32>,
     cuts: vec4<u32>,
@@ -186,7 +187,7 @@ fn sample(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wg: 
             if searching(by_count) { by_count = narrow(by_count, n_k < top_k, n_k); }
             if searching(by_mass) { by_mass = narrow(by_mass, mass_above <= mass_cut, n_p); }
         }
-        let cut = max(by_count.lo, by_mass.lo);
+        let cut = max(max(by_count.lo, by_mass.lo), row.seed.w);
         // 4: Gumbel-max among the kept tokens (ln e_i = a_i - peak: the same argmax as a_i)
         var best = LOWEST;
         var best_id = NO_TOKEN;
