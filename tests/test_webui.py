@@ -418,6 +418,8 @@ def test_conversations_keep_their_prompt_settings_and_state_across_reload(page, 
     items.filter(has_text="Treasure").get_by_test_id("conversation-title").click()
     expect(page.get_by_test_id("system-prompt")).to_have_value("You are a pirate.")
     expect(page.get_by_test_id("message-user")).to_have_count(2)
+    page.emulate_media(color_scheme="dark")
+    shot(page, "conversations-dark", docs=True)
 
 
 def test_panels_collapse_at_desktop_width(page, server):
@@ -518,6 +520,8 @@ def test_status_is_honest_while_idle_and_lists_models_with_an_admin_key(page, se
     expect(files.filter(has_text="pirate.st")).to_contain_text("not a model")
     expect(page.get_by_test_id("models-error")).to_be_hidden()
     shot(page, "models", docs=True)
+    page.emulate_media(color_scheme="dark")
+    shot(page, "models-dark", docs=True)
 
 
 def test_tool_calls_are_shown_with_their_arguments(page):
