@@ -16,6 +16,11 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from ai00_trio.engine.formats import read_checkpoint
+from ai00_trio.engine.formats.safetensors_writer import write_safetensors
+from ai00_trio.engine.info import detect_model
 from server_helpers import ROOT, http, running_server
 
 pytestmark = pytest.mark.gpu  # every test here runs a server process on the GPU adapter
@@ -33,6 +38,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-quic", "--no-first-run", "--disable-component-update", "--disable-sync"]
 DESKTOP = {"width": 1280, "height": 800}
 MODEL = "tiny-rwkv-7v0-834K"
+MODEL_FILE = ROOT / "assets" / "models" / f"{MODEL}.st"
+STATE_ID = "5e1f0000-0000-4000-8000-00000000a11c"
+ADMIN_KEY = "webui-admin-key-0123456789"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 TIMEOUT_MS = 60_000
@@ -92,9 +100,27 @@ def stored_settings(page) -> dict:
     return json.loads(page.evaluate("localStorage.getItem('ai00-trio:settings') || '{}'"))
 
 
+def write_state_file(path: Path) -> None:
+    """A state-tuning file for the tiny model: one small random time_state per layer."""
+    info = detect_model(read_checkpoint(MODEL_FILE))
+    rng = np.random.default_rng(7)
+    write_safetensors(path, {
+        f"blocks.{layer}.att.time_state":
+            rng.normal(0, 0.1, (info.n_head, info.head_size, info.head_size)).astype(np.float32)
+        for layer in range(info.n_layer)})
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with running_server(tmp_path_factory.mktemp("webui-server")) as base:
+    """The tiny model with one initial state to pick, and an admin key for the Models card."""
+    tmp = tmp_path_factory.mktemp("webui-server")
+    folder = tmp / "models"
+    folder.mkdir()
+    shutil.copy(MODEL_FILE, folder / MODEL_FILE.name)
+    write_state_file(folder / "pirate.st")
+    sections = (f'[[state]]\npath = "pirate.st"\nname = "pirate"\nid = "{STATE_ID}"\n'
+                f'[admin]\nkeys = ["{ADMIN_KEY}"]\n')
+    with running_server(tmp, {"path": str(folder)}, extra_sections=sections) as base:
         yield base
 
 
@@ -121,6 +147,9 @@ def page(request, server, browser_context):
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(server + "/health")  # same origin, no UI script: clear what earlier tests stored
     page.evaluate("localStorage.clear()")
+    # Chromium asks for /favicon.ico on the JSON /health page (a 404); the UI's icon is inline.
+    page.on("console", lambda message: errors.append(f"{message.text} ({message.location.get('url')})")
+            if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico") else None)
     page.goto(server + "/")
     expect(page.get_by_test_id("header-model")).to_have_text(MODEL)
     yield page
@@ -128,7 +157,7 @@ def page(request, server, browser_context):
         shot(page, f"end-{request.node.name}")
     finally:
         page.close()
-    assert not errors, f"uncaught errors in the page: {errors}"
+    assert not errors, f"errors in the page or its console: {errors}"
 
 
 def assistant_body(page):
@@ -306,4 +335,238 @@ def test_settings_persist_across_reload(page, server):
     expect(page.get_by_test_id("setting-temperature")).to_have_value("1")
     page.reload()
     expect(page.get_by_test_id("setting-temperature")).to_have_value("1")
-    expect(page.get_by_test_id("setting-max-tokens")).to_have_value("1024")
+    expect(page.get_by_test_id("setting-max-tokens")).to_have_value("128")
+
+
+def chat_request(page, text: str) -> dict:
+    """Send `text` from the composer; the body of the chat request it made (the answer is awaited)."""
+    with page.expect_request(lambda r: r.url.endswith("/v1/chat/completions") and r.method == "POST") as info:
+        page.get_by_test_id("chat-input").fill(text)
+        page.get_by_test_id("chat-input").press("Enter")
+    expect(page.get_by_test_id("chat-send")).to_be_visible()
+    expect(page.get_by_test_id("chat-error")).to_be_hidden()
+    return info.value.post_data_json
+
+
+def set_system_prompt(page, text: str) -> None:
+    setup = page.get_by_test_id("chat-setup")
+    if setup.get_attribute("open") is None:
+        setup.locator("summary").click()
+    page.get_by_test_id("system-prompt").fill(text)
+
+
+def test_conversations_keep_their_prompt_settings_and_state_across_reload(page, server):
+    items = page.get_by_test_id("conversation-item")
+    expect(items).to_have_count(1)
+    set_fields(page, max_tokens=8, temperature=0.35)
+    set_system_prompt(page, "You are a pirate.")
+    page.get_by_test_id("state-picker").select_option(STATE_ID)
+    first = chat_request(page, "Ahoy")
+    assert first["messages"] == [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "Ahoy"}]
+    assert first["state"] == STATE_ID and first["temperature"] == 0.35 and first["max_tokens"] == 8
+
+    page.get_by_test_id("conversation-new").click()
+    expect(items).to_have_count(2)
+    expect(page.get_by_test_id("system-prompt")).to_have_value("")
+    expect(page.get_by_test_id("chat-empty")).to_be_visible()
+    set_system_prompt(page, "You are a librarian.")
+    page.get_by_test_id("state-picker").select_option("")
+    set_fields(page, temperature=0.8)
+    second = chat_request(page, "Hello")
+    assert second["messages"][0] == {"role": "system", "content": "You are a librarian."}
+    assert "state" not in second and second["temperature"] == 0.8 and second["max_tokens"] == 8
+
+    page.reload()
+    expect(items).to_have_count(2)
+    expect(items.first.get_by_test_id("conversation-title")).to_contain_text("Hello")  # most recent first
+    expect(page.get_by_test_id("system-prompt")).to_have_value("You are a librarian.")
+    items.filter(has_text="Ahoy").get_by_test_id("conversation-title").click()
+    expect(page.get_by_test_id("system-prompt")).to_have_value("You are a pirate.")
+    expect(page.get_by_test_id("setting-temperature")).to_have_value("0.35")
+    expect(page.get_by_test_id("state-picker")).to_have_value(STATE_ID)
+    expect(page.get_by_test_id("message-user").get_by_test_id("message-content")).to_have_text(["Ahoy"])
+    again = chat_request(page, "Where is the gold?")
+    assert [m["role"] for m in again["messages"]][:3] == ["system", "user", "assistant"]
+    assert again["messages"][0]["content"] == "You are a pirate." and again["state"] == STATE_ID
+
+    # search, rename, delete (a second click confirms)
+    page.get_by_test_id("conversation-search").fill("hello")
+    expect(items).to_have_count(1)
+    page.get_by_test_id("conversation-search").fill("")
+    expect(items).to_have_count(2)
+    pirate = items.filter(has_text="Ahoy")
+    pirate.get_by_test_id("conversation-rename").click()
+    page.get_by_test_id("conversation-rename-input").fill("Treasure")
+    page.get_by_test_id("conversation-rename-input").press("Enter")
+    expect(items.filter(has_text="Treasure")).to_have_count(1)
+    shot(page, "conversations", docs=True)
+
+    # export, delete both, import the export back
+    with page.expect_download() as download:
+        page.get_by_test_id("conversation-export").click()
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert {c["system"] for c in exported["conversations"]} == {"You are a pirate.", "You are a librarian."}
+    for _ in range(2):
+        items.first.get_by_test_id("conversation-delete").click()
+        expect(items.first.get_by_test_id("conversation-delete")).to_have_text("Delete?")
+        items.first.get_by_test_id("conversation-delete").click()
+    expect(items).to_have_count(1)  # never empty: a fresh conversation is left
+    expect(page.get_by_test_id("chat-empty")).to_be_visible()
+    page.get_by_test_id("conversation-import-file").set_input_files(download.value.path())
+    expect(page.get_by_test_id("conversation-note")).to_have_text("Imported 2 conversations.")
+    expect(items).to_have_count(3)
+    items.filter(has_text="Treasure").get_by_test_id("conversation-title").click()
+    expect(page.get_by_test_id("system-prompt")).to_have_value("You are a pirate.")
+    expect(page.get_by_test_id("message-user")).to_have_count(2)
+    page.emulate_media(color_scheme="dark")
+    shot(page, "conversations-dark", docs=True)
+
+
+def test_panels_collapse_at_desktop_width(page, server):
+    assert page.viewport_size["width"] == 1280
+    panel, chats = page.get_by_test_id("settings-panel"), page.get_by_test_id("conversation-panel")
+    expect(panel).to_be_visible()
+    expect(chats).to_be_visible()
+    wide = page.get_by_test_id("chat-messages").bounding_box()["width"]
+    page.get_by_test_id("settings-toggle").click()
+    page.get_by_test_id("conversations-toggle").click()
+    expect(panel).to_be_hidden()
+    expect(chats).to_be_hidden()
+    expect(page.get_by_test_id("settings-toggle")).to_have_attribute("aria-expanded", "false")
+    assert page.get_by_test_id("chat-messages").bounding_box()["width"] > wide + 500
+    shot(page, "chat-collapsed", docs=True)
+    page.reload()
+    expect(panel).to_be_hidden()  # remembered
+    page.get_by_test_id("settings-toggle").click()
+    expect(panel).to_be_visible()
+    page.get_by_test_id("settings-close").click()
+    expect(panel).to_be_hidden()
+    page.get_by_test_id("settings-toggle").click()
+    page.get_by_test_id("conversations-toggle").click()
+    expect(chats).to_be_visible()
+
+
+def test_enter_queues_while_streaming_and_escape_stops(page, server):
+    set_fields(page, max_tokens=2000)
+    box = page.get_by_test_id("chat-input")
+    box.fill("first line")
+    box.press("Shift+Enter")
+    box.press_sequentially("second line")
+    expect(box).to_have_value("first line\nsecond line")  # Shift+Enter is a new line, not a send
+    expect(page.get_by_test_id("message-user")).to_have_count(0)
+    box.fill("Write a very long story")  # the prompt the stop tests use: the tiny model goes on and on
+    requests = []
+    page.on("request", lambda r: requests.append(r.post_data_json) if r.url.endswith("/v1/chat/completions") else None)
+    box.press("Enter")
+    page.wait_for_function(GROWS, arg=['[data-testid="message-assistant"] .msg-body.streaming', "queue"],
+                           timeout=TIMEOUT_MS)
+    box.fill("next question")
+    box.press("Enter")
+    expect(page.get_by_test_id("chat-queued")).to_be_visible()
+    expect(page.get_by_test_id("chat-queued-text")).to_have_text("next question")
+    expect(box).to_have_value("")
+    assert len(requests) == 1
+    shot(page, "chat-queued", docs=True)
+    box.press("Escape")  # stops the first answer; the queued message goes out at once
+    expect(page.get_by_test_id("chat-queued")).to_be_hidden()
+    expect(page.get_by_test_id("message-user").get_by_test_id("message-content")).to_have_text(["Write a very long story", "next question"])
+    wait_until(lambda: len(requests) == 2, 10, "the queued message's request")
+    assert requests[1]["messages"][-1] == {"role": "user", "content": "next question"}
+    assert requests[1]["messages"][1]["role"] == "assistant"  # the stopped answer, as far as it got
+    expect(page.get_by_test_id("message-assistant").first.get_by_test_id("message-stats")).to_contain_text("stopped")
+    page.wait_for_function(GROWS, arg=['[data-testid="message-assistant"] .msg-body.streaming', "queue2"],
+                           timeout=TIMEOUT_MS)
+    box.press("Escape")
+    expect(page.get_by_test_id("chat-stop")).to_be_hidden(timeout=5000)
+    wait_until(lambda: status(server)["queue"]["active"] == 0, 5, "queue.active == 0 after Esc")
+
+
+def test_model_and_state_pickers_list_what_the_server_serves(page, server):
+    code, models = http("GET", server + "/v1/models")
+    assert code == 200
+    picker = page.get_by_test_id("model-picker")
+    expect(picker.locator("option")).to_have_text([m["id"] for m in models["data"]])
+    expect(page.get_by_test_id("model-hint")).to_contain_text("RWKV v7")
+    states = page.get_by_test_id("state-picker").locator("option")
+    expect(states).to_have_text(["Model default (no state)", "pirate"])
+    page.get_by_test_id("state-picker").select_option(label="pirate")
+    body = chat_request(page, "Hi")
+    assert body["state"] == STATE_ID and body["model"] == MODEL
+    expect(page.get_by_test_id("toy-notice")).to_contain_text("Toy model: tiny-rwkv-7v0-834K")
+    expect(page.get_by_test_id("toy-notice")).to_contain_text("python -m ai00_trio serve --model")
+    page.get_by_test_id("toy-notice-close").click()
+    page.reload()
+    expect(page.get_by_test_id("header-model")).to_have_text(MODEL)
+    expect(page.get_by_test_id("toy-notice")).to_be_hidden()
+
+
+def test_status_is_honest_while_idle_and_lists_models_with_an_admin_key(page, server):
+    wait_until(lambda: status(server)["queue"]["active"] == 0, 10, "an idle server")
+    page.get_by_test_id("tab-status").click()
+    expect(page.get_by_test_id("status-queue-active")).to_have_text("0")
+    expect(page.get_by_test_id("status-tps-server")).to_have_text("idle")
+    expect(page.get_by_test_id("status-tps-unit")).to_be_hidden()
+    expect(page.get_by_test_id("status-tps-label")).to_contain_text("decode rate")
+    expect(page.get_by_test_id("status-tps-client")).to_have_text("no generation running")
+    expect(page.get_by_test_id("models-body")).to_be_hidden()
+    key = page.get_by_test_id("admin-key")
+    key.fill(ADMIN_KEY)
+    key.press("Enter")
+    expect(page.get_by_test_id("models-loaded-path")).to_have_text(MODEL_FILE.name)
+    expect(page.get_by_test_id("models-loaded")).to_contain_text("states: pirate")
+    files = page.get_by_test_id("models-file")
+    expect(files.get_by_test_id("models-file-name")).to_have_text(["pirate.st", MODEL_FILE.name])
+    expect(files.filter(has_text=MODEL_FILE.name).get_by_test_id("models-load")).to_have_text("Reload")
+    expect(files.filter(has_text="pirate.st")).to_contain_text("not a model")
+    expect(page.get_by_test_id("models-error")).to_be_hidden()
+    shot(page, "models", docs=True)
+    page.emulate_media(color_scheme="dark")
+    shot(page, "models-dark", docs=True)
+
+
+def test_tool_calls_are_shown_with_their_arguments(page):
+    """A streamed answer that calls a tool (served by page.route: the tiny model makes no real calls)."""
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}
+    chunks = [{"choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [call]}}]},
+              {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}}]},
+              {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]}}]},
+              {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}]
+    sse = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    page.route("**/v1/chat/completions", lambda route: route.fulfill(
+        status=200, headers={"Content-Type": "text/event-stream"}, body=sse))
+    page.get_by_test_id("chat-setup").locator("summary").click()
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    page.get_by_test_id("chat-tools").fill(json.dumps(tools))
+    with page.expect_request("**/v1/chat/completions") as info:
+        page.get_by_test_id("chat-input").fill("Weather in Oslo?")
+        page.get_by_test_id("chat-input").press("Enter")
+    assert info.value.post_data_json["tools"] == tools
+    card = page.get_by_test_id("tool-call")
+    expect(card.get_by_test_id("tool-call-name")).to_have_text("get_weather")
+    expect(card.get_by_test_id("tool-call-arguments")).to_have_text('{\n  "city": "Oslo"\n}')
+    expect(page.get_by_test_id("message-stats")).to_contain_text("tool call")
+    page.get_by_test_id("chat-tools").fill("{not json")
+    page.get_by_test_id("chat-input").fill("again")
+    page.get_by_test_id("chat-input").press("Enter")
+    expect(page.get_by_test_id("chat-error")).to_contain_text("Invalid JSON in the tools box")
+
+
+def test_header_says_why_when_the_model_failed_to_load(tmp_path, browser_context):
+    """A server up with no model (--keep-serving): the header is not "offline" and the reason shows."""
+    with running_server(tmp_path, {"name": "missing.st"}, wait_ready=False, args=("--keep-serving",)) as base:
+        code, ready = http("GET", base + "/ready")
+        assert code == 503 and "missing.st" in ready["error"]["message"]
+        page = browser_context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        try:
+            page.goto(base + "/")
+            expect(page.get_by_test_id("header-model")).to_have_text("model not loaded")
+            expect(page.get_by_test_id("server-banner")).to_contain_text("model failed to load")
+            expect(page.get_by_test_id("server-banner")).to_contain_text("missing.st")
+            page.get_by_test_id("tab-status").click()
+            expect(page.get_by_test_id("status-error")).to_contain_text("missing.st")
+            shot(page, "no-model")
+        finally:
+            page.close()
+        assert not errors, errors

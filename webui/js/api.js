@@ -45,7 +45,10 @@ async function errorFrom(response) {
   } catch {
     /* not JSON */
   }
-  if (response.status === 401 && error) error.message = `${error.message || "Unauthorized"} (set the API key in Settings)`;
+  if (response.status === 401 && error) {
+    const which = error.code === "invalid_admin_key" ? "admin key in the Models card" : "API key in Settings";
+    error.message = `${error.message || "Unauthorized"} (set the ${which})`;
+  }
   const fallback = `${response.status} ${response.statusText || "error"}${text ? `: ${text.slice(0, 300)}` : ""}`;
   return new ApiError((error && error.message) || fallback, {
     status: response.status,
@@ -208,3 +211,32 @@ export async function streamCompletion(path, body, { signal, onText, onChunk } =
 
 export const streamChat = (body, opts) => streamCompletion("/v1/chat/completions", body, opts);
 export const streamText = (body, opts) => streamCompletion("/v1/completions", body, opts);
+
+export const modelsInfo = (opts) => getJSON("/api/models/info", opts);
+export const modelsList = (opts) => getJSON("/api/models/list", opts);
+
+/** An /admin/ route: the admin key goes in Authorization (those routes do not take the API key). */
+export async function adminRequest(method, path, adminKey, body) {
+  const init = {
+    method,
+    headers: { Accept: "application/json", Authorization: `Bearer ${String(adminKey || "").trim()}` },
+    cache: "no-store",
+  };
+  if (body !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(url(path), init);
+  } catch (err) {
+    throw networkError(err);
+  }
+  if (!response.ok) throw await errorFrom(response);
+  const text = await response.text();
+  try {
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return text;
+  }
+}

@@ -24,9 +24,32 @@ const PLACEHOLDERS = {
   bnf: 'start::=answer;\nanswer::="yes"|"no";',
 };
 
-let state = { kind: "none", texts: { json_schema: "", bnf: "" }, ...load("grammar", {}) };
+const EMPTY = { kind: "none", texts: { json_schema: "", bnf: "" } };
+let state = { ...EMPTY, ...load("grammar", {}) };
 let kindSelect, textArea, errorBox, exampleButton;
 let timer = 0;
+const listeners = new Set();
+
+function store() {
+  save("grammar", state);
+  for (const fn of listeners) fn();
+}
+
+/** Called after every change of the grammar kind or text. */
+export function onGrammarChange(fn) {
+  listeners.add(fn);
+}
+
+/** {kind, texts}: what a chat conversation keeps. */
+export const grammarSnapshot = () => ({ kind: state.kind, texts: { ...state.texts } });
+
+/** Show (and use) a conversation's grammar. */
+export function applyGrammar(snapshot) {
+  const texts = snapshot && typeof snapshot.texts === "object" && snapshot.texts ? snapshot.texts : {};
+  state = { kind: KINDS.includes(snapshot && snapshot.kind) ? snapshot.kind : "none", texts: { ...EMPTY.texts, ...texts } };
+  save("grammar", state);
+  render();
+}
 
 /** {params} with the fields to add to a chat request, or {error}. */
 export function grammarParams() {
@@ -88,12 +111,12 @@ export function initGrammar() {
 
   kindSelect.addEventListener("change", () => {
     state.kind = KINDS.includes(kindSelect.value) ? kindSelect.value : "none";
-    save("grammar", state);
+    store();
     render();
   });
   textArea.addEventListener("input", () => {
     state.texts[state.kind] = textArea.value;
-    save("grammar", state);
+    store();
     clearTimeout(timer);
     timer = setTimeout(() => {
       if (textArea.value.trim()) checkGrammar();
@@ -103,7 +126,7 @@ export function initGrammar() {
   exampleButton.addEventListener("click", () => {
     textArea.value = EXAMPLES[state.kind] || "";
     state.texts[state.kind] = textArea.value;
-    save("grammar", state);
+    store();
     checkGrammar();
   });
   render();

@@ -1,18 +1,22 @@
 // Entry point: wires the modes, the tabs, the settings drawer and global keys.
 
-import { listModels } from "./api.js";
-import { initChat } from "./chat.js";
+import { getStatus, listModels } from "./api.js";
+import { initChat, setupSnapshot } from "./chat.js";
 import { copyText } from "./clipboard.js";
 import { initContinuation } from "./continuation.js";
 import { byTestId, flashLabel, h } from "./dom.js";
 import { initGrammar } from "./grammar.js";
 import { formatRate, subscribe } from "./meter.js";
 import { initPaper } from "./paper.js";
-import { initSettings, loadStates, setModel } from "./settings.js";
-import { initStatus } from "./status.js";
+import { initModelsPanel } from "./models_panel.js";
+import { initSettings, loadStates, onModelChange, setModels } from "./settings.js";
+import { initSidebar } from "./sidebar.js";
+import { formatCount, initStatus } from "./status.js";
 import { load, save } from "./storage.js";
 
 const TABS = ["chat", "continue", "paper", "status"];
+const TOY_PARAMETERS = 20e6; // below this a model is a test fixture, not one to talk to
+const narrow = matchMedia("(max-width: 900px)");
 const modes = {};
 let active = null;
 
@@ -41,26 +45,93 @@ function activate(name) {
   if (location.hash !== `#${name}`) history.replaceState(null, "", `#${name}`);
 }
 
-function setDrawer(open) {
-  document.body.classList.toggle("settings-open", open);
-  byTestId("settings-toggle").setAttribute("aria-expanded", String(open));
+/**
+ * A side panel (settings, conversations): a drawer over the page on narrow screens
+ * (closed by default), a column on wide ones (open unless collapsed, remembered).
+ */
+function sidePanel(name, toggle) {
+  const isOpen = () =>
+    narrow.matches ? document.body.classList.contains(`${name}-open`) : !document.body.classList.contains(`${name}-collapsed`);
+  const sync = () => byTestId(toggle).setAttribute("aria-expanded", String(isOpen()));
+  const set = (open) => {
+    if (narrow.matches) document.body.classList.toggle(`${name}-open`, open);
+    else {
+      document.body.classList.toggle(`${name}-collapsed`, !open);
+      save(`${name}Collapsed`, !open);
+    }
+    sync();
+  };
+  document.body.classList.toggle(`${name}-collapsed`, load(`${name}Collapsed`, false));
+  narrow.addEventListener("change", sync);
+  byTestId(toggle).addEventListener("click", () => set(!isOpen()));
+  sync();
+  return { set, isOpen, drawerOpen: () => narrow.matches && isOpen() };
 }
 
+function showBanner(message) {
+  const banner = byTestId("server-banner");
+  banner.textContent = message || "";
+  banner.hidden = !message;
+}
+
+function showToyNotice(status) {
+  const notice = byTestId("toy-notice");
+  const m = status && status.model;
+  const toy = m && typeof m.parameters === "number" && m.parameters < TOY_PARAMETERS;
+  notice.hidden = !toy || load("toyNoticeHidden", "") === m.name;
+  if (!toy) return;
+  byTestId("toy-notice-text").replaceChildren(
+    `Toy model: ${m.name} (${formatCount(m.parameters)} parameters) writes gibberish; it is here to test the server. ` +
+      "For real answers serve an RWKV World model: ",
+    h("code", {}, "python -m ai00_trio serve --model ~/models/rwkv7-1.5b.pth"),
+  );
+  byTestId("toy-notice-close").onclick = () => {
+    save("toyNoticeHidden", m.name);
+    notice.hidden = true;
+  };
+}
+
+/** The header's model label and the banner: the model served, or why there is none. */
 async function loadModel(attempt = 0) {
   const label = byTestId("header-model");
+  const retry = () => setTimeout(() => loadModel(attempt + 1), Math.min(30_000, 3000 * (attempt + 1)));
   try {
     const body = await listModels();
-    const first = Array.isArray(body && body.data) && body.data[0];
-    setModel(first ? first.id : "");
-    label.textContent = first ? first.id : "no model";
-    label.title = first ? `Model: ${first.id}` : "The server lists no model";
-    label.dataset.state = first ? "ok" : "empty";
+    const ids = (Array.isArray(body && body.data) ? body.data : []).map((m) => m.id);
+    let status = null;
+    try {
+      status = await getStatus();
+    } catch {
+      /* the list answered: the figures are a nicety */
+    }
+    const m = status && status.model;
+    const kind = m ? `RWKV ${m.version}, ${formatCount(m.parameters)} parameters` : "";
+    const chosen = setModels(ids, kind);
+    label.textContent = chosen || "no model";
+    label.title = chosen ? `Model: ${chosen}${kind ? ` (${kind})` : ""}` : "The server lists no model";
+    label.dataset.state = chosen ? "ok" : "empty";
+    showBanner("");
+    showToyNotice(status);
     if (attempt > 0) loadStates();
   } catch (err) {
-    label.textContent = "offline";
+    setModels([]);
+    if (err.status === 503) {
+      // The server is up; the model is loading, failed to load, or the server is stopping.
+      const loading = /still loading/.test(err.message);
+      label.textContent = loading ? "loading model…" : "model not loaded";
+      label.dataset.state = loading ? "loading" : "error";
+      showBanner(loading ? "" : `The server is up but serves no model: ${err.message}`);
+    } else if (err.status === 401) {
+      label.textContent = "API key needed";
+      label.dataset.state = "error";
+      showBanner(err.message);
+    } else {
+      label.textContent = "offline";
+      label.dataset.state = "error";
+      showBanner("");
+    }
     label.title = err.message;
-    label.dataset.state = "error";
-    setTimeout(() => loadModel(attempt + 1), Math.min(30_000, 3000 * (attempt + 1)));
+    retry();
   }
 }
 
@@ -68,6 +139,7 @@ function init() {
   initSettings();
   initGrammar();
   modes.chat = initChat({ onBusyChange: busyMarker("chat") });
+  initSidebar(setupSnapshot);
   modes.continue = initContinuation({ onBusyChange: busyMarker("continue") });
   modes.paper = initPaper({ onBusyChange: busyMarker("paper") });
   modes.status = initStatus();
@@ -83,15 +155,24 @@ function init() {
   });
   window.addEventListener("hashchange", () => activate(location.hash.slice(1)));
 
-  byTestId("settings-toggle").addEventListener("click", () =>
-    setDrawer(!document.body.classList.contains("settings-open")),
-  );
-  byTestId("settings-close").addEventListener("click", () => setDrawer(false));
-  byTestId("settings-backdrop").addEventListener("click", () => setDrawer(false));
+  const settings = sidePanel("settings", "settings-toggle");
+  const chats = sidePanel("conversations", "conversations-toggle");
+  byTestId("settings-close").addEventListener("click", () => settings.set(false));
+  byTestId("settings-backdrop").addEventListener("click", () => {
+    settings.set(false);
+    chats.set(false);
+  });
+  onModelChange((id) => {
+    const label = byTestId("header-model");
+    label.textContent = id;
+    label.title = `Model: ${id}`;
+  });
+  initModelsPanel({ onChange: () => loadModel() });
 
   document.addEventListener("keydown", (e) => {
     if (e.key !== "Escape" || e.defaultPrevented) return;
-    if (document.body.classList.contains("settings-open")) return setDrawer(false);
+    if (settings.drawerOpen()) return settings.set(false);
+    if (chats.drawerOpen()) return chats.set(false);
     if (!modes[active].stop()) TABS.some((name) => modes[name].stop());
   });
 

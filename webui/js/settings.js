@@ -1,5 +1,7 @@
 // The sampler panel (remembered in localStorage), the initial-state picker and
-// the model id: everything that goes into every generation request.
+// the model picker: everything that goes into every generation request.
+// Chat conversations keep their own copy of the sampler values and state
+// (snapshot / apply below); the panel shows the active one's.
 
 import { listStates, setApiKey } from "./api.js";
 import { h, byTestId } from "./dom.js";
@@ -19,15 +21,40 @@ const FIELDS = [
   { key: "presence_penalty", label: "Presence penalty", def: 0.3, min: -2, max: 2, step: 0.05, samplers: NT },
   { key: "frequency_penalty", label: "Frequency penalty", def: 0.3, min: -2, max: 2, step: 0.05, samplers: NT },
   { key: "penalty_decay", label: "Penalty decay", def: 0.99654026, min: 0, max: 1, step: 0.0001, samplers: NT },
-  { key: "max_tokens", label: "Max tokens", def: 1024, min: 1, max: 1000000, step: 1, int: true, samplers: ALL },
+  { key: "max_tokens", label: "Max tokens", def: 128, min: 1, max: 1000000, step: 1, int: true, samplers: ALL },
 ];
 const DEFAULTS = { sampler: "Nucleus", stop: "", ...Object.fromEntries(FIELDS.map((f) => [f.key, f.def])) };
 const testId = (key) => `setting-${key.replace(/_/g, "-")}`;
 
 let values = { ...DEFAULTS, ...load("settings", {}) };
 let model = "";
-let statePicker;
+let statePicker, modelPicker;
 const inputs = new Map();
+const listeners = new Set();
+
+function store() {
+  save("settings", values);
+  for (const fn of listeners) fn();
+}
+
+/** Called after every change of a sampler value or of the state picked. */
+export function onSettingsChange(fn) {
+  listeners.add(fn);
+}
+
+/** {sampler: {...values}, state}: what a conversation keeps. */
+export const settingsSnapshot = () => ({ settings: { ...values }, state: statePicker ? statePicker.value : "" });
+
+/** Show (and use) a conversation's values; missing ones are the current panel's. */
+export function applySettings({ settings, state } = {}) {
+  if (settings) values = { ...DEFAULTS, ...settings };
+  save("settings", values);
+  fillInputs();
+  if (typeof state === "string") {
+    save("state", state);
+    if (statePicker) statePicker.value = [...statePicker.options].some((o) => o.value === state) ? state : "";
+  }
+}
 
 function clean(field, raw) {
   let n = Number(raw);
@@ -81,12 +108,12 @@ export function initSettings() {
       "data-testid": testId(field.key),
       oninput: () => {
         values[field.key] = clean(field, input.value);
-        save("settings", values);
+        store();
       },
       onchange: () => {
         values[field.key] = clean(field, input.value);
         input.value = String(values[field.key]);
-        save("settings", values);
+        store();
       },
     });
     inputs.set(field.key, input);
@@ -97,23 +124,52 @@ export function initSettings() {
   sampler.addEventListener("change", () => {
     values.sampler = ALL.includes(sampler.value) ? sampler.value : "Nucleus";
     showSamplerFields();
-    save("settings", values);
+    store();
   });
   const stop = byTestId("setting-stop");
   stop.addEventListener("input", () => {
     values.stop = stop.value;
-    save("settings", values);
+    store();
   });
   byTestId("setting-reset").addEventListener("click", () => {
     values = { ...DEFAULTS };
-    save("settings", values);
+    store();
     fillInputs();
   });
   fillInputs();
 
   statePicker = byTestId("state-picker");
-  statePicker.addEventListener("change", () => save("state", statePicker.value));
+  statePicker.addEventListener("change", () => {
+    save("state", statePicker.value);
+    for (const fn of listeners) fn();
+  });
+  modelPicker = byTestId("model-picker");
+  modelPicker.addEventListener("change", () => {
+    model = modelPicker.value;
+    save("model", model);
+    for (const fn of modelListeners) fn(model);
+  });
   loadStates();
+}
+
+const modelListeners = new Set();
+
+/** Called with the model id when the user picks another one. */
+export function onModelChange(fn) {
+  modelListeners.add(fn);
+}
+
+/** Fill the model picker with the served ids; keeps the stored choice when it is still served. */
+export function setModels(ids, detail = "") {
+  const wanted = load("model", "");
+  modelPicker.replaceChildren(...ids.map((id) => h("option", { value: id }, id)));
+  model = ids.includes(wanted) ? wanted : ids[0] || "";
+  modelPicker.value = model;
+  modelPicker.disabled = !ids.length;
+  byTestId("model-hint").textContent = ids.length
+    ? `${ids.length} served${detail ? ` · ${detail}` : ""}`
+    : "The server serves no model right now.";
+  return model;
 }
 
 /** Fill the initial-state picker from GET /api/states. */
@@ -136,10 +192,6 @@ export async function loadStates() {
   }
   statePicker.replaceChildren(...options);
   statePicker.value = options.some((o) => o.value === wanted) ? wanted : "";
-}
-
-export function setModel(id) {
-  model = id || "";
 }
 
 export const modelId = () => model || "rwkv";

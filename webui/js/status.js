@@ -51,10 +51,12 @@ function render(status) {
     ["name", "GPU", a.name],
     ["backend", "Backend", a.backend],
   ]);
-  const tps = status && typeof status.tokens_per_second === "number" ? status.tokens_per_second : null;
-  el.serverTps.textContent = tps === null ? dash : formatRate(tps);
-
   const active = typeof q.active === "number" ? q.active : null;
+  // The server's figure is its last step's rate: it stays put when nothing runs, so idle says idle.
+  const tps = status && typeof status.tokens_per_second === "number" ? status.tokens_per_second : null;
+  const idle = active === 0;
+  el.serverTps.textContent = tps === null ? dash : idle ? "idle" : formatRate(tps);
+  el.serverUnit.hidden = tps === null || idle;
   const max = typeof q.max_batch === "number" ? q.max_batch : null;
   el.queueActive.textContent = show(active);
   el.queueMax.textContent = show(max);
@@ -82,7 +84,7 @@ async function poll() {
   } catch (err) {
     if (mine.signal.aborted) return;
     render(null);
-    showError(err.status === 503 ? `No model loaded: ${err.message}` : err.message);
+    showError(err.status === 503 ? `The server is up but serves no model: ${err.message}` : err.message);
     el.updated.textContent = `Tried ${new Date().toLocaleTimeString()}`;
   } finally {
     if (inflight === mine) {
@@ -114,6 +116,8 @@ export function initStatus() {
     modelList: byTestId("status-model-list"),
     adapterList: byTestId("status-adapter-list"),
     serverTps: byTestId("status-tps-server"),
+    serverUnit: byTestId("status-tps-unit"),
+    clientUnit: byTestId("status-tps-client-unit"),
     clientTps: byTestId("status-tps-client"),
     clientLast: byTestId("status-tps-last"),
     queueActive: byTestId("status-queue-active"),
@@ -126,7 +130,9 @@ export function initStatus() {
   };
   render(null);
   subscribe(({ live, streams, last }) => {
-    el.clientTps.textContent = streams || live > 0 ? formatRate(live) : dash;
+    const running = streams > 0 || live > 0;
+    el.clientTps.textContent = running ? formatRate(live) : "no generation running";
+    el.clientUnit.textContent = running ? "tok/s (streamed chunks)" : "";
     el.clientLast.textContent = last
       ? `Last generation: ${last.tokens} tokens${last.tps > 0 ? ` at ${formatRate(last.tps)} tok/s` : ""}`
       : "No generation yet in this tab.";
