@@ -27,7 +27,7 @@ class ScopedCache(Generic[S]):
         return self._marker + tuple(int(t) for t in tokens)
 
     def lookup(self, tokens: Sequence[int]) -> Hit[S] | None:
-        hit = self.cache.lookup(self._key(tokens))
+        hit = self.cache.lookup(self._key(tokens), marker=1)
         return None if hit is None else replace(hit, length=hit.length - 1)
 
     def insert(self, tokens: Sequence[int], state: S, logits: np.ndarray | None) -> None:
