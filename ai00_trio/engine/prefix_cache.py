@@ -166,8 +166,9 @@ class PrefixCache(Generic[S]):
 
     # --- lookup and insert -------------------------------------------------------------------
 
-    def lookup(self, tokens: Sequence[int]) -> Hit[S] | None:
-        """The longest cached prefix of `tokens` (possibly all of them), or None."""
+    def lookup(self, tokens: Sequence[int], marker: int = 0) -> Hit[S] | None:
+        """The longest cached prefix of `tokens` (possibly all of them), or None. The first
+        `marker` tokens name a scope (scoped_cache.py): they are not counted as hit tokens."""
         key = _key(tokens)
         node, depth = self._root, 0
         best: tuple[_Node, int] | None = None
@@ -185,7 +186,7 @@ class PrefixCache(Generic[S]):
             return None
         self._hits += 1
         node, depth = best
-        self._hit_tokens += depth
+        self._hit_tokens += depth - marker
         entry = node.entry
         (self._gpu if entry.on_gpu else self._host).move_to_end(node)
         return Hit(depth, entry.state, entry.logits, entry.on_gpu)

@@ -32,17 +32,19 @@ from ..config import CacheConfig, ModelConfig
 from ..engine.batch import BatchRuntime, embed_batch
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import GREEDY, Pick, Sampling
+from ..engine.scoped_cache import ScopedCache
 from ..engine.state import State
 from ..grammar.errors import MaskDeadline
 from .engine_service import LoadedModel
+from .schemas import StateChoice
 from .errors import ApiError, bad_request, internal_error, overloaded
+from .state_choice import Start, choose_start
 from .text import StopMatcher
 
 SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the previous step
 _STOP = object()              # ends the GPU executor's step thread
 MASK_DEADLINE_S = 2.0         # a grammar mask slower than this fails its request (only that one)
 CACHE_MIN_TOKENS = 8          # shorter prompts are not worth a cache entry
-NIL_STATE_ID = "00000000-0000-0000-0000-000000000000"  # AI00's name for the default state
 
 
 # --- messages ------------------------------------------------------------------------------
@@ -74,7 +76,7 @@ class TextJob:
     max_tokens: int
     stops: list[str]
     events: trio.MemorySendChannel
-    state_id: str | None = None
+    state_id: StateChoice = None
     model_text: list[str] = field(default_factory=list)   # earlier assistant turns: penalty seeds
     grammar: Any = None                                   # a compiled Grammar constraining the output
     prompt_param: str = "messages"                        # the request field errors about the prompt name
@@ -89,7 +91,7 @@ class SlotTask:
     ApiError it raises becomes a `Failed` there)."""
     run: Callable[["SlotIO"], Awaitable[None]]
     events: trio.MemorySendChannel
-    state_id: str | None = None
+    state_id: StateChoice = None
 
 
 @dataclass
@@ -426,15 +428,8 @@ class Scheduler:
             self.active += 1
             nursery.start_soon(self._generate, job, slot, executor, release_send)
 
-    async def _initial_state(self, job: Job) -> State | None:
-        state_id = job.text.state_id
-        if state_id and state_id != NIL_STATE_ID:
-            entry = self.loaded.states.get(state_id)
-            if entry is None:
-                raise bad_request(f"unknown state id {state_id!r}", param="state")
-            return entry.state
-        default = self.loaded.default_state()
-        return default.state if default else None
+    async def _initial_state(self, job: Job) -> Start:
+        return await choose_start(self.loaded, job.text.state_id)
 
     async def _generate(self, job: Job, slot: int, executor: trio.MemorySendChannel,
                         release_send: trio.MemorySendChannel) -> None:
@@ -443,7 +438,7 @@ class Scheduler:
         logits_send, logits_recv = trio.open_memory_channel(math.inf)
         try:
             if isinstance(job.text, SlotTask):
-                await job.text.run(SlotIO(slot, executor, await self._initial_state(job)))
+                await job.text.run(SlotIO(slot, executor, (await self._initial_state(job)).state))
             else:
                 await self._run_generation(job, slot, executor, events, logits_send, logits_recv)
         except ApiError as error:
@@ -458,9 +453,12 @@ class Scheduler:
 
     async def _run_generation(self, job, slot, executor, events, logits_send, logits_recv) -> None:
         text = job.text
-        initial = await self._initial_state(job)   # prompts from tuned states are not cached
+        start_from = await self._initial_state(job)
+        initial = start_from.state
+        # each initial state has a cache of its own; a state a request brings is not cached
+        cache = None if start_from.scope is None else ScopedCache(self.cache, start_from.scope)
         tokens = job.tokens
-        hit, claim = (None, None) if initial is not None else await self._lookup_or_claim(tokens)
+        hit, claim = (None, None) if cache is None else await self._lookup_or_claim(cache, tokens)
         prompt_state = None  # the state after the whole prompt, when it is at hand
         try:
             await executor.send(Load(slot, hit.state if hit is not None else initial))
@@ -473,10 +471,10 @@ class Scheduler:
                 logits = _unwrap(await logits_recv.receive())
                 if claim is not None:
                     prompt_state, _ = await self._save(executor, slot)
-                    self.cache.complete(claim, prompt_state, np.asarray(logits, np.float32))
+                    cache.complete(claim, prompt_state, np.asarray(logits, np.float32))
         finally:
             if claim is not None and not claim.done:
-                self.cache.abandon(claim)
+                cache.abandon(claim)
         sampler = text.make_sampler()
         if hasattr(sampler, "init") and job.model_tokens:
             sampler.init(job.model_tokens)
@@ -536,19 +534,19 @@ class Scheduler:
             if tail:
                 await events.send(Token(tail, -1, 0.0, []))
         start = hit.length if hit else 0
-        if initial is None and text.cache_answer and generated and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
-            await self._cache_answer(executor, slot, tokens + generated, len(tokens), start, prompt_state,
+        if cache is not None and text.cache_answer and generated and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
+            await self._cache_answer(cache, executor, slot, tokens + generated, len(tokens), start, prompt_state,
                                      logits, logits_send, logits_recv)
-        elif initial is None and len(generated) > 1 and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
+        elif cache is not None and len(generated) > 1 and len(tokens) + len(generated) >= CACHE_MIN_TOKENS:
             # the slot holds the prompt and the generated tokens (all but the last, or with a chain
             # what it had run on when it ended): a later turn of this conversation re-prefills
             # only what is new
             state, fed = await self._save(executor, slot)
-            self.cache.insert(tokens[:start] + fed, state,
+            cache.insert(tokens[:start] + fed, state,
                               None if isinstance(logits, Pick) else np.asarray(logits, np.float32))
         await events.send(Done(finish, len(tokens), len(generated), start))
 
-    async def _cache_answer(self, executor, slot: int, answer: list[int], prompt_length: int, start: int,
+    async def _cache_answer(self, cache: ScopedCache, executor, slot: int, answer: list[int], prompt_length: int, start: int,
                             prompt_state, logits, logits_send, logits_recv) -> None:
         """Cache the state after exactly `answer` (the prompt, then every generated token), so a
         conversation that goes on from this answer prefills none of it. The slot holds one token
@@ -570,7 +568,7 @@ class Scheduler:
             await executor.send(Submit(slot, answer[len(held):], logits_send))
             logits = _unwrap(await logits_recv.receive())
             state, _ = await self._save(executor, slot)
-        self.cache.insert(answer, state, None if isinstance(logits, Pick) else np.asarray(logits, np.float32))
+        cache.insert(answer, state, None if isinstance(logits, Pick) else np.asarray(logits, np.float32))
 
     async def _grammar_mask(self, grammar) -> np.ndarray:
         """Allowed next tokens, computed in a worker thread so a slow mask stalls no one else.
@@ -584,16 +582,16 @@ class Scheduler:
             raise ApiError(500, f"the grammar's token mask took longer than {MASK_DEADLINE_S}s", "server_error",
                            "bnf_schema", "grammar_timeout") from None
 
-    async def _lookup_or_claim(self, tokens: list[int]):
+    async def _lookup_or_claim(self, cache: ScopedCache, tokens: list[int]):
         """The longest cached prefix, and a claim when this request must compute the prompt.
         If an identical prompt is being computed right now, wait for it instead."""
         if len(tokens) < CACHE_MIN_TOKENS:
-            return self.cache.lookup(tokens), None
+            return cache.lookup(tokens), None
         while True:
-            hit = self.cache.lookup(tokens)
+            hit = cache.lookup(tokens)
             if hit is not None and hit.length == len(tokens):
                 return hit, None
-            claim = self.cache.claim(tokens)
+            claim = cache.claim(tokens)
             if claim.owner:
                 return hit, claim
             finished = trio.Event()
@@ -610,13 +608,13 @@ class Scheduler:
 class SlotIO:
     """The slot a SlotTask was lent: set its state, feed it tokens, copy its state out."""
 
-    def __init__(self, slot: int, executor: trio.MemorySendChannel, initial: State | None) -> None:
+    def __init__(self, slot: int, executor: trio.MemorySendChannel, initial: State | np.ndarray | None) -> None:
         self.slot = slot
         self.initial = initial  # the request's initial state (None: the model's zero state)
         self._executor = executor
         self._send, self._recv = trio.open_memory_channel(math.inf)
 
-    async def load(self, state: State | None) -> None:
+    async def load(self, state: State | np.ndarray | None) -> None:
         await self._executor.send(Load(self.slot, state))
 
     async def feed(self, tokens: list[int]) -> np.ndarray:
@@ -687,6 +685,7 @@ class ActorGraph:
     jobs: trio.MemorySendChannel
     scheduler: Scheduler
     executor: GpuExecutor
+    leases: int = 0  # HTTP requests that took this graph and may still send it jobs (see lifecycle.py)
 
 
 def state_bytes(state: State | np.ndarray) -> int:

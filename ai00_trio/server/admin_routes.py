@@ -21,7 +21,8 @@ from ..engine.formats.safetensors_writer import write_safetensors
 from ..engine.lora import merge_loras
 from . import admin_schemas as a
 from .admin_auth import AdminGuard
-from .errors import ApiError, bad_request, unavailable
+from .errors import ApiError, bad_request
+from .lifecycle import no_model_error
 from .model_files import list_folder
 from .paths import PathRefused, relative_to_root, resolve_inside
 from .schemas import decode_request
@@ -38,14 +39,9 @@ def _json(value, status: int = 200) -> Response:
 
 def current_info(state: ServerState) -> a.InfoResponse:
     """The loaded model's description, or the 503 that says why there is none."""
-    if state.draining:
-        raise unavailable("the server is shutting down; retry on another or after its restart")
-    loaded, reload = state.loaded, state.reload
-    if loaded is None or reload is None:
-        raise unavailable(f"model failed to load: {state.load_error}" if state.load_error
-                          else "the model is still loading, retry shortly")
-    return a.InfoResponse(reload, a.ai00_model_info(loaded.model.info),
-                          [a.StateInfo(s.id, s.name) for s in loaded.states.values()])
+    if state.draining or state.lifecycle is None:
+        raise no_model_error(state)
+    return state.lifecycle.info()
 
 
 def _state_event(state: ServerState) -> bytes:

@@ -100,6 +100,18 @@ class InfoResponse(Struct):
     reload: ReloadRequest
     model: Ai00ModelInfo
     states: list[StateInfo]
+    status: str = "loaded"               # "loading" while a reload builds (this model serves meanwhile)
+
+
+# --- /admin/models/unload, /admin/states/load, /admin/states/unload ------------------------------
+class UnloadResponse(Struct):
+    status: str = "unloaded"
+
+
+class StateUnloadRequest(Struct, kw_only=True):
+    """The attached state to drop, by `id` or by `name`."""
+    id: str | None = None
+    name: str | None = None
 
 
 # --- files: /api/models/list, /admin/files/dir, /admin/files/ls ---------------------------------
@@ -154,5 +166,13 @@ OPENAPI_ROUTES = [
     ("/admin/files/ls", "post", FileInfoRequest, list[FileInfo], "The same as /admin/files/dir"),
     ("/admin/models/save", "post", SaveRequest, SaveResponse,
      "Write the loaded model's weights (LoRAs merged) as an AI00 .st file inside the models folder"),
+    ("/admin/models/load", "post", ReloadRequest, InfoResponse,
+     "Load a model (paths inside the models folder): built beside the serving one, which keeps serving until the "
+     "new one is ready; running requests finish on the old model. On failure the old model keeps serving (400)"),
+    ("/admin/models/unload", "get", None, UnloadResponse,
+     "Unload the model (also POST): new requests get 503 model_not_loaded; answers once running ones finish"),
+    ("/admin/states/load", "post", StateSpec, StateInfo,
+     "Attach a state file (inside the models folder) to the serving model; `default` makes it the default"),
+    ("/admin/states/unload", "post", StateUnloadRequest, StateInfo, "Detach an attached state, by id or name"),
 ]
 EVENT_STREAMS = frozenset({"/api/models/state"})

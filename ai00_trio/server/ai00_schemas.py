@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from msgspec import Struct
 
+from .schemas import StateChoice
+
 
 class ChooseRequest(Struct, kw_only=True):
     """Rank `choices` as continuations of `input` (several input strings are joined)."""
     choices: list[str]
     input: str | list[str] | None = None
     calibrate: bool = False    # subtract each choice's perplexity with no input
-    state: str | None = None   # initial-state id (AI00's nil UUID: the default)
+    state: StateChoice = None  # initial state: id, name or AI00's object forms (nil UUID: the default)
 
 
 class ChooseData(Struct):
@@ -29,7 +31,7 @@ class ChooseResponse(Struct):
 class StateRequest(Struct, kw_only=True):
     """The RNN state after `input` (several input strings are joined)."""
     input: str | list[str] | None = None
-    state: str | None = None
+    state: StateChoice = None
 
 
 class Duration(Struct, frozen=True):

@@ -1,6 +1,8 @@
 """A state in AI00's layout (web-rwkv's state tensor), as its `states` route returns it."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..engine import Model
@@ -26,3 +28,28 @@ def ai00_state_tensor(model: Model, flat: np.ndarray) -> tuple[np.ndarray, list[
         att, wkv, ffn = arrays[3 * layer:3 * layer + 3]
         parts += [att.reshape(-1), wkv.reshape(H, N, N).transpose(to_rows).reshape(-1), ffn.reshape(-1)]
     return np.concatenate(parts).astype(np.float32), [C, N + 2, L, 1]
+
+
+def host_state_from_ai00(model: Model, data: list[float], shape: list[int]) -> np.ndarray:
+    """The inverse of `ai00_state_tensor`: web-rwkv's state tensor as a host array in
+    `State.to_host` layout."""
+    info = model.info
+    C, L = info.n_embd, info.n_layer
+    flat = np.asarray(data, np.float32)
+    if info.version == "v4":
+        expected, rows = [C, 5 * L, 1, 1], 5
+    else:
+        expected, rows = [C, info.head_size + 2, L, 1], 3
+    if list(shape) != expected or flat.size != math.prod(expected):
+        raise ValueError(f"this model's state tensor has shape {expected} ({math.prod(expected)} floats); "
+                         f"got shape {list(shape)} with {flat.size} floats")
+    arrays: list[np.ndarray] = []
+    if info.version == "v4":
+        arrays = list(flat.reshape(5 * L, C))
+    else:
+        H, N = info.n_head, info.head_size
+        from_rows = (1, 2, 0) if info.version == "v7" else (1, 0, 2)  # undoes ai00_state_tensor's to_rows
+        for layer in flat.reshape(L, N + 2, C):
+            wkv = layer[1:N + 1].reshape(N, H, N).transpose(from_rows)
+            arrays += [layer[0], wkv, layer[N + 1]]
+    return np.concatenate([model.arch.layer_from_reference(arrays[i:i + rows]) for i in range(0, len(arrays), rows)])

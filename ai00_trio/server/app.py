@@ -27,10 +27,12 @@ from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .ai00_routes import add_ai00_routes
 from .admin_routes import register_admin_routes
 from .admin_schemas import ReloadRequest
+from .model_routes import register_model_routes
 from .changes import ChangeFeed
 from .engine_service import LoadedModel
-from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
+from .errors import ApiError, bad_request, not_found, overloaded, unauthorized
 from .field_log import UnknownFields, route_key
+from .lifecycle import Lifecycle, lease, no_model_error, release_leases
 from .openapi import ROUTES, openapi_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
@@ -52,6 +54,8 @@ class ServerState:
     reload: ReloadRequest | None = None  # what the loaded model was loaded from
     changes: ChangeFeed = field(default_factory=ChangeFeed)  # notified after each change of the above
     load_error: str | None = None
+    status: str = "loading"  # loading (the first load, or a reload building) | loaded | unloaded | failed
+    lifecycle: Lifecycle | None = None  # loads, reloads and unloads (set when the server starts)
     started: float = field(default_factory=time.time)
     draining: bool = False  # shutting down: running requests finish, new ones get 503
     exit_code: int = 0
@@ -82,12 +86,14 @@ def create_app(state: ServerState) -> QuartTrio:
     web_root = Path(config.web.path).resolve() if config.web else None
 
     def ready() -> tuple[LoadedModel, ActorGraph]:
-        if state.draining:
-            raise unavailable("the server is shutting down; retry on another or after its restart")
-        if state.loaded is None or state.graph is None:
-            raise unavailable(f"model failed to load: {state.load_error}" if state.load_error
-                              else "the model is still loading, retry shortly")
+        if state.draining or state.loaded is None or state.graph is None:
+            raise no_model_error(state)
+        lease(state.graph)  # a reload retires this graph only after the request is done with it
         return state.loaded, state.graph
+
+    @app.teardown_request
+    async def end_leases(_error):
+        release_leases()
 
     names = config.model.aliases
 
@@ -211,6 +217,7 @@ def create_app(state: ServerState) -> QuartTrio:
             "outputs": {"gpu_choices": graph.executor.gpu_choices, "logits_rows": graph.executor.logits_replies},
             "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
             "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
+            "retiring": state.lifecycle.retiring_figures() if state.lifecycle else [],
         })
 
     @app.get("/api/states")
@@ -331,6 +338,7 @@ def create_app(state: ServerState) -> QuartTrio:
             app.add_url_rule(prefix + path, f"{handler.__name__}{prefix}", handler, methods=["POST"])
 
     register_admin_routes(app, state)
+    register_model_routes(app, state)
 
     # --- web UI --------------------------------------------------------------------------
     if web_root is not None:

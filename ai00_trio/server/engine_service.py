@@ -7,13 +7,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import trio
 
 from ..config import Config
 from ..engine import Model, State, load_model
 from ..engine.formats import read_checkpoint
 from ..tokenizer import load_tokenizer
-from .paths import PathRefused, resolve_inside
+from .paths import PathRefused, relative_to_root, resolve_inside
 
 
 STOP_SETS_KEPT = 256  # sets of stop strings whose stop tokens LoadedModel remembers
@@ -22,10 +23,16 @@ ENCODE_INLINE_CHARS = 2048  # longer texts are encoded in a worker thread (a thr
 
 @dataclass
 class InitialState:
+    """A state-tuned starting point. `state` is on the model's GPU (loaded with the model) or a
+    host array in `State.to_host` layout (attached while serving: the executor uploads it at
+    each Load, so only the executor touches the serving GPU). `scope` keeps its prefix-cache
+    entries apart from every other state's; a scope is never reused."""
     id: str
     name: str
-    state: State
+    state: State | np.ndarray
     default: bool = False
+    path: str = ""
+    scope: int = 0
 
 
 @dataclass
@@ -36,7 +43,9 @@ class LoadedModel:
     path: str
     created: int
     states: dict[str, InitialState] = field(default_factory=dict)
+    folder: str = ""  # the models folder: state files named by requests are read from inside it
 
+    _scopes: int = 0  # the last prefix-cache scope given out (0: the zero state's)
     _trie: object = None
     _stop_tokens: dict[tuple[str, ...], frozenset[int]] = field(default_factory=dict)
 
@@ -79,6 +88,19 @@ class LoadedModel:
     def default_state(self) -> InitialState | None:
         return next((s for s in self.states.values() if s.default), None)
 
+    def new_scope(self) -> int:
+        self._scopes += 1
+        return self._scopes
+
+    def add_state(self, state_id: str, name: str, state: State | np.ndarray, default: bool, path: str) -> InitialState:
+        """Attach (or replace) the state `state_id`; a new default replaces the old one."""
+        if default:
+            for other in self.states.values():
+                other.default = False
+        entry = InitialState(state_id, name, state, default, path, self.new_scope())
+        self.states[state_id] = entry
+        return entry
+
 
 def _progress(message: str) -> None:
     print(f"[ai00-trio] {message}", file=sys.stderr, flush=True)
@@ -106,8 +128,9 @@ class ProgressBar:
             print(bar, file=sys.stderr, flush=True)
 
 
-def load_state_file(model: Model, path: Path) -> State:
-    """A state-tuning file: `blocks.{i}.att.time_state` [H, N, N] per layer (token shifts zero)."""
+def read_state_file(model: Model, path: Path) -> np.ndarray:
+    """A state-tuning file (`blocks.{i}.att.time_state` [H, N, N] per layer, token shifts zero)
+    as a host array in `State.to_host` layout; reads the file only, never the GPU."""
     tensors = read_checkpoint(path, layout="pytorch")
     info = model.info
     arrays = []
@@ -118,7 +141,12 @@ def load_state_file(model: Model, path: Path) -> State:
             raise ValueError(f"{path}: missing {name}")
         wkv = tensors[name].astype("float32").reshape(info.n_head, info.head_size, info.head_size)
         arrays += [zeros, model.arch.wkv_from_time_state(wkv), zeros]
-    return model.state_from_numpy(arrays)
+    rows = model.arch.reference_rows
+    return np.concatenate([model.arch.layer_from_reference(arrays[i:i + rows]) for i in range(0, len(arrays), rows)])
+
+
+def load_state_file(model: Model, path: Path) -> State:
+    return model.state_from_host(read_state_file(model, path))
 
 
 def _inside(root: str, path: str, key: str) -> Path:
@@ -146,12 +174,12 @@ def load_service(config: Config) -> LoadedModel:
         kind = "bytes" if model.info.n_vocab <= 256 else "world"
     tokenizer = load_tokenizer(kind, config.tokenizer.path if kind == "world" else None)
     shown = config.model.file  # as configured: the name clients see, whatever a symlink leads to
-    loaded = LoadedModel(model, tokenizer, shown.stem, str(shown), int(time.time()))
+    loaded = LoadedModel(model, tokenizer, shown.stem, str(shown), int(time.time()), folder=root)
     loaded.vocab_trie()  # grammar masks need it; build it now rather than on a first request
     for entry, state_path in zip(config.state, state_paths):
         state = load_state_file(model, state_path)
-        state_id = entry.id or str(uuid.uuid4())
-        loaded.states[state_id] = InitialState(state_id, entry.name or Path(entry.path).stem, state, entry.default)
+        loaded.add_state(entry.id or str(uuid.uuid4()), entry.name or Path(entry.path).stem, state, entry.default,
+                         relative_to_root(root, state_path))
     info = model.info
     _progress(f"loaded {info.version} model: {info.n_layer} layers, {info.n_embd} channels, vocab {info.n_vocab}, "
               f"{model.weight_bytes / 2**20:.1f} MiB of weights on {model.ctx.info.name} "

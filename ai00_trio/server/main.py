@@ -9,28 +9,22 @@ from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve
 
 from ..config import Config
-from .actors import run_actor_graph
-from .admin_schemas import reload_request
 from .app import ServerState, create_app
-from .engine_service import load_service
+from .lifecycle import Lifecycle
 
 
-async def _load_and_start(state: ServerState, nursery: trio.Nursery, keep_serving: bool) -> None:
-    config = state.config
+async def _load_and_start(state: ServerState, lifecycle: Lifecycle, nursery: trio.Nursery,
+                          keep_serving: bool) -> None:
     try:
-        state.loaded = await trio.to_thread.run_sync(load_service, config)
+        await lifecycle.start()
     except Exception as error:
         state.load_error = f"{type(error).__name__}: {error}"
+        state.status = "failed"
         state.changes.notify()
         print(f"[ai00-trio] model failed to load: {state.load_error}", file=sys.stderr, flush=True)
-        if not keep_serving:  # else the server answers 503 with this message
+        if not keep_serving:  # else the server answers 503 with this message (or loads one on request)
             state.exit_code = 1
             nursery.cancel_scope.cancel()
-        return
-    model = config.model
-    state.graph = await nursery.start(run_actor_graph, state.loaded, model, config.cache)
-    state.reload = reload_request(config, state.loaded)
-    state.changes.notify()
 
 
 def hypercorn_config(config: Config) -> HyperConfig:
@@ -64,7 +58,8 @@ async def run_server(config: Config, keep_serving: bool = False, task_status=tri
     state = ServerState(config)
     app = create_app(state)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_load_and_start, state, nursery, keep_serving)
+        state.lifecycle = Lifecycle(state, nursery)
+        nursery.start_soon(_load_and_start, state, state.lifecycle, nursery, keep_serving)
         scheme = "https" if config.listen.tls else "http"
         print(f"[ai00-trio] listening on {scheme}://{config.listen.ip}:{config.listen.port}", file=sys.stderr, flush=True)
         task_status.started(state)

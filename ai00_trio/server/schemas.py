@@ -68,6 +68,20 @@ class StreamOptions(Struct):
     include_usage: bool = False
 
 
+class StateRef(Struct, kw_only=True, frozen=True):
+    """AI00's object forms of `state`: an attached state by `id` or `name`, a state file by
+    `path` (inside the models folder), or an inline state tensor (`data` with its `shape`, as
+    /api/oai/states returns it)."""
+    id: str | None = None
+    name: str | None = None
+    path: str | None = None
+    data: list[float] | None = None
+    shape: list[int] | None = None
+
+
+StateChoice = str | StateRef | None  # a state id or name; None (or AI00's nil UUID): the default
+
+
 class SamplingFields(Struct, kw_only=True):
     """Fields shared by chat and text completions."""
     model: str | None = None
@@ -89,7 +103,7 @@ class SamplingFields(Struct, kw_only=True):
     top_logprobs: int | None = None
     sampler: dict[str, Any] | None = None             # AI00: {"type": "Nucleus" | "Typical" | "Mirostat", ...}
     sampler_override: dict[str, Any] | None = None
-    state: str | None = None                          # initial-state id
+    state: StateChoice = None                         # initial state: id, name or StateRef
     bnf_schema: str | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
