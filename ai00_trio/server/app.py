@@ -30,6 +30,7 @@ from .admin_schemas import ReloadRequest
 from .changes import ChangeFeed
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
+from .metrics import ROUTE_KEY, ServerMetrics
 from .openapi import openapi_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
@@ -51,13 +52,16 @@ class ServerState:
     reload: ReloadRequest | None = None  # what the loaded model was loaded from
     changes: ChangeFeed = field(default_factory=ChangeFeed)  # notified after each change of the above
     load_error: str | None = None
+    load_seconds: float | None = None  # how long the model took to load
     started: float = field(default_factory=time.time)
     draining: bool = False  # shutting down: running requests finish, new ones get 503
     exit_code: int = 0
     responses: ResponseStore = field(init=False)  # /v1/responses kept for GET and previous_response_id
+    metrics: ServerMetrics = field(init=False)
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.config.responses.max_stored)
+        self.metrics = ServerMetrics(self)
 
 
 def json_response(value, status: int = 200) -> Response:
@@ -78,6 +82,7 @@ def create_app(state: ServerState) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     config = state.config
     web_root = Path(config.web.path).resolve() if config.web else None
+    app.asgi_app = state.metrics.wrap(app.asgi_app)
 
     def ready() -> tuple[LoadedModel, ActorGraph]:
         if state.draining:
@@ -96,11 +101,17 @@ def create_app(state: ServerState) -> QuartTrio:
             raise not_found(f"the model {name!r} does not exist; this server serves {loaded.name!r}", param="model")
 
     @app.before_request
+    async def note_route():
+        """The matched rule, not the path, labels the request's metrics (a bounded set)."""
+        if request.url_rule is not None:
+            request.scope[ROUTE_KEY] = request.url_rule.rule
+
+    @app.before_request
     async def authenticate():
         keys = config.listen.api_keys
         path = request.path
         # the token exchange is checked by its own app keys: AI00 clients send no API key there
-        if keys and (path.startswith(("/v1", "/api", "/ready")) or path in TOKENIZER_ROUTES) \
+        if keys and (path.startswith(("/v1", "/api", "/ready", "/metrics")) or path in TOKENIZER_ROUTES) \
                 and path != "/api/auth/exchange":
             header = request.headers.get("Authorization", "")
             given = (header[7:] if header.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
@@ -200,6 +211,10 @@ def create_app(state: ServerState) -> QuartTrio:
             "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
             "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
         })
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(state.metrics.render(), content_type=state.metrics.content_type)
 
     @app.get("/api/states")
     async def states():

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 
 import trio
 from hypercorn.config import Config as HyperConfig
@@ -17,6 +18,7 @@ from .engine_service import load_service
 
 async def _load_and_start(state: ServerState, nursery: trio.Nursery, keep_serving: bool) -> None:
     config = state.config
+    started = time.perf_counter()
     try:
         state.loaded = await trio.to_thread.run_sync(load_service, config)
     except Exception as error:
@@ -27,8 +29,10 @@ async def _load_and_start(state: ServerState, nursery: trio.Nursery, keep_servin
             state.exit_code = 1
             nursery.cancel_scope.cancel()
         return
+    state.load_seconds = time.perf_counter() - started
     model = config.model
-    state.graph = await nursery.start(run_actor_graph, state.loaded, model, config.cache)
+    state.graph = await nursery.start(run_actor_graph, state.loaded, model, config.cache,
+                                      state.metrics.first_token_observer(state.loaded.name))
     state.reload = reload_request(config, state.loaded)
     state.changes.notify()
 
