@@ -27,6 +27,7 @@ from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .ai00_routes import add_ai00_routes
 from .admin_routes import register_admin_routes
 from .admin_schemas import ReloadRequest
+from .browsers import register_browser_policy
 from .changes import ChangeFeed
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized, unavailable
@@ -103,8 +104,11 @@ def create_app(state: ServerState) -> QuartTrio:
     @app.before_request
     async def note_route():
         """The matched rule, not the path, labels the request's metrics (a bounded set)."""
+        g.request_started = time.perf_counter()
         if request.url_rule is not None:
             request.scope[ROUTE_KEY] = request.url_rule.rule
+
+    register_browser_policy(app, config.listen.cors_origins, error_response)
 
     @app.before_request
     async def authenticate():
@@ -118,10 +122,6 @@ def create_app(state: ServerState) -> QuartTrio:
             if not any(secrets.compare_digest(given, key.encode()) for key in keys):
                 return error_response(unauthorized())
         return None
-
-    @app.before_request
-    async def start_clock():
-        g.request_started = time.perf_counter()
 
     @app.after_request
     async def log_request(response: Response) -> Response:
