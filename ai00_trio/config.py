@@ -84,6 +84,7 @@ class ListenConfig(Section):
     key: str = "assets/certs/key.pem"
     api_keys: list[str] = msgspec.field(default_factory=list)
     drain_seconds: float = 30.0          # on SIGTERM/SIGINT: how long running requests may take to finish
+    cors_origins: list[str] = msgspec.field(default_factory=list)  # web origins allowed to call the API ("*": any)
 
 
 class WebConfig(Section):
@@ -153,6 +154,9 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
                         "responses": ResponsesConfig, "admin": AdminConfig}
             raw, notes = from_ai00(raw, sections, Path(TokenizerConfig().path))
             note("; ".join([f"{source}: read as AI00's Config.toml", *notes]))
+        listen = raw.get("listen")
+        if isinstance(listen, dict) and isinstance(listen.get("cors_origins"), str):  # `cors_origins = "*"`
+            listen["cors_origins"] = [listen["cors_origins"]]
         config = msgspec.convert(raw, Config)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{source}: {error}") from None
@@ -166,9 +170,18 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
         raise ConfigError(f"{source}: model.quant must be 0 or more (layers to quantize)")
     if config.model.max_batch < 1 or config.model.token_chunk_size < 1:
         raise ConfigError(f"{source}: model.max_batch and model.token_chunk_size must be positive")
+    for origin in config.listen.cors_origins:
+        if origin != "*" and not _is_origin(origin):
+            raise ConfigError(f"{source}: listen.cors_origins: {origin!r} is not an origin "
+                              "(scheme://host[:port], no path) or \"*\"")
     if config.responses.max_stored < 1:
         raise ConfigError(f"{source}: responses.max_stored must be at least 1")
     return config
+
+
+def _is_origin(text: str) -> bool:
+    scheme, _, rest = text.partition("://")
+    return scheme in ("http", "https") and bool(rest) and not any(c in rest for c in "/?#* ")
 
 
 def load_config(path: str | Path | None, note: Callable[[str], None] = _log) -> Config:

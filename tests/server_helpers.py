@@ -24,7 +24,10 @@ def free_port() -> int:
 def http(method: str, url: str, body: dict | bytes | None = None, headers: dict | None = None,
          timeout: float = 60) -> tuple[int, dict | str]:
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    headers = dict(headers or {})
+    if data is not None and not any(name.lower() == "content-type" for name in headers):
+        headers["Content-Type"] = "application/json"  # the server refuses other bodies (415)
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             status, raw = response.status, response.read()

@@ -447,7 +447,8 @@ def test_waiting_past_queue_timeout_gives_503(tmp_path):
                        {"Content-Type": "application/json"})
         assert holder.getresponse().status == 200
         started = time.time()
-        request = urllib.request.Request(base + "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2}).encode())
+        request = urllib.request.Request(base + "/v1/completions", json.dumps({"prompt": "x", "max_tokens": 2}).encode(),
+                                         headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         answer = json.loads(refused.value.read())

@@ -55,6 +55,12 @@ def list_adapters() -> list[AdapterInfo]:
     return [_describe(i, a) for i, a in enumerate(_enumerate_adapters())]
 
 
+def buffer_bytes_in_use() -> int:
+    """Bytes of the GPU buffers alive in this process, as wgpu-py counts them (no device reports
+    its own memory use)."""
+    return int(wgpu.diagnostics.object_counts.get_dict()["Buffer"].get("resource_mem", 0))
+
+
 def pick_adapter(choice: int | str | None = None) -> wgpu.GPUAdapter:
     """By index, by (part of) the device name, or the high-performance default."""
     adapters = _enumerate_adapters()

@@ -82,6 +82,7 @@ class TextJob:
     prompt_param: str = "messages"                        # the request field errors about the prompt name
     prompt_ids: list[int] | None = None  # the prompt as token ids (a stored conversation): `prompt` is not encoded
     cache_answer: bool = False  # cache the state after exactly the prompt and the answer (see _cache_answer)
+    created: float = field(default_factory=time.monotonic)  # when the request made it: time to first token
 
 
 @dataclass
@@ -366,8 +367,9 @@ class GpuExecutor:
 # --- scheduler and generations -------------------------------------------------------------
 class Scheduler:
     def __init__(self, loaded: LoadedModel, max_batch: int, max_queue: int, cache: PrefixCache,
-                 queue_timeout: float = math.inf) -> None:
+                 queue_timeout: float = math.inf, on_first_token: Callable[[float], None] | None = None) -> None:
         self.loaded = loaded
+        self.on_first_token = on_first_token  # hears each generation's seconds to its first token
         self.queue_timeout = queue_timeout
         self.free_slots = list(range(max_batch))
         self.max_batch = max_batch
@@ -376,6 +378,8 @@ class Scheduler:
         self.waiting: list[Job] = []
         self._expiries: dict[int, trio.CancelScope] = {}  # id(job) -> its queue_timeout, while it waits
         self.active = 0
+        self.prompt_tokens = 0     # totals for /metrics: prompts of generations, and tokens generated
+        self.generated_tokens = 0
 
     @property
     def queue_depth(self) -> int:
@@ -458,6 +462,7 @@ class Scheduler:
         # each initial state has a cache of its own; a state a request brings is not cached
         cache = None if start_from.scope is None else ScopedCache(self.cache, start_from.scope)
         tokens = job.tokens
+        self.prompt_tokens += len(tokens)
         hit, claim = (None, None) if cache is None else await self._lookup_or_claim(cache, tokens)
         prompt_state = None  # the state after the whole prompt, when it is at hand
         try:
@@ -501,6 +506,7 @@ class Scheduler:
                 finish = "stop"
                 break
             generated.append(token)
+            self.generated_tokens += 1
             piece, stopped = matcher.feed(decoder.feed([token]))
             if grammar is not None:
                 grammar = grammar.advance(self.loaded.tokenizer.token_bytes(token))
@@ -508,6 +514,8 @@ class Scheduler:
                     piece += matcher.flush() + decoder.flush()
                     stopped = True
             await _send(events, Token(piece, token, logprob, top))
+            if len(generated) == 1 and self.on_first_token is not None:
+                self.on_first_token(time.monotonic() - text.created)
             if stopped:
                 finish = "stop"
                 break
@@ -694,6 +702,7 @@ def state_bytes(state: State | np.ndarray) -> int:
 
 
 async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_options: CacheConfig,
+                          on_first_token: Callable[[float], None] | None = None,
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
     max_batch, token_chunk_size, max_queue = options.max_batch, options.token_chunk_size, options.max_queue
     batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
@@ -704,7 +713,7 @@ async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_optio
     to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
     release_send, release_recv = trio.open_memory_channel(math.inf)
     tokenizer = TokenizerActor(loaded, options.max_prompt_tokens)
-    scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout)
+    scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token)
     embedder = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size, keep_hidden=True)
     executor = GpuExecutor(batch, embedder)
     async with trio.open_nursery() as nursery:

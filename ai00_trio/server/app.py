@@ -27,12 +27,14 @@ from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .ai00_routes import add_ai00_routes
 from .admin_routes import register_admin_routes
 from .admin_schemas import ReloadRequest
+from .browsers import register_browser_policy
 from .model_routes import register_model_routes
 from .changes import ChangeFeed
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized
 from .field_log import UnknownFields, route_key
 from .lifecycle import Lifecycle, lease, no_model_error, release_leases
+from .metrics import ROUTE_KEY, ServerMetrics
 from .openapi import ROUTES, openapi_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
@@ -56,14 +58,17 @@ class ServerState:
     load_error: str | None = None
     status: str = "loading"  # loading (the first load, or a reload building) | loaded | unloaded | failed
     lifecycle: Lifecycle | None = None  # loads, reloads and unloads (set when the server starts)
+    load_seconds: float | None = None  # how long the model took to load
     started: float = field(default_factory=time.time)
     draining: bool = False  # shutting down: running requests finish, new ones get 503
     exit_code: int = 0
     responses: ResponseStore = field(init=False)  # /v1/responses kept for GET and previous_response_id
     unknown_fields: UnknownFields = field(default_factory=UnknownFields)  # the request fields named in the log
+    metrics: ServerMetrics = field(init=False)
 
     def __post_init__(self) -> None:
         self.responses = ResponseStore(self.config.responses.max_stored)
+        self.metrics = ServerMetrics(self)
 
 
 def json_response(value, status: int = 200) -> Response:
@@ -84,6 +89,7 @@ def create_app(state: ServerState) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = 16 * 1024 * 1024
     config = state.config
     web_root = Path(config.web.path).resolve() if config.web else None
+    app.asgi_app = state.metrics.wrap(app.asgi_app)
 
     def ready() -> tuple[LoadedModel, ActorGraph]:
         if state.draining or state.loaded is None or state.graph is None:
@@ -104,11 +110,20 @@ def create_app(state: ServerState) -> QuartTrio:
             raise not_found(f"the model {name!r} does not exist; this server serves {loaded.name!r}", param="model")
 
     @app.before_request
+    async def note_route():
+        """The matched rule, not the path, labels the request's metrics (a bounded set)."""
+        g.request_started = time.perf_counter()
+        if request.url_rule is not None:
+            request.scope[ROUTE_KEY] = request.url_rule.rule
+
+    register_browser_policy(app, config.listen.cors_origins, error_response)
+
+    @app.before_request
     async def authenticate():
         keys = config.listen.api_keys
         path = request.path
         # the token exchange is checked by its own app keys: AI00 clients send no API key there
-        if keys and (path.startswith(("/v1", "/api", "/ready")) or path in TOKENIZER_ROUTES) \
+        if keys and (path.startswith(("/v1", "/api", "/ready", "/metrics")) or path in TOKENIZER_ROUTES) \
                 and path != "/api/auth/exchange":
             header = request.headers.get("Authorization", "")
             given = (header[7:] if header.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
@@ -125,10 +140,6 @@ def create_app(state: ServerState) -> QuartTrio:
         kind = request_types.get(route_key(rule.rule)) if rule is not None and request.method == "POST" else None
         if kind is not None:
             state.unknown_fields.check(request.path, await request.get_data(), kind)
-
-    @app.before_request
-    async def start_clock():
-        g.request_started = time.perf_counter()
 
     @app.after_request
     async def log_request(response: Response) -> Response:
@@ -219,6 +230,10 @@ def create_app(state: ServerState) -> QuartTrio:
             "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
             "retiring": state.lifecycle.retiring_figures() if state.lifecycle else [],
         })
+
+    @app.get("/metrics")
+    async def metrics():
+        return Response(state.metrics.render(), content_type=state.metrics.content_type)
 
     @app.get("/api/states")
     async def states():

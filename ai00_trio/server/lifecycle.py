@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import msgspec
 import trio
@@ -248,7 +248,9 @@ class Lifecycle:
     async def _deploy(self, config: Config) -> None:
         started = time.perf_counter()
         loaded = await trio.to_thread.run_sync(load_service, config)
-        graph, scope = await self.nursery.start(_host_graph, loaded, config)
+        self.state.load_seconds = time.perf_counter() - started
+        graph, scope = await self.nursery.start(_host_graph, loaded, config,
+                                                self.state.metrics.first_token_observer(loaded.name))
         new = Deployment(loaded, graph, a.reload_request(config, loaded), scope)
         old, self.current = self.current, new
         state = self.state
@@ -280,9 +282,10 @@ class Lifecycle:
         _log(f"retired {old.loaded.name}")
 
 
-async def _host_graph(loaded: LoadedModel, config: Config, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def _host_graph(loaded: LoadedModel, config: Config, on_first_token: Callable[[float], None] | None = None,
+                      task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Runs one deployment's actor graph until its cancel scope (given with the graph) is cancelled."""
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
-            graph = await nursery.start(run_actor_graph, loaded, config.model, config.cache)
+            graph = await nursery.start(run_actor_graph, loaded, config.model, config.cache, on_first_token)
             task_status.started((graph, scope))
