@@ -33,7 +33,7 @@ from .response_schemas import (ContentPartEvent, DeletedResponse, ErrorEvent, In
                                TextDeltaEvent, TextDoneEvent)
 from .response_store import ResponseStore, StoredResponse
 from .sampling_glue import sampler_factory
-from .schemas import ChatMessage, ChatTemplate, decode_request
+from .schemas import ChatMessage, ChatTemplate, StateChoice, decode_request
 from .text import ChatTrim, chat_prompt, stop_list
 
 DEFAULT_MAX_OUTPUT_TOKENS = 256
@@ -49,7 +49,7 @@ class Turn:
     prompt_ids: list[int]        # the stored conversation's tokens, then the new turn's
     model_text: list[str]        # the conversation's assistant turns
     continued: bool              # the input ends with the beginning of the answer
-    state_id: str | None
+    state_id: StateChoice
 
 
 @dataclass(frozen=True)
