@@ -2,6 +2,7 @@
 reload, unload, states attached and chosen per request, and the prefix cache per initial state."""
 from __future__ import annotations
 
+import concurrent.futures
 import http.client as http_client
 import json
 import shutil
@@ -14,6 +15,7 @@ from safetensors.numpy import save_file
 
 from ai00_trio.server.engine_service import read_state_file
 from server_helpers import http, running_server
+from test_admin import sse_events
 
 pytestmark = pytest.mark.gpu
 
@@ -92,8 +94,10 @@ def test_reload_while_streaming_then_failed_reload_then_unload(tmp_path, models,
         response = stream.getresponse()
         assert response.status == 200
 
-        # the switch: built while the stream runs on the old model, which finishes it
-        started = time.monotonic()
+        # the switch: built while the stream runs on the old model, which finishes it; the SSE
+        # feed shows the old model, then it again with status "loading", then the new one
+        feed = concurrent.futures.ThreadPoolExecutor(1).submit(sse_events, base + "/api/models/state", 3)
+        time.sleep(0.5)
         status, info = http("POST", base + "/admin/models/load", {"model_path": V5.name, "max_batch": 4},
                             headers=ADMIN, timeout=120)
         assert status == 200, info
@@ -108,14 +112,18 @@ def test_reload_while_streaming_then_failed_reload_then_unload(tmp_path, models,
         assert answer["model"] == V5.stem
         assert [m["id"] for m in http("GET", base + "/v1/models")[1]["data"]] == [V5.stem]
 
+        events = [json.loads(data) for _, data in feed.result(timeout=60)]
+        assert [(e["reload"]["model_path"], e["status"]) for e in events] == \
+            [(V7.name, "loaded"), (V7.name, "loading"), (V5.name, "loaded")]
+
         text, finish = read_stream(response)
         stream.close()
-        assert finish == "length" and text == greedy(v7, "Once upon a time", long_tokens)
-        deadline = time.monotonic() + 30
+        # retired as soon as its last request is done (no request still holds it)
+        deadline = time.monotonic() + 10
         while http("GET", base + "/api/status")[1]["retiring"]:
-            assert time.monotonic() < deadline, "the old model was never retired"
+            assert time.monotonic() < deadline, "the old model was not retired after its last request"
             time.sleep(0.1)
-        print(f"reload and drain took {time.monotonic() - started:.1f}s")
+        assert finish == "length" and text == greedy(v7, "Once upon a time", long_tokens)
 
         # failed reloads: the model keeps serving
         for path, code, words in (("notes.txt", 400, "failed to load"), ("missing.st", 403, "does not exist"),

@@ -17,7 +17,7 @@ from .actors import ActorGraph, Failed, SlotIO, SlotTask
 from .ai00_state import ai00_state_tensor
 from .engine_service import LoadedModel
 from .errors import bad_request, overloaded
-from .schemas import decode_request
+from .schemas import StateChoice, decode_request
 
 MAX_CHOICES = 256
 MAX_CHOICE_TOKENS = 1024  # its logits rows come back whole: 256 KiB a token for a 65,536-token vocab
@@ -40,7 +40,7 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
             raise bad_request(f"token ids must be in 0..{n_vocab - 1}", param=param)
         return tokens
 
-    async def run_in_slot(graph: ActorGraph, work, state_id: str | None):
+    async def run_in_slot(graph: ActorGraph, work, state_id: StateChoice):
         """`work(io, reply)` in a slot of its own; what it sends to `reply`."""
         send, recv = trio.open_memory_channel(1)
         async with recv:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -126,6 +126,7 @@ class Deployment:
     graph: ActorGraph
     reload: a.ReloadRequest
     scope: trio.CancelScope  # cancelling it ends the graph's actors
+    retired: trio.Event = field(default_factory=trio.Event)
 
 
 class Lifecycle:
@@ -153,18 +154,22 @@ class Lifecycle:
             previous = self.state.status
             self._set_status("loading")
             try:
-                await self._deploy(config)
+                with trio.CancelScope(shield=True):  # once begun, a reload completes even if its caller leaves
+                    await self._deploy(config)
             except PathRefused:
-                self._set_status(previous)
                 raise
             except Exception as error:
-                self._set_status(previous)
                 _log(f"reload of {request.model_path} failed, the serving model is kept: "
                      f"{type(error).__name__}: {error}")
                 kept = "the previous model keeps serving" if self.current else "no model is loaded"
                 raise bad_request(f"model {request.model_path!r} failed to load ({kept}): "
                                   f"{type(error).__name__}: {error}", param="model_path",
                                   code="model_load_failed") from None
+            finally:
+                if self.state.status == "loading":
+                    self._set_status(previous)
+            if request.tokenizer_path:  # as the caller named it (the config holds the resolved path)
+                self.current.reload.tokenizer_path = request.tokenizer_path
             return self.info()
 
     async def unload(self) -> None:
@@ -178,7 +183,9 @@ class Lifecycle:
             self._set_status("unloaded")
             if old is not None:
                 _log(f"unloading {old.loaded.name}: draining {old.graph.scheduler.active} running request(s)")
-                await self._retire(old)
+                self.retiring.append(old)
+                self.nursery.start_soon(self._retire, old)  # even if this caller leaves, the model goes
+                await old.retired.wait()
 
     def retiring_figures(self) -> list[dict[str, Any]]:
         """For /api/status: the replaced models still finishing their requests."""
@@ -265,8 +272,6 @@ class Lifecycle:
 
     async def _retire(self, old: Deployment) -> None:
         """End `old`'s actors once nothing runs or waits on it and no request holds it."""
-        if old not in self.retiring:
-            self.retiring.append(old)
         scheduler, idle_since = old.graph.scheduler, None
         while True:
             idle = scheduler.active == 0 and scheduler.queue_depth == 0 and \
@@ -277,8 +282,8 @@ class Lifecycle:
                 break
             await trio.sleep(DRAIN_POLL_S)
         old.scope.cancel()
-        if old in self.retiring:
-            self.retiring.remove(old)
+        self.retiring.remove(old)
+        old.retired.set()
         _log(f"retired {old.loaded.name}")
 
 

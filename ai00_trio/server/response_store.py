@@ -6,6 +6,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from .response_schemas import ResponseObject
+from .schemas import StateChoice
 
 
 @dataclass(frozen=True)
@@ -13,7 +14,7 @@ class StoredResponse:
     response: ResponseObject
     tokens: array               # the conversation's token ids through this answer ('i': 4 bytes each)
     model_text: tuple[str, ...]  # the conversation's assistant turns (they seed the repetition penalties)
-    state_id: str | None        # the initial state the conversation started from
+    state_id: StateChoice       # the initial state the conversation started from
     ends_turn: bool             # the tokens end with the turn separator (the answer stopped at it)
     tool_prompt: str | None = None  # the tool list the conversation's prompt holds last
 

@@ -38,7 +38,8 @@ from .response_schemas import (ArgumentsDeltaEvent, ArgumentsDoneEvent, ContentP
                                ResponseUsage, TextDeltaEvent, TextDoneEvent)
 from .response_store import ResponseStore, StoredResponse
 from .sampling_glue import sampler_factory
-from .schemas import ChatMessage, ChatTemplate, Delta, FunctionCall, FunctionDefinition, ToolCall, decode_request
+from .schemas import (ChatMessage, ChatTemplate, Delta, FunctionCall, FunctionDefinition, StateChoice, ToolCall,
+                      decode_request)
 from .text import ChatTrim, chat_prompt, stop_list
 from .tools import ReplyParser, ToolPlan, plan_tools
 
@@ -56,7 +57,7 @@ class Turn:
     prompt_ids: list[int]        # the stored conversation's tokens, then the new turn's
     model_text: list[str]        # the conversation's assistant turns
     continued: bool              # the input ends with the beginning of the answer
-    state_id: str | None
+    state_id: StateChoice
     tools: ToolPlan | None       # the functions the model may call now
     tool_prompt: str | None      # the tool list the conversation's prompt holds last
 
