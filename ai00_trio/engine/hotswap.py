@@ -2,8 +2,9 @@
 
 Each low-rank pair is merged in place by `lora.wgsl` (W += (alpha / r) · B A, `engine/lora.py`'s
 formula) and unmerged by the same kernel with the opposite sign, so nothing of the base weights
-is kept: on fp16 weights the unmerged weights can differ from the base ones by a rounding step
-(one fp16 ulp), on fp32 weights by far less. Tensors an adapter replaces whole are small (vectors,
+is kept: each unmerged weight is within half an ulp of the merged weight plus half an ulp of the
+base weight of where it started (one fp16 ulp where the delta is small against the weight, as in
+trained adapters; far less on fp32 weights). Tensors an adapter replaces whole are small (vectors,
 or now and then a matrix): their previous values are read back and kept in host memory, and
 written back exactly on removal.
 
