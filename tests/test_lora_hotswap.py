@@ -12,6 +12,12 @@ Tolerances (max |Δlogit|; these models' logits span about ±10):
 """
 from __future__ import annotations
 
+import json
+import shutil
+import threading
+import time
+import urllib.request
+
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -23,6 +29,7 @@ from ai00_trio.engine.upload import MatrixSlot
 from ai00_trio.gpu.graph import Matrix
 from ai00_trio.gpu.kernels import KernelCache
 from conftest import TINY_MODELS
+from server_helpers import http, running_server
 
 PROMPT = [ord(c) for c in "The quick brown fox"]
 RANK = 4
@@ -170,3 +177,128 @@ def test_the_kernel_agrees_with_numpy(gpu, fmt):
     # weight (one ulp where the delta is small against the weight, as in trained adapters)
     bound = (ulp + np.spacing(np.abs(weights[1])).astype(np.float32)) * 0.51 + 1e-6
     assert (np.abs(back[1].astype(np.float32) - weights[1].astype(np.float32)) <= bound).all()
+
+
+# --- through HTTP --------------------------------------------------------------------------
+ADMIN_KEY = "lora-admin-key-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+MODEL_V7 = TINY_MODELS["v7"][0]
+HTTP_PROMPT = "The quick brown fox jumps over"  # past CACHE_MIN_TOKENS: its state is cached
+
+
+def lora_folder(tmp_path):
+    """The models folder: the v7 model, a LoRA, a sub-folder, and a LoRA linked from outside."""
+    folder = tmp_path / "models"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(MODEL_V7, folder / MODEL_V7.name)
+    save_file(adapter(MODEL_V7), str(folder / "sub" / "lora.st"))
+    (tmp_path / "outside.st").write_bytes((folder / "sub" / "lora.st").read_bytes())
+    (folder / "link.st").symlink_to(tmp_path / "outside.st")
+    return folder
+
+
+def top_logprobs(base: str) -> dict[str, float]:
+    status, body = http("POST", base + "/v1/completions", {"prompt": HTTP_PROMPT, "max_tokens": 1,
+                                                            "temperature": 0, "logprobs": 5})
+    assert status == 200, body
+    return body["choices"][0]["logprobs"]["top_logprobs"][0]
+
+
+def close(one: dict[str, float], other: dict[str, float], tolerance: float) -> bool:
+    return one.keys() == other.keys() and all(abs(one[k] - other[k]) <= tolerance for k in one)
+
+
+def models_info_loras(base: str) -> list[dict]:
+    status, info = http("GET", base + "/api/models/info")
+    assert status == 200, info
+    return info["reload"]["lora"]
+
+
+@pytest.mark.gpu
+def test_lora_load_and_unload_through_http(tmp_path):
+    folder = lora_folder(tmp_path)
+    admin = f'[admin]\nkeys = ["{ADMIN_KEY}"]\n'
+    with running_server(tmp_path, {"path": str(folder), "name": MODEL_V7.name}, extra_sections=admin) as base:
+        before = top_logprobs(base)  # also caches the prompt's state, computed by the base weights
+        assert models_info_loras(base) == []
+
+        # a stream running when the load comes finishes (on the base weights) before the load is answered
+        stream: dict = {"started": threading.Event()}
+
+        def read_stream() -> None:
+            request = urllib.request.Request(base + "/v1/completions", method="POST", data=json.dumps(
+                {"prompt": "Once", "max_tokens": 300, "temperature": 0, "stream": True}).encode())
+            with urllib.request.urlopen(request, timeout=120) as response:
+                first = response.readline()
+                stream["started"].set()
+                stream["events"] = (first + response.read()).decode().count("data: ")
+            stream["ended"] = time.monotonic()
+
+        reader = threading.Thread(target=read_stream)
+        reader.start()
+        assert stream["started"].wait(60)
+        sent = time.monotonic()
+        status, body = http("POST", base + "/admin/loras/load", {"path": "sub/lora.st", "alpha": 8.0}, ADMIN)
+        loaded_at = time.monotonic()
+        reader.join()
+        assert status == 200, body
+        assert body == {"loras": [{"id": 1, "path": "sub/lora.st", "alpha": 8.0}]}
+        assert stream["events"] > 2 and sent < stream["ended"] <= loaded_at  # running at the load, then drained
+        assert models_info_loras(base) == [{"path": "sub/lora.st", "alpha": 8.0}]
+
+        with_lora = top_logprobs(base)  # not the cached base state: the cache was emptied
+        assert not close(with_lora, before, 0.1)
+        status, body = http("POST", base + "/admin/loras/load", {"path": "sub/lora.st"}, ADMIN)
+        assert status == 400 and "applied already" in body["error"]["message"]
+
+        status, body = http("POST", base + "/admin/loras/unload", {"path": "sub/lora.st"}, ADMIN)
+        assert status == 200 and body == {"loras": []}
+        assert close(top_logprobs(base), before, 5e-3)  # fp16: the unmerge rounds (see the top of this file)
+        assert models_info_loras(base) == []
+
+        # by id, and refusals
+        status, body = http("POST", base + "/admin/loras/load", {"path": "sub/lora.st", "alpha": 8.0}, ADMIN)
+        assert status == 200 and body["loras"][0]["id"] == 2
+        assert close(top_logprobs(base), with_lora, 5e-3)
+        status, body = http("POST", base + "/admin/loras/unload", {"id": 2}, ADMIN)
+        assert status == 200 and body == {"loras": []}
+        status, body = http("POST", base + "/admin/loras/unload", {"id": 2}, ADMIN)
+        assert status == 404 and "no LoRA with id 2" in body["error"]["message"]
+        for path, message in [("../outside.st", "'..' is not accepted"), (str(tmp_path / "outside.st"), "absolute"),
+                              ("link.st", "leads outside the models folder"), ("nothing.st", "does not exist")]:
+            status, body = http("POST", base + "/admin/loras/load", {"path": path}, ADMIN)
+            assert status == 403 and message in body["error"]["message"], (path, body)
+        status, body = http("POST", base + "/admin/loras/load", {"path": MODEL_V7.name}, ADMIN)
+        assert status == 400 and "blocks.0.att.a1 is kept on the GPU in another form" in body["error"]["message"]
+        (folder / "junk.st").write_bytes(b"not a safetensors file")
+        status, body = http("POST", base + "/admin/loras/load", {"path": "junk.st"}, ADMIN)
+        assert status == 400 and "junk.st: cannot read the LoRA" in body["error"]["message"]
+        status, body = http("POST", base + "/admin/loras/load", {"path": "sub/lora.st"})
+        assert status == 401 and body["error"]["code"] == "invalid_admin_key"
+        status, body = http("POST", base + "/admin/loras/unload", {"path": "sub/lora.st"},
+                            {"Authorization": "Bearer wrong"})
+        assert status == 401
+        assert close(top_logprobs(base), before, 5e-3)  # none of that changed the weights
+
+
+@pytest.mark.gpu
+def test_hot_loaded_equals_merged_at_load_and_that_one_stays(tmp_path):
+    """A server with the LoRA in its config answers as the hot-loaded one did; a LoRA merged at
+    load cannot be unloaded (only a reload takes it out), and the admin routes are closed without keys."""
+    folder = lora_folder(tmp_path)
+    admin = f'[admin]\nkeys = ["{ADMIN_KEY}"]\n'
+    with running_server(tmp_path, {"path": str(folder), "name": MODEL_V7.name}, extra_sections=admin) as base:
+        status, _ = http("POST", base + "/admin/loras/load", {"path": "sub/lora.st", "alpha": 8.0}, ADMIN)
+        assert status == 200
+        hot = top_logprobs(base)
+    section = admin + '[[lora]]\npath = "sub/lora.st"\nalpha = 8.0\n'
+    with running_server(tmp_path, {"path": str(folder), "name": MODEL_V7.name}, extra_sections=section) as base:
+        assert close(top_logprobs(base), hot, 2e-3)
+        assert models_info_loras(base) == [{"path": "sub/lora.st", "alpha": 8.0}]
+        status, body = http("POST", base + "/admin/loras/unload", {"path": "sub/lora.st"}, ADMIN)
+        assert status == 400 and body["error"]["code"] == "lora_merged_at_load"
+        status, body = http("POST", base + "/admin/loras/load", {"path": "sub/lora.st"}, ADMIN)
+        assert status == 400 and "applied already" in body["error"]["message"]
+    with running_server(tmp_path, {"path": str(folder), "name": MODEL_V7.name}) as base:
+        status, body = http("POST", base + "/admin/loras/load", {"path": "sub/lora.st"})
+        assert status == 403 and body["error"]["code"] == "admin_disabled"

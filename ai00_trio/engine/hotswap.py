@@ -70,9 +70,10 @@ class LoraSwapper:
         self._ids = itertools.count(1)
         self.applied: list[LoraHandle] = []
 
-    def apply(self, lora: str | Path | Mapping[str, np.ndarray], alpha: float) -> LoraHandle:
-        """Merge the adapter (a file, or its tensors) into the weights; nothing changes when it is refused."""
-        origin = str(lora) if isinstance(lora, (str, Path)) else "tensors"
+    def apply(self, lora: str | Path | Mapping[str, np.ndarray], alpha: float, origin: str | None = None) -> LoraHandle:
+        """Merge the adapter (a file, or its tensors, from `origin`) into the weights; nothing
+        changes when it is refused."""
+        origin = origin or (str(lora) if isinstance(lora, (str, Path)) else "tensors")
         tensors = read_lora(lora) if isinstance(lora, (str, Path)) else lora
         plan = plan_lora(tensors, float(alpha), self._shapes, origin)
         # a pair and a whole tensor for one target: the tensor wins, as when merged at load

@@ -55,10 +55,12 @@ class Model:
         return Runtime(self.arch, self.ctx, self.kernels, self.vecs, max_batch, max_tokens, tuning or self.tuning)
 
     # --- LoRA hot-swap (engine/hotswap.py) -------------------------------------------------
-    def apply_lora(self, lora: str | Path | Mapping[str, np.ndarray], alpha: float = 1.0) -> LoraHandle:
-        """Merge an adapter (a file or its tensors, named as `load_model(loras=...)` takes them)
-        into the weights on the GPU; HotSwapError or ModelFormatError, and no change, when it does not fit."""
-        return self._loras.apply(lora, alpha)
+    def apply_lora(self, lora: str | Path | Mapping[str, np.ndarray], alpha: float = 1.0,
+                   origin: str | None = None) -> LoraHandle:
+        """Merge an adapter (a file or its tensors, named as `load_model(loras=...)` takes them;
+        `origin` names it in messages) into the weights on the GPU; HotSwapError or
+        ModelFormatError, and no change, when it does not fit."""
+        return self._loras.apply(lora, alpha, origin)
 
     def remove_lora(self, handle: LoraHandle) -> None:
         """Take an applied adapter out again (to fp16 rounding on fp16 weights)."""

@@ -26,6 +26,7 @@ from . import schemas as s
 from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .ai00_routes import add_ai00_routes
 from .admin_routes import register_admin_routes
+from .lora_routes import register_lora_routes
 from .admin_schemas import ReloadRequest
 from .changes import ChangeFeed
 from .engine_service import LoadedModel
@@ -319,6 +320,7 @@ def create_app(state: ServerState) -> QuartTrio:
             app.add_url_rule(prefix + path, f"{handler.__name__}{prefix}", handler, methods=["POST"])
 
     register_admin_routes(app, state)
+    register_lora_routes(app, state)
 
     # --- web UI --------------------------------------------------------------------------
     if web_root is not None:
