@@ -1,6 +1,7 @@
 """`load_model`: a checkpoint on the GPU, with a simple one-sequence `forward`."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -11,10 +12,11 @@ from ..gpu.kernels import KernelCache
 from ..gpu.tuning import DEFAULT_TUNING, KernelTuning
 from .formats import read_checkpoint
 from .info import ModelInfo, detect_model
+from .hotswap import LoraHandle, LoraSwapper
 from .lora import merge_loras
 from .runtime import Run, Runtime
 from .state import State
-from .upload import Uploader
+from .upload import TensorReads, Uploader
 from .versions import ARCHITECTURES
 
 DEFAULT_CHUNK = 256
@@ -37,10 +39,13 @@ class Model:
         self.chunk_size = chunk_size
         self.kernels = KernelCache(ctx.device)
         total = sum(t.size for t in tensors.values() if t.ndim >= 2)  # roughly the weights to upload
+        reads = TensorReads(tensors)
         up = Uploader(ctx, precision, (lambda done: progress(min(1.0, done / total))) if progress else None,
-                      quant, quant_type)
-        self.arch = ARCHITECTURES[info.version](tensors, info, up)
+                      quant, quant_type, reads)
+        self.arch = ARCHITECTURES[info.version](reads, info, up)
         self.vecs = ctx.upload(up.vectors.pack())
+        self._loras = LoraSwapper(ctx, self.kernels, self.vecs, reads.unchanged(),
+                                  {name: tuple(t.shape) for name, t in tensors.items()}, info.version)
         self.weight_bytes = up.bytes_uploaded
         if progress:
             progress(1.0)
@@ -48,6 +53,23 @@ class Model:
 
     def runtime(self, max_batch: int, max_tokens: int, tuning: KernelTuning | None = None) -> Runtime:
         return Runtime(self.arch, self.ctx, self.kernels, self.vecs, max_batch, max_tokens, tuning or self.tuning)
+
+    # --- LoRA hot-swap (engine/hotswap.py) -------------------------------------------------
+    def apply_lora(self, lora: str | Path | Mapping[str, np.ndarray], alpha: float = 1.0,
+                   origin: str | None = None) -> LoraHandle:
+        """Merge an adapter (a file or its tensors, named as `load_model(loras=...)` takes them;
+        `origin` names it in messages) into the weights on the GPU; HotSwapError or
+        ModelFormatError, and no change, when it does not fit."""
+        return self._loras.apply(lora, alpha, origin)
+
+    def remove_lora(self, handle: LoraHandle) -> None:
+        """Take an applied adapter out again (to fp16 rounding on fp16 weights)."""
+        self._loras.remove(handle)
+
+    @property
+    def loras(self) -> list[LoraHandle]:
+        """The adapters applied since load, in order."""
+        return list(self._loras.applied)
 
     # --- states ------------------------------------------------------------------------------
     def initial_state_array(self) -> np.ndarray:

@@ -215,6 +215,14 @@ class PrefixCache(Generic[S]):
         else:
             self._demote(node)
 
+    def clear(self) -> None:
+        """Drop every entry (their states came from weights that have changed since); the
+        statistics and the claims in flight stay."""
+        self._root = _Node((), None)
+        self._gpu.clear()
+        self._host.clear()
+        self._gpu_bytes = self._host_bytes = 0
+
     def __len__(self) -> int:
         return len(self._gpu) + len(self._host)
 

@@ -158,6 +158,13 @@ class Embedded:
     tokens: int
 
 
+@dataclass
+class GpuCall:
+    """`run()` on the step thread, between steps (Scheduler.run_alone sends it); its value goes to `reply`."""
+    run: Callable[[], Any]
+    reply: trio.MemorySendChannel
+
+
 # --- tokenizer -----------------------------------------------------------------------------
 class TokenizerActor:
     def __init__(self, loaded: LoadedModel, max_prompt_tokens: int) -> None:
@@ -251,12 +258,14 @@ class GpuExecutor:
         elif isinstance(message, Embed):
             vectors = embed_batch(self.embedder, message.token_lists)
             post([(message.reply, Embedded(vectors, sum(map(len, message.token_lists))))])
+        elif isinstance(message, GpuCall):
+            post([(message.reply, message.run())])
 
     def _fail(self, message, error: Exception, post: Callable) -> None:
         """A message's handler raised: fail the request it came from, nothing else."""
         failed = _fault(error, f"handling {type(message).__name__}")
         slot = getattr(message, "slot", None)
-        if isinstance(message, (Save, Embed)):
+        if isinstance(message, (Save, Embed, GpuCall)):
             post([(message.reply, failed)])
         elif isinstance(message, Release):
             self.batch.cancel(message.slot)
@@ -380,6 +389,10 @@ class Scheduler:
         self.active = 0
         self.prompt_tokens = 0     # totals for /metrics: prompts of generations, and tokens generated
         self.generated_tokens = 0
+        self._held = 0                 # run_alone calls under way: no generation starts meanwhile
+        self._idle = trio.Event()      # set when the last running generation ends
+        self._executor: trio.MemorySendChannel | None = None
+        self._resume: Callable[[], None] = lambda: None  # starts waiting jobs (set by run)
 
     @property
     def queue_depth(self) -> int:
@@ -388,16 +401,21 @@ class Scheduler:
     async def run(self, inbox: trio.MemoryReceiveChannel, releases: trio.MemoryReceiveChannel,
                   executor: trio.MemorySendChannel, release_send: trio.MemorySendChannel) -> None:
         async with trio.open_nursery() as generations:
+            self._executor = executor
+            self._resume = lambda: self._start_waiting(generations, executor, release_send)
+
             async def watch_releases() -> None:
                 async for slot in releases:
                     self.free_slots.append(slot)
                     self.active -= 1
+                    if not self.active:
+                        self._idle.set()
                     self._start_waiting(generations, executor, release_send)
 
             generations.start_soon(watch_releases)
             async with inbox:
                 async for job in inbox:
-                    if len(self.waiting) >= self.max_queue and not self.free_slots:
+                    if len(self.waiting) >= self.max_queue and (not self.free_slots or self._held):
                         try:
                             job.text.events.send_nowait(Failed(overloaded()))
                         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
@@ -422,8 +440,28 @@ class Scheduler:
                 503, f"no generation slot became free within {self.queue_timeout:g} s; retry later",
                 "server_error", None, "queue_timeout", retry_after=1)))
 
+    async def run_alone(self, work: Callable[[], Any]) -> Any:
+        """`work()` run by the GPU executor while no generation runs: new jobs wait in the queue
+        (bounded, and subject to queue_timeout) while the running ones finish; afterwards the
+        prefix cache, whose states the change may have made stale, is emptied."""
+        if self._executor is None:
+            raise RuntimeError("the scheduler is not running")
+        self._held += 1
+        try:
+            while self.active:
+                self._idle = trio.Event()
+                await self._idle.wait()
+            reply_send, reply_recv = trio.open_memory_channel(1)
+            with trio.CancelScope(shield=True):  # once sent, the change happens: see it through
+                await self._executor.send(GpuCall(work, reply_send))
+                return _unwrap(await reply_recv.receive())
+        finally:
+            self.cache.clear()
+            self._held -= 1
+            self._resume()
+
     def _start_waiting(self, nursery, executor, release_send) -> None:
-        while self.waiting and self.free_slots:
+        while self.waiting and self.free_slots and not self._held:
             job = self.waiting.pop(0)
             expiry = self._expiries.pop(id(job), None)
             if expiry is not None:

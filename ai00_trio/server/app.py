@@ -26,6 +26,7 @@ from . import schemas as s
 from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
 from .ai00_routes import add_ai00_routes
 from .admin_routes import register_admin_routes
+from .lora_routes import register_lora_routes
 from .admin_schemas import ReloadRequest
 from .browsers import register_browser_policy
 from .model_routes import register_model_routes
@@ -354,6 +355,7 @@ def create_app(state: ServerState) -> QuartTrio:
 
     register_admin_routes(app, state)
     register_model_routes(app, state)
+    register_lora_routes(app, state)
 
     # --- web UI --------------------------------------------------------------------------
     if web_root is not None:

@@ -11,6 +11,7 @@ from . import response_schemas as r
 from . import schemas as s
 from .admin_schemas import EVENT_STREAMS, OPENAPI_ROUTES
 from .errors import ErrorResponse
+from .lora_schemas import OPENAPI_ROUTES as LORA_ROUTES
 
 ROUTES = [
     ("/v1/chat/completions", "post", s.ChatCompletionRequest, s.ChatCompletion, "Chat completion (SSE with stream=true)"),
@@ -30,6 +31,7 @@ ROUTES = [
      "AI00: rank choices as continuations of the input by perplexity (mean -ln p per token)"),
     ("/api/oai/states", "post", a.StateRequest, a.StateResponse, "AI00: the RNN state after the input"),
     *OPENAPI_ROUTES,
+    *LORA_ROUTES,
 ]
 STREAMED = {"/v1/chat/completions": s.ChatCompletionChunk}  # what each `data:` event of a stream holds
 
