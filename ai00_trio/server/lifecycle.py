@@ -241,6 +241,17 @@ class Lifecycle:
         _log(f"detached state {entry.name!r} ({entry.id})")
         return a.StateInfo(entry.id, entry.name)
 
+    def record_loras(self, loaded: LoadedModel, replaced: set[str], applied: list[a.LoraSpec]) -> None:
+        """The LoRAs applied while serving become the reload request's last `lora` entries
+        (`replaced`: the paths listed before the change), so /api/models/info and a save show them."""
+        current = self.current
+        if current is None or current.loaded is not loaded:
+            return
+        kept = [spec for spec in current.reload.lora if spec.path not in replaced]
+        current.reload = msgspec.structs.replace(current.reload, lora=kept + applied)
+        self.state.reload = current.reload
+        self.state.changes.notify()
+
     def _update_reload(self, current: Deployment) -> None:
         states = [a.StateSpec(s.path, s.id, s.name, s.default) for s in current.loaded.states.values()]
         current.reload = msgspec.structs.replace(current.reload, state=states)

@@ -60,12 +60,8 @@ def register_lora_routes(app: QuartTrio, state: ServerState) -> None:
 
         try:
             outcome = await graph.scheduler.run_alone(guarded)
-        finally:
-            if state.reload is not None and state.loaded is loaded:  # the reload request lists what the model carries
-                kept = [spec for spec in state.reload.lora if spec.path not in before]
-                hot = [LoraSpec(h.origin, h.alpha) for h in loaded.model.loras]
-                state.reload = msgspec.structs.replace(state.reload, lora=kept + hot)
-            state.changes.notify()
+        finally:  # the reload request lists what the model carries
+            state.lifecycle.record_loras(loaded, before, [LoraSpec(h.origin, h.alpha) for h in loaded.model.loras])
         if isinstance(outcome, Exception):
             raise bad_request(str(outcome), param="path", code="lora_refused")
 
