@@ -15,6 +15,7 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +33,7 @@ MODES = {
 
 
 def start_server(root: Path, model: Path, max_batch: int, folder: Path,
-                 profile: Path | None = None) -> tuple[subprocess.Popen, int]:
+                 profile: Path | None = None, tool: str = "sample_stacks.py") -> tuple[subprocess.Popen, int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -49,7 +50,7 @@ ip = "127.0.0.1"
 port = {port}
 """)
     log = open(folder / "bench-server.log", "w")
-    sampler = [str(ROOT / "bench" / "sample_stacks.py"), str(profile.resolve()), "--"] if profile else []
+    sampler = [str(ROOT / "bench" / tool), str(profile.resolve()), "--"] if profile else []
     process = subprocess.Popen([sys.executable, *sampler, "-m", "ai00_trio", "--config", str(config)], cwd=root,
                                stdout=log, stderr=subprocess.STDOUT)
     spawned = time.perf_counter()
@@ -117,11 +118,13 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose server runs")
     parser.add_argument("--profile", type=Path, default=None,
                         help="sample the server's threads (bench/sample_stacks.py) into this report")
+    parser.add_argument("--trace", action="store_true",
+                        help="with --profile: summarize the executor's steps (bench/trace_steps.py) instead")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as folder:
         process, port = start_server(args.root.resolve(), args.model.resolve(), max(counts), Path(folder),
-                                     args.profile)
+                                     args.profile, "trace_steps.py" if args.trace else "sample_stacks.py")
         try:
             wave(port, 2, 8, "greedy")  # warm-up: step graphs and kernels
             for clients in counts:
@@ -133,6 +136,8 @@ def main() -> None:
                     result = wave(port, clients, args.tokens, mode)
                     if args.profile:
                         Path(str(args.profile) + ".freeze").touch()
+                        time.sleep(2.2)  # the report is rewritten with this wave's counts
+                        shutil.copy(args.profile, f"{args.profile}.{clients}-{mode}")
                     print("RESULT", json.dumps(dict(root=str(args.root), **result)), flush=True)
         finally:
             if args.profile:
