@@ -33,7 +33,8 @@ MODES = {
 
 
 def start_server(root: Path, model: Path, max_batch: int, folder: Path,
-                 profile: Path | None = None, tool: str = "sample_stacks.py") -> tuple[subprocess.Popen, int]:
+                 wrapper: list[str] = ()) -> tuple[subprocess.Popen, int]:
+    """The server on `model`, run by `wrapper` (a bench script that then runs the module) if given."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -50,8 +51,7 @@ ip = "127.0.0.1"
 port = {port}
 """)
     log = open(folder / "bench-server.log", "w")
-    sampler = [str(ROOT / "bench" / tool), str(profile.resolve()), "--"] if profile else []
-    process = subprocess.Popen([sys.executable, *sampler, "-m", "ai00_trio", "--config", str(config)], cwd=root,
+    process = subprocess.Popen([sys.executable, *wrapper, "-m", "ai00_trio", "--config", str(config)], cwd=root,
                                stdout=log, stderr=subprocess.STDOUT)
     spawned = time.perf_counter()
     deadline = time.time() + 300
@@ -78,6 +78,10 @@ def stream(port: int, body: dict, out: dict) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
     response = connection.getresponse()
+    if not body["stream"]:
+        tokens = json.loads(response.read())["usage"]["completion_tokens"]
+        out.update(tokens=tokens, first=time.perf_counter() - started)
+        return
     tokens, first = 0, None
     for line in response:  # parse only the usage chunk: the client must not be what limits
         if not line.startswith(b"data: {"):
@@ -89,12 +93,14 @@ def stream(port: int, body: dict, out: dict) -> None:
     out.update(tokens=tokens, first=first)
 
 
-def wave(port: int, clients: int, tokens: int, mode: str) -> dict:
+def wave(port: int, clients: int, tokens: int, mode: str, streamed: bool = True) -> dict:
     results = [dict() for _ in range(clients)]
     threads = []
     for i in range(clients):
-        body = {"prompt": f"Request {i}: the story of a cat who", "max_tokens": tokens, "stream": True,
-                "stream_options": {"include_usage": True}, "seed": i, **MODES[mode]}
+        body = {"prompt": f"Request {i}: the story of a cat who", "max_tokens": tokens, "stream": streamed,
+                "seed": i, **MODES[mode]}
+        if streamed:
+            body["stream_options"] = {"include_usage": True}
         threads.append(threading.Thread(target=stream, args=(port, body, results[i])))
     started = time.perf_counter()
     for thread in threads:
@@ -120,11 +126,27 @@ def main() -> None:
                         help="sample the server's threads (bench/sample_stacks.py) into this report")
     parser.add_argument("--trace", action="store_true",
                         help="with --profile: summarize the executor's steps (bench/trace_steps.py) instead")
+    parser.add_argument("--switch-ms", type=float, default=None, help="with --trace: the server's GIL switch interval")
+    parser.add_argument("--no-stream", action="store_true",
+                        help="each client waits for the whole answer (median_first_token_s is then its time)")
+    parser.add_argument("--fake-step-ms", type=float, default=None,
+                        help="no GPU work: every step sleeps this long (bench/fake_engine.py), to measure the "
+                             "HTTP path alone")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
     with tempfile.TemporaryDirectory() as folder:
+        bench = ROOT / "bench"
+        if args.fake_step_ms is not None:
+            wrapper = [str(bench / "fake_engine.py"), "--step-ms", str(args.fake_step_ms)]
+            wrapper += ["--profile", str(args.profile.resolve())] if args.profile else []
+        elif args.profile:
+            wrapper = [str(bench / ("trace_steps.py" if args.trace else "sample_stacks.py"))]
+            wrapper += ["--switch-ms", str(args.switch_ms)] if args.trace and args.switch_ms else []
+            wrapper.append(str(args.profile.resolve()))
+        else:
+            wrapper = []
         process, port = start_server(args.root.resolve(), args.model.resolve(), max(counts), Path(folder),
-                                     args.profile, "trace_steps.py" if args.trace else "sample_stacks.py")
+                                     wrapper + ["--"] if wrapper else [])
         try:
             wave(port, 2, 8, "greedy")  # warm-up: step graphs and kernels
             for clients in counts:
@@ -133,12 +155,13 @@ def main() -> None:
                         Path(str(args.profile) + ".reset").touch()  # count this wave only (the
                         # report ends up with the last wave's)
                         time.sleep(0.1)
-                    result = wave(port, clients, args.tokens, mode)
+                    result = wave(port, clients, args.tokens, mode, not args.no_stream)
                     if args.profile:
                         Path(str(args.profile) + ".freeze").touch()
                         time.sleep(2.2)  # the report is rewritten with this wave's counts
                         shutil.copy(args.profile, f"{args.profile}.{clients}-{mode}")
-                    print("RESULT", json.dumps(dict(root=str(args.root), **result)), flush=True)
+                    print("RESULT", json.dumps(dict(root=str(args.root), streamed=not args.no_stream, **result)),
+                          flush=True)
         finally:
             if args.profile:
                 time.sleep(2.5)  # the last report is written

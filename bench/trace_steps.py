@@ -120,12 +120,15 @@ def writer(trace: Trace, report: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("report")
+    parser.add_argument("--switch-ms", type=float, default=None, help="the interpreter's GIL switch interval")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
     if len(rest) < 2 or rest[0] != "-m":
         parser.error("give the module to run as: -- -m MODULE [ARGS]")
     sys.path[0] = os.getcwd()  # as `python -m` has it
+    if args.switch_ms is not None:
+        sys.setswitchinterval(args.switch_ms / 1000)
     trace = Trace()
     install(trace)
     threading.Thread(target=writer, args=(trace, args.report), daemon=True).start()

@@ -1,0 +1,132 @@
+"""The HTTP path alone: runs the server with its batch runtime replaced by a stand-in whose every
+step sleeps a fixed time (as waiting for a GPU does: the GIL is free meanwhile) and then answers
+every busy slot, with GPU choices for `want="pick"` (chains run on by themselves, as on the GPU)
+and zero logits otherwise. The model file is still loaded (for its tokenizer and the cache's
+state sizes) but never stepped. So what the server delivers here is what the event loop, the
+scheduler and the HTTP stack can carry at that step time: with `--step-ms 7.9` and 64 clients the
+engine's own rate on an H200 would be 64 / 7.9 ms = 8,100 tok/s.
+
+    python bench/fake_engine.py [--step-ms 7.9] [--profile REPORT] -- -m ai00_trio --config C.toml
+
+`bench_server.py --fake-step-ms MS` runs the server this way. `--profile` also samples the
+threads' stacks (bench/sample_stacks.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+
+class FakeState:
+    """What the prefix cache stores: only its size matters here."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.buffer = type("Buffer", (), {"size": nbytes})()
+        self.nbytes = nbytes
+
+    def to_host(self) -> np.ndarray:
+        return np.zeros(self.nbytes // 4, np.float32)
+
+
+def fake_batch_class(step_s: float):
+    from ai00_trio.engine.runtime import GREEDY, Pick
+
+    class FakeBatch:
+        def __init__(self, model, max_batch: int = 8, token_chunk_size: int = 256, keep_hidden: bool = False,
+                     tuning=None) -> None:
+            self.model = model
+            self.max_batch = max_batch
+            self.keep_hidden = keep_hidden
+            self.hidden: dict[int, np.ndarray] = {}
+            self.fed: dict[int, list[int]] = {s: [] for s in range(max_batch)}
+            self._work: dict[int, dict] = {}
+            self._state_bytes = model.arch.slot_stride() * 4
+            self._rng = np.random.default_rng(0)
+            # printable bytes for byte-level models, ordinary ids for the World vocabulary
+            self._tokens = np.arange(97, 123) if model.info.n_vocab <= 256 else np.arange(1000, 3000)
+
+        @property
+        def busy_slots(self) -> list[int]:
+            return sorted(self._work)
+
+        def load(self, slot: int, state=None) -> None:
+            self.fed[slot] = []
+
+        def save(self, slot: int) -> FakeState:
+            return FakeState(self._state_bytes)
+
+        def submit(self, slot: int, tokens, want: str = "last", sampling=GREEDY, chain: int = 0,
+                   end_tokens=frozenset()) -> None:
+            self._work[slot] = dict(tokens=deque(tokens), want=want, chain=chain, ends=end_tokens)
+
+        def cancel(self, slot: int) -> None:
+            self._work.pop(slot, None)
+
+        def drop(self, slots) -> None:
+            for slot in slots:
+                self.cancel(slot)
+
+        def set_penalties(self, slot: int, penalties) -> None:
+            pass
+
+        def set_bias(self, slot: int, bias) -> None:
+            pass
+
+        def step(self) -> dict:
+            if not self._work:
+                return {}
+            time.sleep(step_s)
+            out: dict = {}
+            vocab = self.model.info.n_vocab
+            for slot, work in list(self._work.items()):
+                self.fed[slot] += list(work["tokens"])
+                work["tokens"].clear()
+                if work["want"] == "pick":
+                    token = int(self._rng.choice(self._tokens))
+                    out[slot] = Pick(token, -0.5)
+                    if work["chain"] > 0 and token not in work["ends"]:
+                        work["chain"] -= 1
+                        work["tokens"].append(token)
+                        continue
+                elif work["want"] == "all":
+                    out[slot] = np.zeros((max(1, len(self.fed[slot])), vocab), np.float32)
+                else:
+                    out[slot] = np.zeros(vocab, np.float32)
+                del self._work[slot]
+            return out
+
+    return FakeBatch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--step-ms", type=float, default=7.9)
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
+    if len(rest) < 2 or rest[0] != "-m":
+        parser.error("give the module to run as: -- -m MODULE [ARGS]")
+    sys.path[0] = os.getcwd()  # as `python -m` has it
+    from ai00_trio.server import actors
+
+    actors.BatchRuntime = fake_batch_class(args.step_ms / 1000)
+    if args.profile:
+        sys.path.insert(1, str(Path(__file__).resolve().parent))
+        from sample_stacks import sampler
+
+        threading.Thread(target=sampler, args=(args.profile, 0.001), daemon=True).start()
+    sys.argv = [rest[1], *rest[2:]]
+    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    main()
