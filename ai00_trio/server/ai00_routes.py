@@ -13,10 +13,13 @@ import trio
 from quart import Response, request
 
 from . import ai00_schemas as a
-from .actors import ActorGraph, Failed, SlotIO, SlotTask
+from .actors import ActorGraph
+from .messages import Failed, SlotTask
+from .slot_io import SlotIO
 from .ai00_state import ai00_state_tensor
 from .engine_service import LoadedModel
 from .errors import bad_request, overloaded
+from .failure_errors import api_error
 from .schemas import StateChoice, decode_request
 
 MAX_CHOICES = 256
@@ -50,7 +53,7 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
                 raise overloaded() from None
             result = await recv.receive()
         if isinstance(result, Failed):
-            raise result.error
+            raise api_error(result.error)
         return result
 
     @route("/chooses", ["POST"])

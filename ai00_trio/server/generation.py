@@ -23,7 +23,7 @@ from ..engine.scoped_cache import ScopedCache
 from ..engine.state import State
 from ..grammar.errors import MaskDeadline
 from .engine_service import LoadedModel
-from .errors import ApiError, bad_request
+from .failures import GrammarTimeout, SamplingFailed
 from .messages import Done, Job, Load, Release, Save, SlotSampling, Submit, Token, unwrap
 from .state_choice import choose_start
 from .text import StopMatcher
@@ -120,7 +120,7 @@ class Generation:
             if isinstance(logits, Pick):
                 token, logprob, top = logits.token, logits.logprob, []
                 if not math.isfinite(logprob):
-                    raise bad_request("sampling failed: the logits contain NaN or infinity")
+                    raise SamplingFailed("the logits contain NaN or infinity")
             else:
                 mask = await grammar_mask(self.loaded, grammar) if grammar is not None else None
                 token, logprob, top = sampler.step(logits, mask)
@@ -216,8 +216,7 @@ async def grammar_mask(loaded: LoadedModel, grammar) -> np.ndarray:
         return await trio.to_thread.run_sync(grammar.allowed, trie, time.monotonic() + MASK_DEADLINE_S,
                                              abandon_on_cancel=True)
     except MaskDeadline:
-        raise ApiError(500, f"the grammar's token mask took longer than {MASK_DEADLINE_S}s", "server_error",
-                       "bnf_schema", "grammar_timeout") from None
+        raise GrammarTimeout(MASK_DEADLINE_S) from None
 
 
 async def _lookup_or_claim(cache: ScopedCache, tokens: list[int]) -> tuple[Hit | None, Claim | None]:

@@ -11,7 +11,7 @@ import trio
 
 from ..engine.runtime import GREEDY, Sampling
 from ..engine.state import State
-from .errors import ApiError
+from .failures import Failure
 from .schemas import StateChoice
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Done:
 
 @dataclass
 class Failed:
-    error: ApiError
+    error: Failure
 
 
 # --- jobs, from the HTTP handlers ----------------------------------------------------------
@@ -61,7 +61,7 @@ class TextJob:
 class SlotTask:
     """A request that needs a slot but samples nothing (AI00's chooses and states): the
     scheduler lends it a slot and awaits `run(io)`, which replies on `events` itself (an
-    ApiError it raises becomes a `Failed` there)."""
+    Failure it raises becomes a `Failed` there)."""
     run: Callable[[SlotIO], Awaitable[None]]
     events: trio.MemorySendChannel
     state_id: StateChoice = None
