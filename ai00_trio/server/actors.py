@@ -40,8 +40,8 @@ from ..engine.state import State
 from .engine_service import LoadedModel
 from .failures import ExecutorFault, Failure, Overloaded, PromptTooLong, QueueTimeout, TokenOutOfRange
 from .generation import Generation, Tally
-from .messages import (Embed, Embedded, EmbedJob, Failed, GpuCall, Job, Load, Release, Save, SlotSampling,
-                       SlotTask, Submit, unwrap)
+from .messages import (Embed, Embedded, EmbedJob, Failed, GpuCall, Job, Load, Park, Parked, Release, Save,
+                       SlotSampling, SlotTask, Submit, unwrap)
 from .slot_io import SlotIO
 from .state_choice import choose_start
 
@@ -115,9 +115,15 @@ class GpuExecutor:
         batch = self.batch
         if isinstance(message, Load):
             state = message.state
+            if isinstance(state, Parked):
+                if state.array is None:
+                    raise RuntimeError("the cached state was lost when it was moved to host memory")
+                state = state.array
             if isinstance(state, np.ndarray):
                 state = batch.model.state_from_host(state)
             batch.load(message.slot, state)
+        elif isinstance(message, Park):
+            message.parked.array = message.state.to_host()
         elif isinstance(message, Submit):
             self.awaiting.discard(message.slot)
             if message.reply is not None:
@@ -138,7 +144,8 @@ class GpuExecutor:
             self.faults.pop(message.slot, None)
             batch.cancel(message.slot)
         elif isinstance(message, Save):
-            post([(message.reply, (batch.save(message.slot), list(batch.fed[message.slot])))])
+            state = batch.save(message.slot)
+            post([(message.reply, (state.to_host() if message.host else state, list(batch.fed[message.slot])))])
         elif isinstance(message, Embed):
             vectors = embed_batch(self.embedder, message.token_lists)
             post([(message.reply, Embedded(vectors, sum(map(len, message.token_lists))))])
@@ -406,25 +413,43 @@ class ActorGraph:
     leases: int = 0  # HTTP requests that took this graph and may still send it jobs (see lifecycle.py)
 
 
-def state_bytes(state: State | np.ndarray) -> int:
-    """A cached state's size: on the GPU (a State) or parked in host memory (`State.to_host`)."""
+def state_bytes(state: State | Parked) -> int:
+    """A cached state's size: on the GPU (a State) or parked in host memory."""
     return state.buffer.size if isinstance(state, State) else state.nbytes
+
+
+def parker(executor: trio.MemorySendChannel) -> Callable[[State], Parked]:
+    """The prefix cache's `offload`: the executor copies the state to host memory (the event
+    loop never waits on the GPU); the entry holds the `Parked` handle from now on."""
+    def park(state: State) -> Parked:
+        parked = Parked(state_bytes(state))
+        executor.send_nowait(Park(state, parked))  # unbounded: never blocks
+        return parked
+    return park
 
 
 async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_options: CacheConfig,
                           on_first_token: Callable[[float], None] | None = None,
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
-    max_batch, token_chunk_size, max_queue = options.max_batch, options.token_chunk_size, options.max_queue
+    max_batch, token_chunk_size = options.max_batch, options.token_chunk_size
     batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
-    cache = PrefixCache(gpu_budget=cache_options.gpu_bytes, host_budget=cache_options.host_bytes,
-                        offload=lambda state: state.to_host(), size_of=state_bytes)
+    embedder = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size, keep_hidden=True)
+    await run_actors(loaded, options, cache_options, batch, embedder, on_first_token, task_status=task_status)
+
+
+async def run_actors(loaded: LoadedModel, options: ModelConfig, cache_options: CacheConfig, batch: BatchRuntime,
+                     embedder: BatchRuntime, on_first_token: Callable[[float], None] | None = None,
+                     task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """The graph on the given batch runtimes (`embedder`: embeddings' own slots)."""
+    max_batch, max_queue = options.max_batch, options.max_queue
     jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
     to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
     to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
     release_send, release_recv = trio.open_memory_channel(math.inf)
+    cache = PrefixCache(gpu_budget=cache_options.gpu_bytes, host_budget=cache_options.host_bytes,
+                        offload=parker(to_executor_send), size_of=state_bytes)
     tokenizer = TokenizerActor(loaded, options.max_prompt_tokens)
     scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token)
-    embedder = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size, keep_hidden=True)
     executor = GpuExecutor(batch, embedder)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tokenizer.run, jobs_recv, to_scheduler_send, to_executor_send.clone())

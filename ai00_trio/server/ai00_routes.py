@@ -77,9 +77,7 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
         loaded, graph = ready()
         body = decode_request(await request.get_data(), a.StateRequest)
         tokens = await encode(loaded, _joined(body.input), "input", empty_is_start=True)
-        state = await run_in_slot(graph, partial(_state_after, tokens=tokens), body.state)
-        # the read waits for the GPU's queue: off the event loop
-        flat = await trio.to_thread.run_sync(state.to_host)
+        flat = await run_in_slot(graph, partial(_state_after, tokens=tokens), body.state)
         data, shape = ai00_state_tensor(loaded.model, flat)
         return _json(a.StateResponse(loaded.path, [a.StateData(0, data.tolist(), shape)], a.TokenCounter()))
 
@@ -127,7 +125,7 @@ async def _perplexity(io: SlotIO, tokens: list[int], head: np.ndarray | None = N
 async def _state_after(io: SlotIO, reply: trio.MemorySendChannel, tokens: list[int]) -> None:
     await io.load(io.initial)
     await io.feed(tokens)
-    await reply.send(await io.save())
+    await reply.send(await io.read())
 
 
 def nll_sum(logits: np.ndarray, tokens: list[int]) -> float:

@@ -82,10 +82,27 @@ class Job:
 
 
 # --- to the GPU executor -------------------------------------------------------------------
+class Parked:
+    """A prefix-cache state moved to host memory. The cache sees only `nbytes`, known at once;
+    the executor fills `array` when it takes the `Park` and reads it at a `Load` (the channel
+    keeps the order, so the Park always comes first). Nothing else touches `array`."""
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self.array: np.ndarray | None = None
+
+
+@dataclass
+class Park:
+    """Copy `state` into `parked.array` (in `State.to_host` layout), then let the GPU copy go."""
+    state: State
+    parked: Parked
+
+
 @dataclass
 class Load:
     slot: int
-    state: State | np.ndarray | None  # a host array (a cached state parked in host memory) is uploaded by the executor
+    state: State | Parked | np.ndarray | None  # host arrays are uploaded by the executor
 
 
 @dataclass
@@ -110,9 +127,11 @@ class SlotSampling:
 
 @dataclass
 class Save:
-    """Reply with a copy of the slot's state and the tokens fed into it since its Load."""
+    """Reply with a copy of the slot's state and the tokens fed into it since its Load; with
+    `host`, the state as a host array in `State.to_host` layout instead of a GPU copy."""
     slot: int
     reply: trio.MemorySendChannel
+    host: bool = False
 
 
 @dataclass

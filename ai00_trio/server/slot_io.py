@@ -38,7 +38,15 @@ class SlotIO:
             yield block
 
     async def save(self) -> State:
+        """A copy of the slot's state, on the GPU."""
+        return await self._save(host=False)
+
+    async def read(self) -> np.ndarray:
+        """The slot's state as a host array (`State.to_host` layout), read by the executor."""
+        return await self._save(host=True)
+
+    async def _save(self, host: bool):
         reply_send, reply_recv = trio.open_memory_channel(1)
-        await self._executor.send(Save(self.slot, reply_send))
+        await self._executor.send(Save(self.slot, reply_send, host))
         state, _ = unwrap(await reply_recv.receive())
         return state
