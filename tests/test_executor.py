@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import trio
 
-from ai00_trio.server.actors import Failed, GpuExecutor, Load, Release, Save, Submit
+from ai00_trio.server.actors import GpuExecutor
+from ai00_trio.server.failure_errors import api_error
+from ai00_trio.server.failures import ExecutorFault
+from ai00_trio.server.messages import Failed, Load, Release, Save, Submit
 
 
 class FakeBatch:
@@ -64,22 +67,23 @@ def test_faults_fail_only_their_requests():
 
             batch.poisoned = {1}              # a step that raises: only slot 1's request fails
             failed = await ask(inbox_send, lambda r: Submit(1, [5], r))
-            assert isinstance(failed, Failed)
-            body = failed.error.body.error
-            assert failed.error.status == 500 and body.type == "internal_error"
-            assert "running a step" in body.message and "injected" in body.message
+            assert isinstance(failed, Failed) and isinstance(failed.error, ExecutorFault)
+            assert "running a step" in failed.error.message and "injected" in failed.error.message
+            http = api_error(failed.error)  # as a route answers it
+            assert http.status == 500 and http.body.error.type == "internal_error"
+            assert http.body.error.code == "executor_fault"
             batch.poisoned = set()
             await inbox_send.send(Release(1))
             assert (await ask(inbox_send, lambda r: Submit(0, [3], r))).tolist() == [0.0]
 
             await inbox_send.send(Load(2, "corrupt"))  # a failed Load: that slot's Submit fails
             failed = await ask(inbox_send, lambda r: Submit(2, [7], r))
-            assert isinstance(failed, Failed) and "Load" in failed.error.body.error.message
+            assert isinstance(failed, Failed) and "Load" in failed.error.message
             await inbox_send.send(Release(2))
             assert (await ask(inbox_send, lambda r: Submit(2, [7], r))).tolist() == [2.0]
 
             failed = await ask(inbox_send, lambda r: Save(0, r))  # and a failed Save
-            assert isinstance(failed, Failed) and "out of GPU memory" in failed.error.body.error.message
+            assert isinstance(failed, Failed) and "out of GPU memory" in failed.error.message
             assert (await ask(inbox_send, lambda r: Submit(3, [1], r))).tolist() == [3.0]
             await inbox_send.aclose()
 

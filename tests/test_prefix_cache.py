@@ -42,6 +42,16 @@ def make(gpu_entries: float = 100, host_entries: float = 100, state_bytes: int =
                        kw.get("offload", offload), size_of)
 
 
+def node_count(cache: PrefixCache) -> int:
+    """Trie nodes below the root: eviction must prune the ones that lead nowhere."""
+    count, stack = 0, [cache._root]
+    while stack:
+        node = stack.pop()
+        count += len(node.children)
+        stack.extend(node.children.values())
+    return count
+
+
 def put(cache: PrefixCache, tokens, name: str | None = None, nbytes: int = 84) -> FakeState:
     state = FakeState(name or "-".join(map(str, tokens)), nbytes)
     cache.insert(tokens, state, logits(len(tokens)))
@@ -125,7 +135,7 @@ def test_lookup_without_shorter_entry_finds_nothing_mid_way():
 def test_empty_tokens_are_not_cached():
     cache = make()
     cache.insert([], FakeState("empty", 10), logits())
-    assert len(cache) == 0 and cache._node_count() == 0
+    assert len(cache) == 0 and node_count(cache) == 0
     with pytest.raises(ValueError):
         cache.claim([])
 
@@ -198,7 +208,7 @@ def test_zero_host_budget_drops_without_offloading():
     put(cache, [1], nbytes=80)
     put(cache, [2], nbytes=80)
     assert calls == [] and len(cache) == 1 and where(cache, [2]) == "gpu"
-    assert cache._node_count() == 1
+    assert node_count(cache) == 1
 
 
 def test_oversize_entries():
@@ -216,10 +226,10 @@ def test_oversize_entries():
     assert offloaded == ["big"]
     assert [where(cache, t) for t in ([1], [2], [3, 3])] == ["gpu", "gpu", "host"]
     # bigger than both budgets: not kept, nothing else disturbed, no trie node left behind
-    nodes = cache._node_count()
+    nodes = node_count(cache)
     put(cache, [4, 4, 4], "huge", nbytes=1000)
     assert cache.lookup([4, 4, 4]) is None and len(cache) == 3
-    assert cache._node_count() == nodes
+    assert node_count(cache) == nodes
     assert cache.stats().gpu_bytes == 200 and cache.stats().host_bytes == 316
     # replacing an entry by an oversize one drops the old entry
     put(cache, [1], "huge", nbytes=1000)
@@ -230,7 +240,7 @@ def test_oversize_entries():
 def test_oversize_for_gpu_with_zero_host_budget_is_not_kept():
     cache = PrefixCache(50, 0, offload, size_of)
     put(cache, [1, 2], nbytes=84)
-    assert len(cache) == 0 and cache._node_count() == 0
+    assert len(cache) == 0 and node_count(cache) == 0
 
 
 def test_failed_offload_drops_the_victim_and_keeps_the_cache_consistent():
@@ -251,17 +261,17 @@ def test_failed_offload_drops_the_victim_and_keeps_the_cache_consistent():
 def test_radix_trie_splits_and_merges():
     cache = make(gpu_entries=2, host_entries=0)
     put(cache, [1, 2, 3, 4])
-    assert cache._node_count() == 1
+    assert node_count(cache) == 1
     put(cache, [1, 2, 5, 6])                      # split: [1, 2] → {[3, 4], [5, 6]}
-    assert cache._node_count() == 3
+    assert node_count(cache) == 3
     put(cache, [7])                               # evicts [1, 2, 3, 4]: [1, 2] merges back
-    assert cache._node_count() == 2
+    assert node_count(cache) == 2
     assert cache.lookup([1, 2, 5, 6, 9]).length == 4
     assert cache.lookup([1, 2, 3, 4]) is None
     check_trie(cache)
     put(cache, [8])
     put(cache, [9])                               # evicts everything but [8] and [9]
-    assert cache._node_count() == 2
+    assert node_count(cache) == 2
     check_trie(cache)
 
 
@@ -272,7 +282,7 @@ def test_eviction_prunes_dead_nodes():
         put(cache, [rng.randrange(50) for _ in range(rng.randrange(1, 40))])
         check_trie(cache)
     assert len(cache) == 6
-    assert cache._node_count() <= 2 * len(cache)
+    assert node_count(cache) <= 2 * len(cache)
 
 
 # --- claims ----------------------------------------------------------------------------------
@@ -369,33 +379,6 @@ def test_complete_wakes_waiters_even_if_offload_fails():
         cache.complete(owner, FakeState("s", 84), logits())
     assert len(got) == 1 and got[0].length == 1
     assert cache.stats().in_flight == 0
-
-
-def test_context_manager_abandons_on_exception():
-    cache = make()
-    got = []
-    with pytest.raises(ZeroDivisionError):
-        with cache.claiming([1, 2]) as claim:
-            assert claim.owner
-            cache.claim([1, 2]).add_done_callback(got.append)
-            1 / 0
-    assert got == [None] and claim.done and cache.stats().in_flight == 0
-    assert cache.claim([1, 2]).owner
-
-
-def test_context_manager_abandons_if_never_completed_and_keeps_completions():
-    cache = make()
-    with cache.claiming([1]) as forgotten:
-        pass
-    assert forgotten.done and forgotten.result is None
-
-    got = []
-    with cache.claiming([2]) as claim:
-        with cache.claiming([2]) as waiter:       # a waiter's exit leaves the claim alone
-            waiter.add_done_callback(got.append)
-        assert not claim.done
-        cache.complete(claim, FakeState("s", 84), logits())
-    assert len(got) == 1 and got[0].length == 1 and len(cache) == 1
 
 
 def test_stats_count_hits_and_misses():

@@ -18,23 +18,15 @@ to the host only through the `offload` callable and measured only through `size_
   must `complete` or `abandon` it; the others register a callback (the server wraps it in an
   event) that fires exactly once, with the entry's `Hit` or with None if the owner gave up.
 
-Typical use::
-
-    hit = cache.lookup(tokens)
-    if hit is None or hit.length < len(tokens):
-        with cache.claiming(tokens) as claim:   # abandons on exception or if never completed
-            if claim.owner:
-                state, logits = compute(tokens, start=hit)
-                cache.complete(claim, state, logits)
-            else:
-                claim.add_done_callback(event_setter)   # then wait; None means compute it
+The server's use (server/generation.py): `lookup` the prompt; when it must compute the prompt,
+`claim` it and either own the claim (then `complete` it with the state and logits, or `abandon`
+it) or wait for its owner's callback; after a generation, `insert` the longer sequence.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Generic, Iterator, Sequence, TypeVar
+from typing import Callable, Generic, Sequence, TypeVar
 
 import numpy as np
 
@@ -261,16 +253,6 @@ class PrefixCache(Generic[S]):
         self._release(claim)
         claim._flight.finish(None)
 
-    @contextmanager
-    def claiming(self, tokens: Sequence[int]) -> Iterator[Claim[S]]:
-        """`claim(tokens)`, abandoning an owned claim not completed when the block exits."""
-        claim = self.claim(tokens)
-        try:
-            yield claim
-        finally:
-            if claim.owner and not claim.done:
-                self.abandon(claim)
-
     def _release(self, claim: Claim[S]) -> None:
         if not claim.owner:
             raise ValueError("only the owner of a claim may complete or abandon it")
@@ -368,15 +350,6 @@ class PrefixCache(Generic[S]):
                 return
             else:
                 return
-
-    def _node_count(self) -> int:
-        """Trie nodes below the root (for tests: checks that eviction prunes)."""
-        count, stack = 0, [self._root]
-        while stack:
-            node = stack.pop()
-            count += len(node.children)
-            stack.extend(node.children.values())
-        return count
 
 
 def _key(tokens: Sequence[int]) -> Tokens:

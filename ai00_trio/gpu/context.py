@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from dataclasses import dataclass, field
 
 import msgspec
@@ -94,7 +93,7 @@ def _aligned(nbytes: int) -> int:
 
 class Readback:
     """A mappable buffer reused for copies back to the host (a fresh one per read costs
-    milliseconds). Not thread-safe: each user holds its own, or a lock around it."""
+    milliseconds). Not thread-safe: each user holds its own."""
 
     def __init__(self, device: wgpu.GPUDevice) -> None:
         self._device = device
@@ -130,7 +129,8 @@ class Readback:
 
 @dataclass
 class GpuContext:
-    """One device and its queue, plus the helpers every buffer upload and readback uses."""
+    """One device and its queue, plus the helpers every buffer upload and readback uses. Not
+    thread-safe: one thread uses it at a time (in the server, the GPU executor's)."""
 
     adapter: wgpu.GPUAdapter
     device: wgpu.GPUDevice
@@ -138,7 +138,6 @@ class GpuContext:
     has_subgroups: bool = False
     allocated_bytes: int = 0  # buffers created through this context (wgpu has no memory query)
     _readback: Readback | None = field(default=None, repr=False)
-    _readback_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def info(self) -> AdapterInfo:
@@ -171,14 +170,13 @@ class GpuContext:
         """`nbytes` of `buffer` from `offset` (a writable uint8 array), once all work submitted
         before has run. An open `encoder` gets the copy appended and is submitted here (one
         submit for a whole step)."""
-        with self._readback_lock:
-            if self._readback is None:
-                self._readback = Readback(self.device)
-            self._readback.reserve(nbytes)
-            encoder = encoder or self.device.create_command_encoder()
-            self._readback.record(encoder, buffer, nbytes, offset)
-            self.device.queue.submit([encoder.finish()])
-            return self._readback.fetch(nbytes)
+        if self._readback is None:
+            self._readback = Readback(self.device)
+        self._readback.reserve(nbytes)
+        encoder = encoder or self.device.create_command_encoder()
+        self._readback.record(encoder, buffer, nbytes, offset)
+        self.device.queue.submit([encoder.finish()])
+        return self._readback.fetch(nbytes)
 
     def copy(self, source: wgpu.GPUBuffer, target: wgpu.GPUBuffer, nbytes: int,
              source_offset: int = 0, target_offset: int = 0) -> None:

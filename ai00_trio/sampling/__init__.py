@@ -6,16 +6,15 @@ Typical use by the server::
     sampler = make_sampler(config, seed=body.get("seed"),
                            logit_bias=body.get("logit_bias") or body.get("bias"),
                            top_logprobs=n, model_tokens=assistant_tokens)
-    results = sample_batch(samplers, logits_BxV, masks)  # one SampleResult per row
-    # or, for one request: result = sampler.step(logits_V, mask)
+    result = sampler.step(logits_V, mask)               # a SampleResult (the server: sampling_glue.py)
 
 See ``samplers`` for the pipeline and the choice of log-probabilities.
 """
 from .basic import sample_logits
 from .config import (DEFAULT_PENALTY_DECAY, OPENAI_FIELDS, SAMPLER_TYPES, Mirostat, Nucleus,
                      SamplerConfig, SamplerConfigError, Typical, decode_sampler,
-                     sampler_from_openai, sampler_from_request, sampler_to_dict)
-from .kernels import (draw, log_softmax_rows, mirostat_candidates, nucleus_candidates,
+                     sampler_from_openai, sampler_from_request)
+from .kernels import (draw, mirostat_candidates, nucleus_candidates,
                       softmax_rows, top_n_logprobs, typical_candidates)
 from .samplers import (MirostatSampler, NucleusSampler, PenaltyState, SampleResult, Sampler,
                        SamplerState, SamplingError, TokenLogprob, TypicalSampler, make_sampler,
@@ -25,8 +24,8 @@ __all__ = [
     "DEFAULT_PENALTY_DECAY", "OPENAI_FIELDS", "SAMPLER_TYPES", "Mirostat", "MirostatSampler",
     "Nucleus", "NucleusSampler", "PenaltyState", "SampleResult", "Sampler", "SamplerConfig",
     "SamplerConfigError", "SamplerState", "SamplingError", "TokenLogprob", "Typical",
-    "TypicalSampler", "decode_sampler", "draw", "log_softmax_rows", "make_sampler",
+    "TypicalSampler", "decode_sampler", "draw", "make_sampler",
     "mirostat_candidates", "normalize_logit_bias", "nucleus_candidates", "prepare_logits",
     "sample_batch", "sample_logits", "sampler_from_openai", "sampler_from_request",
-    "sampler_to_dict", "softmax_rows", "top_n_logprobs", "typical_candidates",
+    "softmax_rows", "top_n_logprobs", "typical_candidates",
 ]

@@ -22,7 +22,7 @@ import msgspec
 __all__ = [
     "DEFAULT_PENALTY_DECAY", "SAMPLER_TYPES", "Mirostat", "Nucleus", "SamplerConfig",
     "SamplerConfigError", "Typical", "decode_sampler", "sampler_from_openai",
-    "sampler_from_request", "sampler_to_dict",
+    "sampler_from_request",
 ]
 
 #: AI00's default decay: a half-life of about 200 tokens.
@@ -176,11 +176,3 @@ def sampler_from_request(body: Mapping[str, Any], *, strict: bool = False) -> Sa
     if present:
         return decode_sampler(body[present[0]], strict=strict, where=present[0])
     return sampler_from_openai(**{k: body.get(k) for k in OPENAI_FIELDS})
-
-
-def sampler_to_dict(config: SamplerConfig) -> dict[str, Any]:
-    """All fields of a config, ``type`` first (for logs and echoing the sampler in use)."""
-    out: dict[str, Any] = {"type": type(config).__name__}
-    out.update(msgspec.structs.asdict(config))
-    out.pop("learning_rate", None)
-    return out

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "apply_temperature", "draw", "log_softmax_rows", "mirostat_candidates",
+    "apply_temperature", "draw", "mirostat_candidates",
     "nucleus_candidates", "softmax_rows", "top_n_logprobs", "typical_candidates",
 ]
 
@@ -30,11 +30,6 @@ def softmax_rows(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     total = probs.sum(axis=1, keepdims=True)
     probs /= total
     return probs, (peak + np.log(total))[:, 0]
-
-
-def log_softmax_rows(logits: np.ndarray) -> np.ndarray:
-    x = np.asarray(logits, dtype=np.float64)
-    return x - softmax_rows(x)[1][:, None]
 
 
 def _ranked(keys: np.ndarray, k: int) -> np.ndarray:

@@ -372,31 +372,24 @@ def prepare_logits(samplers: Sequence[SamplerState], logits: np.ndarray,
     return x, problems
 
 
-def sample_batch(samplers: Sequence[SamplerState], logits: np.ndarray, masks=None, *,
-                 return_errors: bool = False) -> list[SampleResult | SamplingError]:
+def sample_batch(samplers: Sequence[SamplerState], logits: np.ndarray, masks=None) -> list[SampleResult]:
     """Sample one token per row of ``logits [B, V]``; row i uses ``samplers[i]``.
 
     ``masks``: None, a bool array ``[B, V]`` (True = allowed), or a sequence of ``[V]``
     bool arrays / None (no grammar for that row). The softmax runs on all rows at once.
 
     A row that cannot be sampled (everything masked, NaN logits) raises
-    :class:`SamplingError` before any sampler state changes; with ``return_errors=True``
-    that row's slot holds the error instead and the other rows are sampled normally.
+    :class:`SamplingError` before any sampler state changes.
     """
     x, problems = prepare_logits(samplers, logits, masks)
     bad = [i for i, p in enumerate(problems) if p is not None]
-    if bad and not return_errors:
+    if bad:
         i = bad[0]
         prefix = f"row {i}: " if len(samplers) > 1 else ""
         raise SamplingError(prefix + problems[i])
-    if bad:
-        x[bad] = 0.0
     probs, log_norm = kernels.softmax_rows(x)
-    results: list[SampleResult | SamplingError] = []
+    results: list[SampleResult] = []
     for i, sampler in enumerate(samplers):
-        if problems[i] is not None:
-            results.append(SamplingError(problems[i]))
-            continue
         token = sampler.sample(probs[i])
         logprob = float(x[i, token] - log_norm[i])
         top: list[TokenLogprob] = []

@@ -13,10 +13,13 @@ import trio
 from quart import Response, request
 
 from . import ai00_schemas as a
-from .actors import ActorGraph, Failed, SlotIO, SlotTask
+from .actors import ActorGraph
+from .messages import Failed, SlotTask
+from .slot_io import SlotIO
 from .ai00_state import ai00_state_tensor
 from .engine_service import LoadedModel
 from .errors import bad_request, overloaded
+from .failure_errors import api_error
 from .schemas import StateChoice, decode_request
 
 MAX_CHOICES = 256
@@ -50,7 +53,7 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
                 raise overloaded() from None
             result = await recv.receive()
         if isinstance(result, Failed):
-            raise result.error
+            raise api_error(result.error)
         return result
 
     @route("/chooses", ["POST"])
@@ -74,9 +77,7 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
         loaded, graph = ready()
         body = decode_request(await request.get_data(), a.StateRequest)
         tokens = await encode(loaded, _joined(body.input), "input", empty_is_start=True)
-        state = await run_in_slot(graph, partial(_state_after, tokens=tokens), body.state)
-        # the read waits for the GPU's queue: off the event loop
-        flat = await trio.to_thread.run_sync(state.to_host)
+        flat = await run_in_slot(graph, partial(_state_after, tokens=tokens), body.state)
         data, shape = ai00_state_tensor(loaded.model, flat)
         return _json(a.StateResponse(loaded.path, [a.StateData(0, data.tolist(), shape)], a.TokenCounter()))
 
@@ -124,7 +125,7 @@ async def _perplexity(io: SlotIO, tokens: list[int], head: np.ndarray | None = N
 async def _state_after(io: SlotIO, reply: trio.MemorySendChannel, tokens: list[int]) -> None:
     await io.load(io.initial)
     await io.feed(tokens)
-    await reply.send(await io.save())
+    await reply.send(await io.read())
 
 
 def nll_sum(logits: np.ndarray, tokens: list[int]) -> float:

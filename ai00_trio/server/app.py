@@ -23,7 +23,8 @@ from werkzeug.routing import Map, Rule
 from ..config import Config
 from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
 from . import schemas as s
-from .actors import ActorGraph, Done, EmbedJob, Failed, TextJob, Token
+from .actors import ActorGraph
+from .messages import Done, EmbedJob, Failed, TextJob, Token
 from .ai00_routes import add_ai00_routes
 from .admin_routes import register_admin_routes
 from .lora_routes import register_lora_routes
@@ -33,6 +34,8 @@ from .model_routes import register_model_routes
 from .changes import ChangeFeed
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized
+from .failure_errors import api_error
+from .failures import Failure
 from .field_log import UnknownFields, route_key
 from .lifecycle import Lifecycle, lease, no_model_error, release_leases
 from .metrics import ROUTE_KEY, ServerMetrics
@@ -153,6 +156,10 @@ def create_app(state: ServerState) -> QuartTrio:
     @app.errorhandler(ApiError)
     async def on_api_error(error: ApiError):
         return error_response(error)
+
+    @app.errorhandler(Failure)
+    async def on_failure(failure: Failure):  # an actor's failure that a route let through (Scheduler.run_alone)
+        return error_response(api_error(failure))
 
     @app.errorhandler(404)
     async def on_not_found(_error):
@@ -309,7 +316,7 @@ def create_app(state: ServerState) -> QuartTrio:
         _enqueue(graph, EmbedJob(list(inputs), reply_send))
         result = await reply_recv.receive()
         if isinstance(result, Failed):
-            raise result.error
+            raise api_error(result.error)
         count = result.tokens
         data = []
         for i, vector in enumerate(result.vectors):
@@ -436,7 +443,7 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
         for recv in streams:
             first = await recv.receive()
             if isinstance(first, Failed):
-                raise first.error
+                raise api_error(first.error)
             firsts.append(first)
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.stream:
@@ -528,7 +535,7 @@ async def _collect(loaded, streams, firsts, completion_id, created, chat, want_l
                 prompt_tokens = event.prompt_tokens
                 completion_tokens += event.completion_tokens
             elif isinstance(event, Failed):
-                raise event.error
+                raise api_error(event.error)
         text = "".join(parts)
         if chat:
             lp = s.ChoiceLogprobs([_chat_logprobs(loaded, e) for e in logprobs]) if want_logprobs else None
@@ -615,7 +622,7 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
                             finish = parser.finish_reason(finish)
                         parts.append(chunk(index, None, finish))
                     elif isinstance(event, Failed):  # then the next choice, and [DONE]
-                        parts.append(b"data: " + msgspec.json.encode(event.error.body) + b"\n\n")
+                        parts.append(b"data: " + msgspec.json.encode(api_error(event.error).body) + b"\n\n")
                 if parts:
                     yield b"".join(parts)
         if include_usage:

@@ -28,9 +28,10 @@ from quart import Response, request
 from ..config import Config
 from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
 from ..sampling import sampler_from_openai
-from .actors import Done, Failed, TextJob, Token
+from .messages import Done, Failed, TextJob, Token
 from .engine_service import LoadedModel
 from .errors import ApiError, bad_request, overloaded
+from .failure_errors import api_error
 from .response_schemas import (ArgumentsDeltaEvent, ArgumentsDoneEvent, ContentPartEvent, DeletedResponse,
                                ErrorEvent, FunctionCallItem, IncompleteDetails, InputItem, InputPart,
                                InputTokensDetails, OutputItem, OutputItemEvent, OutputMessage, OutputText,
@@ -110,7 +111,7 @@ class Answer:
     def take(self, event: Token | Done | Failed) -> list[Delta]:
         """What `event` adds to the answer: content, a call's start, pieces of its arguments."""
         if isinstance(event, Failed):
-            raise event.error
+            raise api_error(event.error)
         if isinstance(event, Done):
             self.done = event
             deltas = self._parser.close() if self._parser is not None else []
@@ -182,7 +183,7 @@ def register_responses(route: Callable, store: ResponseStore, ready: Callable, c
         try:
             first = await recv.receive()  # an early failure is an HTTP error, not a stream
             if isinstance(first, Failed):
-                raise first.error
+                raise api_error(first.error)
             if body.stream:
                 stream = _stream(recv, first, draft, turn, store, loaded)
                 recv = None  # the stream closes it

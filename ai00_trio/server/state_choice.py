@@ -16,7 +16,7 @@ import trio
 from ..engine.state import State
 from .ai00_state import host_state_from_ai00
 from .engine_service import InitialState, LoadedModel, read_state_file
-from .errors import ApiError, bad_request
+from .failures import InvalidState, StatePathRefused, UnknownState
 from .paths import PathRefused, relative_to_root, resolve_inside
 from .schemas import StateChoice, StateRef
 
@@ -45,9 +45,9 @@ def _default(loaded: LoadedModel) -> Start:
     return _attached(loaded.default_state()) or Start(None, ZERO_SCOPE)
 
 
-def _unknown(what: str, loaded: LoadedModel) -> Exception:
+def _unknown(what: str, loaded: LoadedModel) -> UnknownState:
     known = ", ".join(f"{s.name!r} ({s.id})" for s in loaded.states.values()) or "none are attached"
-    return bad_request(f"unknown state {what}; the states are: {known}", param="state", code="unknown_state")
+    return UnknownState(what, known)
 
 
 async def choose_start(loaded: LoadedModel, choice: StateChoice) -> Start:
@@ -64,11 +64,11 @@ async def choose_start(loaded: LoadedModel, choice: StateChoice) -> Start:
 async def _from_ref(loaded: LoadedModel, ref: StateRef) -> Start:
     if ref.data is not None or ref.shape is not None:
         if ref.data is None or ref.shape is None:
-            raise bad_request("an inline state needs both data and shape", param="state")
+            raise InvalidState("an inline state needs both data and shape")
         try:
             return Start(host_state_from_ai00(loaded.model, ref.data, ref.shape), None)
         except ValueError as error:
-            raise bad_request(f"state: {error}", param="state") from None
+            raise InvalidState(f"state: {error}") from None
     for key in (ref.id, ref.name):
         if key and key != NIL_STATE_ID:
             found = _attached(find_attached(loaded, key))
@@ -85,7 +85,7 @@ async def _from_file(loaded: LoadedModel, path: str) -> Start:
     try:
         real = resolve_inside(loaded.folder, path, param="state")
     except PathRefused as error:
-        raise ApiError(403, f"state.path: {error}", "invalid_request_error", "state", "path_refused") from None
+        raise StatePathRefused(f"state.path: {error}") from None
     shown = relative_to_root(loaded.folder, real)
     for entry in loaded.states.values():  # an attached file is served from its scope
         if entry.path and entry.path == shown:
@@ -93,4 +93,4 @@ async def _from_file(loaded: LoadedModel, path: str) -> Start:
     try:
         return Start(await trio.to_thread.run_sync(read_state_file, loaded.model, real), None)
     except Exception as error:  # a file that is no state file (of this model): the caller's error
-        raise bad_request(f"state.path {path!r}: not a state file of this model ({error})", param="state") from None
+        raise InvalidState(f"state.path {path!r}: not a state file of this model ({error})") from None
