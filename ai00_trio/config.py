@@ -114,6 +114,16 @@ class AdminConfig(Section):
     expire_sec: int = 86400              # lifetime of an exchanged token
 
 
+class RetrievalModelConfig(Section):
+    """An EmbeddingRWKV embedding model (`[embedding]`) or its reranker (`[rerank]`), served beside
+    the chat model on a GPU device of its own."""
+    path: str                            # .pth as published, or safetensors
+    precision: str = "fp16"              # fp16 | fp32
+    adapter: int | str | None = None     # [embedding] only: the GPU (index or name); default the first
+    max_batch: int = 8                   # [embedding] only: texts run together
+    token_chunk_size: int = 256          # [embedding] only: tokens per GPU step
+
+
 class Config(Section):
     model: ModelConfig = msgspec.field(default_factory=ModelConfig)
     state: list[StateConfig] = msgspec.field(default_factory=list)
@@ -125,6 +135,8 @@ class Config(Section):
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
+    embedding: RetrievalModelConfig | None = None
+    rerank: RetrievalModelConfig | None = None
 
 
 class ConfigError(ValueError):
@@ -174,6 +186,13 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
         if origin != "*" and not _is_origin(origin):
             raise ConfigError(f"{source}: listen.cors_origins: {origin!r} is not an origin "
                               "(scheme://host[:port], no path) or \"*\"")
+    if config.rerank is not None and config.embedding is None:
+        raise ConfigError(f"{source}: [rerank] reads the states of the [embedding] model: set [embedding] path too")
+    for section in (config.embedding, config.rerank):
+        if section is not None:
+            section.precision = normalize_precision(section.precision)
+            if section.max_batch < 1 or section.token_chunk_size < 1:
+                raise ConfigError(f"{source}: embedding.max_batch and embedding.token_chunk_size must be positive")
     if config.responses.max_stored < 1:
         raise ConfigError(f"{source}: responses.max_stored must be at least 1")
     return config

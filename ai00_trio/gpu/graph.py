@@ -20,8 +20,9 @@ ACTIVATIONS = {
     "tanh": "safe_tanh(a)",
     "sigmoid": "sigmoid(a)",
     "relu_sq": "max(a, 0.0) * max(a, 0.0)",
+    "relu": "max(a, 0.0)",
 }
-ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3}  # matmul.wgsl's per-z switch
+ACTIVATION_CODES = {"none": 0, "tanh": 1, "sigmoid": 2, "relu_sq": 3, "relu": 4}  # matmul.wgsl's per-z switch
 MATMUL_SEGMENTS = 8      # stacked matrices one matmul dispatch may hold (matmul.wgsl's seg)
 NORM_THREADS = 128  # token_shift.wgsl's WG
 NORM_SPLIT_COLUMNS = NORM_THREADS  # one column per thread
@@ -428,3 +429,20 @@ class StepGraph:
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, lora.buffer, self.vecs, y_raw.buffer, y.buffer],
                        (heads, self.t, 1))
 
+
+    # --- retrieval heads (retrieval.wgsl) ----------------------------------------------------
+    def pool_rows(self, x: Act, table: wgpu.GPUBuffer, groups: int, acc: wgpu.GPUBuffer) -> None:
+        """acc[dst] += weight · Σ rows first..first+count of x, per (dst, first, count, weight)
+        entry of `table` (one per sequence)."""
+        kernel = self.kernels.get("retrieval.wgsl", "pool_rows")
+        self._dispatch(kernel, pack_params(x.width, groups), [x.buffer, table, acc], (-(-x.width // 64), groups, 1))
+
+    def bias_tanh(self, y: Act, b_off: int) -> None:
+        """y = tanh(y + b), b at `b_off` of the vector table."""
+        kernel = self.kernels.get("retrieval.wgsl", "bias_tanh")
+        self._dispatch(kernel, pack_params(y.width, y.t, b_off), [self.vecs, y.buffer], (-(-y.width // 64), y.t, 1))
+
+    def l2_normalize(self, rows: Act) -> None:
+        """Each of the t rows scaled to unit length."""
+        kernel = self.kernels.get("retrieval.wgsl", "l2_normalize", self._subgroups())
+        self._dispatch(kernel, pack_params(rows.width), [rows.buffer], (rows.t, 1, 1))

@@ -42,6 +42,8 @@ from .metrics import ROUTE_KEY, ServerMetrics
 from .openapi import ROUTES, openapi_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
+from .retrieval_routes import register_retrieval_routes, serve_embeddings
+from .retrieval_service import RetrievalService
 from .sampling_glue import sampler_factory
 from .text import ChatTrim, chat_prompt, stop_list
 from .tools import ReplyParser, ToolPlan, tool_plan
@@ -49,6 +51,7 @@ from .tools import ReplyParser, ToolPlan, tool_plan
 API_PREFIXES = ("/v1", "/api/oai", "/api/oai/v1")
 DEFAULT_MAX_TOKENS = 256
 TOKENIZER_ROUTES = ("/tokenize", "/detokenize")  # llama.cpp's, served at the root as it does
+ROOT_API_ROUTES = (*TOKENIZER_ROUTES, "/rerank")
 
 
 @dataclass
@@ -127,7 +130,7 @@ def create_app(state: ServerState) -> QuartTrio:
         keys = config.listen.api_keys
         path = request.path
         # the token exchange is checked by its own app keys: AI00 clients send no API key there
-        if keys and (path.startswith(("/v1", "/api", "/ready", "/metrics")) or path in TOKENIZER_ROUTES) \
+        if keys and (path.startswith(("/v1", "/api", "/ready", "/metrics")) or path in ROOT_API_ROUTES) \
                 and path != "/api/auth/exchange":
             header = request.headers.get("Authorization", "")
             given = (header[7:] if header.lower().startswith("bearer ") else "").encode("utf-8", "surrogateescape")
@@ -302,8 +305,19 @@ def create_app(state: ServerState) -> QuartTrio:
 
     register_responses(route, state.responses, ready, check_model, config)
 
+    retrieval = RetrievalService(config)
+
+    @app.before_serving
+    async def load_retrieval():
+        app.nursery.start_soon(retrieval.load)
+
+    register_retrieval_routes(app, route, retrieval, config.model.max_prompt_tokens)
+
     @route("/embeddings", ["POST"])
     async def embeddings():
+        if retrieval.configured:  # the [embedding] model answers, not the chat model's hidden state
+            body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
+            return await serve_embeddings(retrieval, body, _embedding_inputs(body.input), config.model.max_prompt_tokens)
         loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
         check_model(body.model, loaded)

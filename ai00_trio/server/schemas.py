@@ -159,6 +159,7 @@ class EmbeddingRequest(Struct, kw_only=True):
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
     dimensions: int | None = None                     # only the model's own width
+    task: str | None = None  # an [embed] model's head: retrieval (default), similarity, classification
 
 
 # --- responses -----------------------------------------------------------------------------

@@ -123,6 +123,7 @@ fn act(v: f32, z: u32) -> f32 {
         case 1u: { return safe_tanh(a); }
         case 2u: { return sigmoid(a); }
         case 3u: { return max(a, 0.0) * max(a, 0.0); }
+        case 4u: { return max(a, 0.0); }
         default: { return a; }
     }
 #else
