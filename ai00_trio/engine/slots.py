@@ -2,21 +2,21 @@
 within the device's buffer limits and checked to fit when they are created.
 
 Layout choice. A device binds at most `BufferLimits.binding_bytes` of one buffer to a kernel
-(2 GiB on NVIDIA, 128 MiB on lavapipe), and a 1.5B-class RWKV-7 keeps 12.6 MB of state per slot:
+(2 GiB on NVIDIA, 128 MiB on lavapipe), and a 1.5B-class RWKV-7 keeps 13.0 MB of state per slot:
 256 slots need 3.3 GB. The states are therefore split by *layer*: each buffer holds a run of
 consecutive layers for every slot, as [slot][layer of the run][layer's state], which is the
 single-buffer layout when everything fits in one. Every kernel reads one layer's state as
 `base + slot * stride`, so a step records exactly the dispatches it records with one buffer and
 still advances all of its slots in each of them; only which buffer a layer's kernels bind
 changes. (Splitting by *slot* would cost each layer one dispatch of each kernel per group of
-slots.) One layer of every slot must fit in one binding: 540 KiB a slot for the 1.5B model, so
-3,970 slots under 2 GiB. A slot's state is then one copy per buffer to load or save.
+slots.) One layer of every slot must fit in one binding: 528 KiB a slot for the 1.5B model, so
+3,971 slots under 2 GiB (52 GB of states). A slot's state is one copy per buffer to load or save.
 
 The logits stay one buffer: at most `logit_rows` rows per step, as many as one binding holds
 (the batch planner asks for no more). Each slot's repetition penalties and logit bias, a vocab
 row each, are bound whole by the sampling kernel, so at most binding / (4 * vocab) slots fit:
-8,192 for a 65,536-token vocab under 2 GiB. Neither limit binds before GPU memory does for a
-1.5B model; `plan_slots` says which binds first.
+8,192 for a 65,536-token vocab under 2 GiB. `plan_slots` says which limit binds first; GPU
+memory, which wgpu cannot query, is checked by allocating (`allocate_slots`).
 """
 from __future__ import annotations
 
