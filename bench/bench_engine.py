@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from ai00_trio.engine import load_model  # noqa: E402
 from kernel_options import add_kernel_options, kernel_report, tuning_from_options  # noqa: E402
 from ai00_trio.engine.batch import BatchRuntime  # noqa: E402
+from ai00_trio.engine.slots import BufferLimits  # noqa: E402
 
 
 def report(**fields) -> None:
@@ -44,7 +45,8 @@ def decode_single(model, n: int) -> float:
 AI00_NUCLEUS = dict(temperature=1.0, top_p=0.5, top_k=128, presence=0.3, frequency=0.3, decay=0.99654026)
 
 
-def decode_batched(model, batch: int, n: int, rng, prerecord: bool, want: str = "pick") -> tuple[float, float]:
+def decode_batched(model, batch: int, n: int, rng, prerecord: bool, want: str = "pick",
+                   limits: BufferLimits | None = None) -> tuple[float, float]:
     """Aggregate decode tok/s of `batch` sequences. want="pick": the GPU's greedy choice (the
     server's plain greedy requests); "last": every logits row read back, host argmax; "sample":
     the GPU's Nucleus draw with AI00's default sampler and penalties (the server's sampled
@@ -54,7 +56,7 @@ def decode_batched(model, batch: int, n: int, rng, prerecord: bool, want: str = 
     from ai00_trio.sampling import make_sampler
     from ai00_trio.sampling.config import Nucleus
 
-    runtime = BatchRuntime(model, max_batch=batch, token_chunk_size=max(256, batch))
+    runtime = BatchRuntime(model, max_batch=batch, token_chunk_size=max(256, batch), limits=limits)
     runtime.runtime.prerecord = prerecord
     for slot in range(batch):
         runtime.submit(slot, rng.integers(1, model.info.n_vocab, 8).tolist())
@@ -92,12 +94,12 @@ def decode_batched(model, batch: int, n: int, rng, prerecord: bool, want: str = 
     return batch * n / elapsed, encode
 
 
-def decode_chained(model, batch: int, n: int, rng, sampled: bool) -> float:
+def decode_chained(model, batch: int, n: int, rng, sampled: bool, limits: BufferLimits | None = None) -> float:
     """Aggregate decode tok/s of `batch` chains (each GPU choice fed straight back, as the
     server decodes): greedy picks, or AI00's default sampler with sampled=True."""
     from ai00_trio.engine.runtime import GREEDY, Sampling
 
-    runtime = BatchRuntime(model, max_batch=batch, token_chunk_size=max(256, batch))
+    runtime = BatchRuntime(model, max_batch=batch, token_chunk_size=max(256, batch), limits=limits)
     sampling = Sampling(seed=1, **AI00_NUCLEUS) if sampled else GREEDY
     for slot in range(batch):
         runtime.set_penalties(slot, {})
@@ -224,6 +226,8 @@ def main() -> None:
     parser.add_argument("--quant", type=int, default=0, help="quantize this many layers' projections")
     parser.add_argument("--quant-type", choices=("int8", "nf4"), default="int8")
     parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in every kernel")
+    parser.add_argument("--binding-mib", type=int, default=None,
+                        help="bind at most this many MiB of one buffer (splits the batched states sooner)")
     args = parser.parse_args()
     from ai00_trio.gpu import graph, kernels
 
@@ -250,6 +254,7 @@ def main() -> None:
             for w, x, y, act in jobs:
                 self.matmul(w, x, y, act)
         graph.StepGraph.matmuls = unstacked
+    limits = BufferLimits(args.binding_mib << 20) if args.binding_mib else None
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     model = load_model(args.model, precision="fp16", chunk_size=args.chunk, quant=args.quant, quant_type=args.quant_type,
@@ -266,7 +271,7 @@ def main() -> None:
            prerecord=not args.no_prerecord, wide=tuning.matvec_wide, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
-           load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes)
+           load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes, binding_mib=args.binding_mib)
     if not args.no_profile:
         report(model=name, profile_batch1=profile_single(model))
         report(model=name, trace_batch1_ms=trace_single(model))
@@ -278,13 +283,14 @@ def main() -> None:
         wants = ("pick", "last") if args.host_argmax else ("pick",)
         wants += ("sample", "host") if args.sampled else ()
         for want in wants:
-            tps, encode = decode_batched(model, batch, max(16, args.decode // 2), rng, not args.no_prerecord, want)
+            tps, encode = decode_batched(model, batch, max(16, args.decode // 2), rng, not args.no_prerecord, want,
+                                         limits)
             report(model=name, batch=batch, runtime="BatchRuntime", want=want, decode_tps=round(tps, 1),
                    python_encode_ms=round(encode * 1000, 3),
                    dispatches=len(model.runtime(1, 1)._graph(1, 1, 1).dispatches) if batch == 1 else None)
         if args.chained:
             for sampled in (False, True):
-                tps = decode_chained(model, batch, max(16, args.decode // 2), rng, sampled)
+                tps = decode_chained(model, batch, max(16, args.decode // 2), rng, sampled, limits)
                 report(model=name, batch=batch, runtime="BatchRuntime", want="sample" if sampled else "pick",
                        chained=True, decode_tps=round(tps, 1))
     report(model=name, gpu_bytes_allocated=model.ctx.allocated_bytes)

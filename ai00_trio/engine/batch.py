@@ -19,6 +19,7 @@ import numpy as np
 from ..gpu.tuning import KernelTuning
 from .model import Model
 from .runtime import GREEDY, Flight, Pick, Run, Sampling
+from .slots import BufferLimits
 from .state import State
 
 WANTS = ("last", "all", "pick")
@@ -46,14 +47,17 @@ class _SlotWork:
 
 class BatchRuntime:
     def __init__(self, model: Model, max_batch: int = 8, token_chunk_size: int = 256,
-                 keep_hidden: bool = False, tuning: KernelTuning | None = None) -> None:
+                 keep_hidden: bool = False, tuning: KernelTuning | None = None,
+                 limits: BufferLimits | None = None) -> None:
         if max_batch < 1 or token_chunk_size < 1:
             raise ValueError("max_batch and token_chunk_size must be positive")
         self.model = model
         self.max_batch = max_batch
         self.token_chunk_size = token_chunk_size
-        # A step holds at most the chunk budget, or one token per slot if that is more.
-        self.runtime = model.runtime(max_batch, max(token_chunk_size, max_batch), tuning)
+        # A step holds at most the chunk budget, or one token per slot if that is more. The
+        # slots' buffers keep within `limits` (the device's by default): SlotsDontFit says how
+        # many slots fit when max_batch do not.
+        self.runtime = model.runtime(max_batch, max(token_chunk_size, max_batch), tuning, limits)
         self._initial = model.new_state()
         self.keep_hidden = keep_hidden  # also keep each output row's final hidden state
         self.hidden: dict[int, np.ndarray] = {}
@@ -77,8 +81,7 @@ class BatchRuntime:
         source = self._initial if state is None else state
         if source.model is not self.model:
             raise ValueError("state belongs to another model")
-        self.model.ctx.copy(source.buffer, self.runtime.state, self.runtime.slot_floats * 4,
-                            target_offset=self.runtime.slot_offset(slot))
+        self.runtime.load_slot(slot, source.buffer)
         self.cancel(slot)
         self._draws[slot] = 0
         self.fed[slot] = []
@@ -89,9 +92,8 @@ class BatchRuntime:
     def save(self, slot: int) -> State:
         """A copy of the slot's current state (stays on the GPU)."""
         self._check_slot(slot)
-        ctx, size = self.model.ctx, self.runtime.slot_floats * 4
-        copy = ctx.storage(size)
-        ctx.copy(self.runtime.state, copy, size, source_offset=self.runtime.slot_offset(slot))
+        copy = self.model.ctx.storage(self.runtime.slot_floats * 4)
+        self.runtime.save_slot(slot, copy)
         return State(self.model, copy)
 
     def set_penalties(self, slot: int, penalties: Mapping[int, float]) -> None:
@@ -153,18 +155,22 @@ class BatchRuntime:
         return sorted(busy)
 
     def plan(self) -> dict[int, int]:
-        """How many tokens each slot feeds in the next step."""
+        """How many tokens each slot feeds in the next step: within the step's logits rows too,
+        where want="all" takes a row per token (each slot's row is there: slots <= rows)."""
         pending = {s: len(self._work[s].tokens) for s in self.busy_slots}
         counts = {s: 1 for s in pending}
         budget = self.token_chunk_size - len(counts)
+        rows = self.runtime.logit_rows - len(counts)
+        every = {s for s in pending if self._work[s].want == "all"}
         hungry = [s for s in pending if pending[s] > counts[s]]
         while budget > 0 and hungry:
             share = max(1, budget // len(hungry))
             for s in hungry:
-                extra = min(share, pending[s] - counts[s], budget)
+                extra = min(share, pending[s] - counts[s], budget, rows if s in every else budget)
                 counts[s] += extra
                 budget -= extra
-            hungry = [s for s in hungry if pending[s] > counts[s]]
+                rows -= extra if s in every else 0
+            hungry = [s for s in hungry if pending[s] > counts[s] and (rows > 0 or s not in every)]
         return counts
 
     def step(self) -> dict[int, np.ndarray | Pick]:

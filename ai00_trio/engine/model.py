@@ -15,6 +15,7 @@ from .info import ModelInfo, detect_model
 from .hotswap import LoraHandle, LoraSwapper
 from .lora import merge_loras
 from .runtime import Run, Runtime
+from .slots import BufferLimits
 from .state import State
 from .upload import TensorReads, Uploader
 from .versions import ARCHITECTURES
@@ -51,8 +52,12 @@ class Model:
             progress(1.0)
         self._single = Runtime(self.arch, ctx, self.kernels, self.vecs, 1, chunk_size, tuning)
 
-    def runtime(self, max_batch: int, max_tokens: int, tuning: KernelTuning | None = None) -> Runtime:
-        return Runtime(self.arch, self.ctx, self.kernels, self.vecs, max_batch, max_tokens, tuning or self.tuning)
+    def runtime(self, max_batch: int, max_tokens: int, tuning: KernelTuning | None = None,
+                limits: BufferLimits | None = None) -> Runtime:
+        """Slots and steps for batched serving; SlotsDontFit when `max_batch` slots do not fit
+        within `limits` (the device's by default) or its memory."""
+        return Runtime(self.arch, self.ctx, self.kernels, self.vecs, max_batch, max_tokens, tuning or self.tuning,
+                       limits)
 
     # --- LoRA hot-swap (engine/hotswap.py) -------------------------------------------------
     def apply_lora(self, lora: str | Path | Mapping[str, np.ndarray], alpha: float = 1.0,
@@ -110,18 +115,18 @@ class Model:
         if state.model is not self:
             raise ValueError("state belongs to another model")
         runtime = self._single
-        slot_bytes = runtime.slot_floats * 4
         outputs = []
-        chunks = [tokens[i:i + self.chunk_size] for i in range(0, len(tokens), self.chunk_size)]
+        size = min(self.chunk_size, runtime.logit_rows) if full else self.chunk_size
+        chunks = [tokens[i:i + size] for i in range(0, len(tokens), size)]
         # copies and steps run in queue order: state in, the chunks, state out
-        self.ctx.copy(state.buffer, runtime.state, slot_bytes)
+        runtime.load_slot(0, state.buffer)
         for index, chunk in enumerate(chunks):
             last = index == len(chunks) - 1
             rows = list(range(len(chunk))) if full else ([len(chunk) - 1] if last else [])
             logits = runtime.step([Run(0, chunk)], rows)
             if logits is not None:
                 outputs.append(logits)
-        self.ctx.copy(runtime.state, state.buffer, slot_bytes)
+        runtime.save_slot(0, state.buffer)
         return np.concatenate(outputs) if full else outputs[-1][0]
 
 

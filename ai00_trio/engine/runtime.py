@@ -16,6 +16,7 @@ import wgpu
 from ..gpu.context import Readback
 from ..gpu.graph import StepGraph, StepIO
 from ..gpu.tuning import DEFAULT_TUNING, KernelTuning
+from .slots import BufferLimits, SlotShape, allocate_slots
 from .versions.common import Architecture, Workspace
 
 
@@ -82,10 +83,12 @@ def choices_table(picks: Sequence[tuple[int, Sampling, int]]) -> np.ndarray:
 
 
 class Runtime:
-    """`max_batch` state slots on the GPU and the cached step graphs that advance them."""
+    """`max_batch` state slots on the GPU and the cached step graphs that advance them. The
+    slots' buffers keep within `limits` (the device's by default; engine/slots.py), and
+    SlotsDontFit says how many slots fit when `max_batch` do not."""
 
     def __init__(self, arch: Architecture, ctx, kernels, vecs: wgpu.GPUBuffer, max_batch: int,
-                 max_tokens: int, tuning: KernelTuning = DEFAULT_TUNING) -> None:
+                 max_tokens: int, tuning: KernelTuning = DEFAULT_TUNING, limits: BufferLimits | None = None) -> None:
         self.arch = arch
         self.tuning = tuning
         self.ctx = ctx
@@ -94,23 +97,24 @@ class Runtime:
         self.max_batch = max_batch
         self.max_tokens = max_tokens
         self.slot_floats = arch.slot_stride()
-        self.state = ctx.storage(max_batch * self.slot_floats * 4)
         n_vocab = arch.info.n_vocab
+        self.slots = allocate_slots(ctx, SlotShape(arch.info.n_layer, arch.state_size, n_vocab), max_batch,
+                                    max_tokens, limits or BufferLimits.of(ctx.device))
+        self.states = self.slots.states
+        self.logit_rows = self.slots.logit_rows  # the most logits rows a step makes
         self.io = StepIO(
             ids=ctx.storage(max_tokens * 4),
             tokens=ctx.storage(max_tokens * 16),
             runs=ctx.storage(max_batch * 16),
             out_rows=ctx.storage(max_tokens * 4),
-            logits=ctx.storage(max_tokens * n_vocab * 4),
+            logits=self.slots.logits,
         )
         self._picks = ctx.storage(max_tokens * 16)
         self._picks_back = (Readback(ctx.device), Readback(ctx.device))
         self._back = 0  # the one the last launch used
         self._choices = ctx.storage(max_tokens * 48)
         self._seen_words = -(-n_vocab // 32)
-        self._penalties = ctx.storage(max_batch * n_vocab * 4)
-        self._seen = ctx.storage(max_batch * self._seen_words * 4)
-        self._biases = ctx.storage(max_batch * n_vocab * 4)
+        self._penalties, self._seen, self._biases = self.slots.penalties, self.slots.seen, self.slots.biases
         self.workspace = Workspace(ctx, max_tokens)
         self._graphs: dict[tuple, StepGraph] = {}
         self._shared: dict = {}
@@ -123,7 +127,7 @@ class Runtime:
         """The graph under `key`, recorded by `record` on first use."""
         graph = self._graphs.get(key)
         if graph is None:
-            graph = StepGraph(self.ctx, self.kernels, t, n_runs, self.io, self.state, self.vecs, self._shared,
+            graph = StepGraph(self.ctx, self.kernels, t, n_runs, self.io, self.states.layers, self.vecs, self._shared,
                               self.tuning)
             record(graph)
             self._graphs[key] = graph
@@ -138,8 +142,13 @@ class Runtime:
         buffer = self.workspace.act("head_in", C, n_rows).buffer
         return self.ctx.read(buffer, n_rows * C * 4).view(np.float32).reshape(n_rows, C)
 
-    def slot_offset(self, slot: int) -> int:
-        return slot * self.slot_floats * 4
+    def load_slot(self, slot: int, source: wgpu.GPUBuffer) -> None:
+        """Copy a flat state (`State.buffer`'s layout) into a slot, after the work submitted before."""
+        self.states.load(self.ctx.device, slot, source)
+
+    def save_slot(self, slot: int, target: wgpu.GPUBuffer) -> None:
+        """Copy a slot's state into a flat state buffer, after the work submitted before."""
+        self.states.save(self.ctx.device, slot, target)
 
     def set_penalties(self, slot: int, penalties: Mapping[int, float]) -> None:
         """Start a slot's repetition penalties as {token: penalty} (tokens in it count as seen:
@@ -199,6 +208,8 @@ class Runtime:
             raise ValueError(f"a step holds 1..{self.max_tokens} tokens, got {t}")
         if not 0 <= picked <= len(out_rows):
             raise ValueError(f"{picked} picks for {len(out_rows)} output rows")
+        if len(out_rows) > self.logit_rows:
+            raise ValueError(f"a step makes at most {self.logit_rows} logits rows, got {len(out_rows)}")
         feed = t == len(runs) == len(out_rows) == picked
         if gpu_fed and not feed:
             raise ValueError("only a step of one GPU choice per run can take its tokens from the GPU")

@@ -106,6 +106,20 @@ class StepIO:
     logits: wgpu.GPUBuffer    # f32 [rows, vocab]
 
 
+@dataclass(frozen=True)
+class StateRef:
+    """Where one layer's state rows sit: float `base` of `buffer` for slot 0, `stride` floats
+    further for each next slot (engine/slots.py lays them out)."""
+
+    buffer: wgpu.GPUBuffer
+    base: int
+    stride: int
+
+    def at(self, row: int) -> "StateRef":
+        """The same rows from float `row` of the layer's state on."""
+        return StateRef(self.buffer, self.base + row, self.stride)
+
+
 @dataclass
 class StepGraph:
     ctx: GpuContext
@@ -113,7 +127,7 @@ class StepGraph:
     t: int
     n_runs: int
     io: StepIO
-    state: wgpu.GPUBuffer
+    state: list[StateRef]  # per layer
     vecs: wgpu.GPUBuffer
     shared: dict = field(default_factory=dict)  # uniforms and bind groups reused across graphs
     tuning: KernelTuning = DEFAULT_TUNING       # which kernel takes a step, in what shape
@@ -162,8 +176,8 @@ class StepGraph:
         buffers = [x.buffer, out.buffer, self.vecs, self.io.out_rows]
         self._dispatch(kernel, pack_params(x.width, float(eps), w_off, b_off), buffers, (out.t, 1, 1))
 
-    def norm_shift(self, x: Act, out: Act, w_off: int, b_off: int, mix_off: int, state_row: int,
-                   slot_stride: int, normed: Act | None = None, eps: float = 1e-5) -> None:
+    def norm_shift(self, x: Act, out: Act, w_off: int, b_off: int, mix_off: int, shift: StateRef,
+                   normed: Act | None = None, eps: float = 1e-5) -> None:
         """x̂ = LN(x); out[k] = x̂ + (x̂_prev - x̂) ⊙ μ_k for out.planes mixes; the shift state of
         each run becomes its last x̂. `normed` (2 planes) also receives x̂ and x̂_prev."""
         flags = (["WRITE_NORM"] if normed is not None else []) + self._subgroups()
@@ -171,12 +185,12 @@ class StepGraph:
             raise ValueError(f"LayerNorm width {x.width} is not a multiple of 4")
         kernel = self.kernels.get("token_shift.wgsl", "norm_shift", flags, MIXES=out.planes,
                                   ROW_VEC4=-(-x.width // (4 * NORM_THREADS)))
-        buffers = [x.buffer, self.vecs, self.state, self.io.tokens, out.buffer]
+        buffers = [x.buffer, self.vecs, shift.buffer, self.io.tokens, out.buffer]
         if normed is not None:
             buffers.append(normed.buffer)
         # Few tokens: split each row's columns over several workgroups to use more of the GPU.
         cols = x.width if self.t >= self.tuning.norm_split_max_tokens else min(x.width, NORM_SPLIT_COLUMNS)
-        params = pack_params(x.width, self.t, mix_off, w_off, b_off, state_row, slot_stride, float(eps), cols)
+        params = pack_params(x.width, self.t, mix_off, w_off, b_off, shift.base, shift.stride, float(eps), cols)
         self._dispatch(kernel, params, buffers, (self.t, -(-x.width // cols), 1))
 
     def dynamic_mix(self, normed: Act, dynamic: Act, out: Act, mix_off: int) -> None:
@@ -382,18 +396,18 @@ class StepGraph:
         self._dispatch(kernel, pack_params(vocab, first_row, int(feed)), [logits, picks, choices, penalties, seen, ids, biases],
                        (rows, 1, 1))
 
-    def wkv4(self, kvr: Act, y: Act, state_base: int, slot_stride: int, decay_off: int, first_off: int) -> None:
+    def wkv4(self, kvr: Act, y: Act, state: StateRef, decay_off: int, first_off: int) -> None:
         kernel = self.kernels.get("wkv4.wgsl", "wkv4")
-        params = pack_params(y.width, self.t, state_base, slot_stride, decay_off, first_off)
-        self._dispatch(kernel, params, [kvr.buffer, self.vecs, self.state, self.io.runs, y.buffer],
+        params = pack_params(y.width, self.t, state.base, state.stride, decay_off, first_off)
+        self._dispatch(kernel, params, [kvr.buffer, self.vecs, state.buffer, self.io.runs, y.buffer],
                        (-(-y.width // 64), self.n_runs, 1))
 
-    def wkv5(self, rkvg: Act, y: Act, head_size: int, state_base: int, slot_stride: int,
+    def wkv5(self, rkvg: Act, y: Act, head_size: int, state: StateRef,
              decay_off: int, first_off: int, lnx_off: int, gated: bool, decay: Act | None = None) -> None:
         flags = (["GATE"] if gated else []) + (["DYNAMIC_DECAY"] if decay is not None else []) + self._subgroups()
         kernel = self.kernels.get("wkv5.wgsl", "wkv5", flags, **head_values(head_size))
-        params = pack_params(y.width, self.t, state_base, slot_stride, decay_off, first_off, lnx_off, 64e-5)
-        buffers = [rkvg.buffer, self.vecs, self.state, self.io.runs, y.buffer]
+        params = pack_params(y.width, self.t, state.base, state.stride, decay_off, first_off, lnx_off, 64e-5)
+        buffers = [rkvg.buffer, self.vecs, state.buffer, self.io.runs, y.buffer]
         if decay is not None:
             buffers.append(decay.buffer)
         self._dispatch(kernel, params, buffers, (y.width // head_size, self.n_runs, 1))
@@ -406,24 +420,24 @@ class StepGraph:
             raise ValueError(f"head size {head_size} does not split into {key_split} parts of whole vec4s")
         return dict(values, KEY_SPLIT=key_split, HEAD_VEC4_PART=values["HEAD_VEC4"] // key_split)
 
-    def wkv7(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int, state_base: int,
-             slot_stride: int, vec_off: int, first_layer: bool, prep: Act | None = None,
+    def wkv7(self, rkv: Act, lora: Act, v_first: Act, y: Act, head_size: int, state: StateRef,
+             vec_off: int, first_layer: bool, prep: Act | None = None,
              y_raw: Act | None = None) -> None:
         """RWKV-7 attention core. With `prep` and `y_raw` (long steps), the per-token work runs
         in parallel around a serial state scan; otherwise one kernel does all of it per token."""
         flags = (["LAYER0"] if first_layer else []) + self._subgroups()
-        params = pack_params(y.width, self.t, state_base, slot_stride, vec_off, 64e-5)
+        params = pack_params(y.width, self.t, state.base, state.stride, vec_off, 64e-5)
         heads = y.width // head_size
         if prep is None or y_raw is None:
             kernel = self.kernels.get("wkv7.wgsl", "wkv7", flags, **self._wkv7_values(head_size, self.tuning.wkv7_key_split))
-            buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, self.state, self.io.runs, y.buffer]
+            buffers = [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, state.buffer, self.io.runs, y.buffer]
             self._dispatch(kernel, params, buffers, (heads, self.n_runs, 1))
             return
         kernel = self.kernels.get("wkv7.wgsl", "wkv7_prepare", flags, **self._wkv7_values(head_size, 1))
         self._dispatch(kernel, params, [rkv.buffer, lora.buffer, v_first.buffer, self.vecs, prep.buffer],
                        (heads, self.t, 1))
         kernel = self.kernels.get("wkv7.wgsl", "wkv7", ["SCAN"] + self._subgroups(), **self._wkv7_values(head_size, 1))
-        self._dispatch(kernel, params, [rkv.buffer, prep.buffer, self.state, self.io.runs, y_raw.buffer],
+        self._dispatch(kernel, params, [rkv.buffer, prep.buffer, state.buffer, self.io.runs, y_raw.buffer],
                        (heads, self.n_runs, 1))
         kernel = self.kernels.get("wkv7.wgsl", "wkv7_output", self._subgroups(), **self._wkv7_values(head_size, 1))
         self._dispatch(kernel, params, [rkv.buffer, prep.buffer, lora.buffer, self.vecs, y_raw.buffer, y.buffer],

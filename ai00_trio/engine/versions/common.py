@@ -130,9 +130,6 @@ class Architecture:
     def slot_stride(self) -> int:
         return self.info.n_layer * self.state_size
 
-    def layer_base(self, layer: int) -> int:
-        return layer * self.state_size
-
     def record(self, g: StepGraph, ws: Workspace, n_out: int) -> None:
         """The whole forward pass for one step; logits for `n_out` gathered rows."""
         C, T = self.info.n_embd, g.t
@@ -152,7 +149,7 @@ class Architecture:
         """out = the token-shift mixes of LN1(x) (attention) or LN2(x) (`ffn`)."""
         norm = (self.ln2 if ffn else self.ln1)[layer]
         row = self.ffn_row if ffn else self.att_row
-        g.norm_shift(x, out, norm.w, norm.b, mix_off, self.layer_base(layer) + row, self.slot_stride(), normed)
+        g.norm_shift(x, out, norm.w, norm.b, mix_off, g.state[layer].at(row), normed)
 
 
 class ReceptanceChannelMix:

@@ -63,5 +63,5 @@ class V4(ReceptanceChannelMix, Architecture):
         kvr = ws.act("att_kvr", C, T, 3)
         g.matmul(self.kvr[layer], mixed, kvr)                    # k, v, r
         y = ws.act("att_y", C, T)
-        g.wkv4(kvr, y, self.layer_base(layer), self.slot_stride(), self.decay[layer], self.first[layer])
+        g.wkv4(kvr, y, g.state[layer], self.decay[layer], self.first[layer])
         g.matmul(self.output[layer], y, x, add=True)

@@ -58,6 +58,6 @@ class V5(ReceptanceChannelMix, Architecture):
         rkvg = ws.act("att_rkvg", C, T, planes)
         g.matmul(self.rkvg[layer], mixed, rkvg)                  # r, k, v[, g]
         y = ws.act("att_y", C, T)
-        g.wkv5(rkvg, y, self.info.head_size, self.layer_base(layer), self.slot_stride(),
-               self.decay[layer], self.first[layer], self.lnx[layer], self.gated)
+        g.wkv5(rkvg, y, self.info.head_size, g.state[layer], self.decay[layer], self.first[layer],
+               self.lnx[layer], self.gated)
         g.matmul(self.output[layer], y, x, add=True)

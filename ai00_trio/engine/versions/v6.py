@@ -72,6 +72,6 @@ class V6(ReceptanceChannelMix, Architecture):
         decay = ws.act("att_decay", C, T)
         g.matmul(self.decay_w2[layer], decay_h, decay)
         y = ws.act("att_y", C, T)
-        g.wkv5(rkvg, y, info.head_size, self.layer_base(layer), self.slot_stride(),
-               self.decay[layer], self.first[layer], self.lnx[layer], gated=True, decay=decay)
+        g.wkv5(rkvg, y, info.head_size, g.state[layer], self.decay[layer], self.first[layer],
+               self.lnx[layer], gated=True, decay=decay)
         g.matmul(self.output[layer], y, x, add=True)

@@ -83,8 +83,7 @@ class V7(Architecture):
         v_first = ws.act("v_first", C, T)
         y = ws.act("att_y", C, T)
         split = T >= WKV_SPLIT_MIN_RUN * g.n_runs
-        g.wkv7(rkv, lora, v_first, y, info.head_size, self.layer_base(layer), self.slot_stride(),
-               self.params[layer], first_layer=layer == 0,
+        g.wkv7(rkv, lora, v_first, y, info.head_size, g.state[layer], self.params[layer], first_layer=layer == 0,
                prep=ws.act("att_prep", C, T, 5) if split else None,
                y_raw=ws.act("att_y_raw", C, T) if split else None)
         g.matmul(self.output[layer], y, x, add=True)
