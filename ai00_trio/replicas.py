@@ -23,6 +23,7 @@ HAPROXY_TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "haproxy.cfg
 CHECKED_BACKEND = "least_connections"  # the backend whose servers run the health checks
 _SERVER_LINE = re.compile(r"^(\s*server\s+)r1\s+\S+(.*)$")
 _OTHER_SERVER_LINE = re.compile(r"^\s*server\s+r(?:[2-9]|\d{2,})\s")
+_ACCOUNT_LINE = re.compile(r"^\s*(?:user|group)\s+\S+\s*$")
 
 
 class ReplicaError(RuntimeError):
@@ -32,7 +33,8 @@ class ReplicaError(RuntimeError):
 def render_haproxy_config(template: str, port: int, replica_ports: list[int], socket_path: Path,
                           ip: str = "127.0.0.1") -> str:
     """The template with its frontend bound to `ip:port`, one `server rN` line per replica port
-    in each backend (made from the `server r1` line), and its admin socket at `socket_path`."""
+    in each backend (made from the `server r1` line), its admin socket at `socket_path`, and
+    no `user` or `group` (it runs as whoever starts it)."""
     lines: list[str] = []
     for line in template.splitlines():
         if match := _SERVER_LINE.match(line):
@@ -40,8 +42,8 @@ def render_haproxy_config(template: str, port: int, replica_ports: list[int], so
             for number, replica_port in enumerate(replica_ports, 1):
                 options = re.sub(r"\bid 1\b", f"id {number}", re.sub(r"/r1\b", f"/r{number}", rest))
                 lines.append(f"{head}r{number} 127.0.0.1:{replica_port}{options}")
-        elif _OTHER_SERVER_LINE.match(line):
-            continue
+        elif _OTHER_SERVER_LINE.match(line) or _ACCOUNT_LINE.match(line):
+            continue  # (an unprivileged HAProxy cannot switch users: it stays the caller's)
         elif line.lstrip().startswith("bind "):
             lines.append(f"{line[:len(line) - len(line.lstrip())]}bind {ip}:{port}")
         elif line.lstrip().startswith("stats socket "):
@@ -226,10 +228,9 @@ class ReplicaSet:
 
     def restart(self, replica: Replica) -> None:
         """What `systemctl restart` does to one replica (SIGTERM, it drains and exits, a new
-        one starts), then waits until HAProxy has it back in rotation."""
-        if replica.process is not None:
-            replica.stop(self.stop_timeout)
-            self.wait_for_status(replica.name, "DOWN", self.start_timeout)
+        one starts), then waits until HAProxy has it back in rotation (if HAProxy never saw it
+        go, the new one answered its checks in time)."""
+        replica.stop(self.stop_timeout)
         replica.start()
         replica.wait_ready(self.start_timeout)
         self.wait_for_status(replica.name, "UP", self.start_timeout)

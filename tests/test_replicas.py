@@ -16,6 +16,7 @@ from http.client import HTTPConnection, HTTPException
 
 import pytest
 
+from ai00_trio.config import ListenConfig
 from ai00_trio.replicas import HAPROXY_TEMPLATE, ReplicaSet, render_haproxy_config
 from server_helpers import ROOT, free_port, http
 
@@ -77,10 +78,20 @@ def test_rendered_config_has_every_replica_in_every_backend(tmp_path):
     assert [rest.strip() for *_, rest in servers[3:6]] == [f"track least_connections/r{n}" for n in (1, 2, 3)]
     assert re.search(r"^\s*bind 127\.0\.0\.1:9000$", text, re.M)
     assert f"stats socket {tmp_path / 'h.sock'} " in text
+    assert "user haproxy" in HAPROXY_TEMPLATE.read_text() and "user haproxy" not in text
     if HAPROXY:  # and HAProxy itself accepts it
         (tmp_path / "haproxy.cfg").write_text(text)
         check = subprocess.run([HAPROXY, "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_the_systemd_unit_lets_a_drain_finish():
+    unit = dict(line.split("=", 1) for line in (ROOT / "deploy" / "ai00-trio@.service").read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+    assert unit["KillSignal"] == "SIGTERM" and unit["KillMode"] == "mixed"
+    assert float(unit["TimeoutStopSec"]) > ListenConfig().drain_seconds
+    assert unit["ExecStart"].endswith("--port %i")  # the instance name is the port
+    assert unit["RestartPreventExitStatus"] == "2"  # a configuration error
 
 
 @pytest.fixture(scope="module")
@@ -146,8 +157,8 @@ def test_a_responses_chain_stays_on_the_replica_that_stores_it(replicas):
             body = {"input": f"Part {turn}, go on.", "max_output_tokens": 4}
             if previous:
                 body["previous_response_id"] = previous
-            outcome_status, answer = http("POST", replicas.url + "/v1/responses", body)
-            assert outcome_status == 200, answer  # a turn sent to the other replica is a 404
+            status, answer = http("POST", replicas.url + "/v1/responses", body)
+            assert status == 200, answer  # a turn sent to the other replica is a 404
             previous = answer["id"]
             ids.append(previous)
         holders = {tuple(http("GET", f"{r.url}/v1/responses/{i}")[0] == 200 for r in replicas.replicas)
@@ -155,6 +166,24 @@ def test_a_responses_chain_stays_on_the_replica_that_stores_it(replicas):
         assert len(holders) == 1 and sum(next(iter(holders))) == 1, holders  # one replica holds them all
         assert http("GET", f"{replicas.url}/v1/responses/{ids[0]}")[0] == 200  # found through HAProxy too
     assert ids[-1] in replicas.admin("show table least_connections")
+
+
+@pytest.mark.gpu
+@needs_haproxy
+def test_a_stored_response_names_itself_in_a_header(replicas):
+    """What HAProxy's stick table learns from: X-Response-Id, streamed or not, only if stored."""
+    for store, stream in ((True, False), (True, True), (False, False)):
+        connection = HTTPConnection("127.0.0.1", replicas.replicas[0].port, timeout=60)
+        body = {"input": "Hi", "max_output_tokens": 2, "store": store, "stream": stream}
+        connection.request("POST", "/v1/responses", json.dumps(body), {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        header, text = response.getheader("X-Response-Id"), response.read().decode()
+        connection.close()
+        assert response.status == 200, text
+        if store:
+            assert header and header.startswith("resp_") and f'"id":"{header}"' in text.replace(" ", "")
+        else:
+            assert header is None
 
 
 def redispatches(replicas: ReplicaSet) -> int:
@@ -223,3 +252,4 @@ def test_a_rolling_restart_under_steady_load_fails_no_request(replicas):
     assert not failed, failed
     assert len(outcomes) >= 10
     assert all(r.process.pid not in pids for r in replicas.replicas)
+    assert counters(replicas.replicas[0].url)[0] > 0  # the first one back carried the load meanwhile
