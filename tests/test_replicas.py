@@ -62,8 +62,19 @@ def counters(replica_url: str) -> tuple[float, float]:
     return chats, value(r"^ai00_prefix_cache_hits_total\{")
 
 
-def snapshot(replicas: ReplicaSet) -> list[tuple[float, float]]:
-    return [counters(replica.url) for replica in replicas.replicas]
+def snapshot(replicas: ReplicaSet, chats: float = 0) -> list[tuple[float, float]]:
+    """Every replica's counters, once they count `chats` chat completions in all: a server
+    counts a request just after its last byte, so the client can be a moment ahead."""
+    deadline = time.monotonic() + 10
+    while True:
+        figures = [counters(replica.url) for replica in replicas.replicas]
+        if sum(chat for chat, _ in figures) >= chats or time.monotonic() > deadline:
+            return figures
+        time.sleep(0.05)
+
+
+def total(figures: list[tuple[float, float]]) -> float:
+    return sum(chat for chat, _ in figures)
 
 
 def chat_body(messages: list[dict], max_tokens: int, stream: bool = False) -> dict:
@@ -122,7 +133,7 @@ def test_requests_without_a_key_spread_over_both_replicas(replicas):
     for number in range(8):
         outcome = post(replicas.port, CHAT, chat_body([{"role": "user", "content": f"Count to {number}"}], 4))
         assert outcome.complete, outcome
-    rose = [after[0] - earlier[0] for after, earlier in zip(snapshot(replicas), before)]
+    rose = [after[0] - earlier[0] for after, earlier in zip(snapshot(replicas, total(before) + 8), before)]
     assert sum(rose) == 8 and min(rose) >= 2, rose
 
 
@@ -136,7 +147,7 @@ def test_every_turn_of_a_conversation_lands_on_its_replica(replicas):
             before = snapshot(replicas)
             outcome = post(replicas.port, CHAT, chat_body(messages, 6), {"X-Conversation-Id": conversation})
             assert outcome.complete, outcome
-            after = snapshot(replicas)
+            after = snapshot(replicas, total(before) + 1)
             served = [n for n, (a, b) in enumerate(zip(after, before)) if a[0] > b[0]]
             assert len(served) == 1, (after, before)
             owner = served[0] if owner is None else owner  # where it hashes to is the ring's business
@@ -220,6 +231,9 @@ def test_a_killed_replica_loses_no_request_that_had_not_started_streaming(replic
     before = counters(survivor.url)[0]
     for n in range(3):
         assert post(replicas.port, CHAT, chat_body([{"role": "user", "content": f"After {n}"}], 4)).complete
+    deadline = time.monotonic() + 10
+    while counters(survivor.url)[0] < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)  # (counted a moment after the last byte)
     assert counters(survivor.url)[0] == before + 3
     replicas.restart(victim)  # back in rotation for the next test
     assert replicas.status() == {"r1": "UP", "r2": "UP"}
