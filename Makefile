@@ -4,8 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= assets/configs/Config.toml
+# apt waits up to 10 minutes for another apt or dpkg (an unattended upgrade) to let go of its lock
+APT_WAIT := -o DPkg::Lock::Timeout=600
 
-.PHONY: serve test setup vulkan browser clean
+.PHONY: serve test setup vulkan browser haproxy clean
 
 setup: $(VENV)/.installed vulkan
 
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 vulkan: $(VENV)/.installed
 	@$(PY) -m ai00_trio adapters >/dev/null 2>&1 || { \
 		echo "no GPU adapter found: installing Mesa's software Vulkan driver (mesa-vulkan-drivers)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers; \
+		$(SUDO) apt-get $(APT_WAIT) update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq mesa-vulkan-drivers; \
 		$(PY) -m ai00_trio adapters; }
 
 serve: setup
@@ -31,9 +33,16 @@ serve: setup
 browser:
 	@[ -x /usr/bin/chromium ] || { \
 		echo "installing Debian's chromium for the web UI tests"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+		$(SUDO) apt-get $(APT_WAIT) update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq chromium; }
 
-test: setup browser
+# Several servers behind HAProxy (deploy/haproxy.cfg; tests/test_replicas.py, `python -m ai00_trio
+# replicas`) use Debian's haproxy.
+haproxy:
+	@command -v haproxy >/dev/null || { \
+		echo "installing Debian's haproxy for the replicas tests"; \
+		$(SUDO) apt-get $(APT_WAIT) update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq haproxy; }
+
+test: setup browser haproxy
 	$(PY) -m pytest -q
 
 clean:

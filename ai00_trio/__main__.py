@@ -1,4 +1,4 @@
-"""Command line: `python -m ai00_trio {serve,generate,adapters,convert}`."""
+"""Command line: `python -m ai00_trio {serve,generate,adapters,convert,replicas}`."""
 from __future__ import annotations
 
 import argparse
@@ -94,6 +94,13 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replicas(args: argparse.Namespace) -> int:
+    from .replicas import run
+
+    serve_args = [*(["--config", args.config] if args.config else []), *(["--model", args.model] if args.model else [])]
+    return run(args.count, args.port, Path(args.run_dir), serve_args)
+
+
 class DefaultsFormatter(argparse.HelpFormatter):
     """Help that ends with each flag's default; flags without one say what happens in their help."""
 
@@ -139,6 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--to", choices=("auto", "ai00", "pytorch"), default="auto",
                       help="layout to write; auto: AI00's for .pth and PyTorch-named input, PyTorch names for AI00 input")
     conv.set_defaults(func=cmd_convert)
+    rep = sub.add_parser("replicas", formatter_class=formatter,
+                         help="run several servers on loopback ports with HAProxy in front (deploy/haproxy.cfg)")
+    rep.add_argument("--count", "-n", type=int, default=2, help="servers to start")
+    rep.add_argument("--port", "-p", type=int, default=65530,
+                     help="HAProxy's port on 127.0.0.1; the servers take the next ports")
+    rep.add_argument("--config", "-c", default=None, help="Config.toml of every server (default: as for serve)")
+    rep.add_argument("--model", "-m", default=None, metavar="PATH", help="model file of every server (as for serve)")
+    rep.add_argument("--run-dir", default="replicas-run", help="folder for the HAProxy config, logs and socket")
+    rep.set_defaults(func=cmd_replicas)
     serve = sub.add_parser("serve", help="start the HTTP server (the default command)", formatter_class=formatter)
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)

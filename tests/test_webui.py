@@ -224,7 +224,10 @@ def test_write_mode_continues_text_in_place(page):
     prompt = "Once upon a time, in a small village by the sea,"
     text = page.get_by_test_id("continue-text")
     text.fill(prompt)
-    page.get_by_test_id("continue-go").click()
+    with page.expect_request("**/v1/completions") as info:
+        page.get_by_test_id("continue-go").click()
+    key = json.loads(page.evaluate("localStorage.getItem('ai00-trio:continuation-id')"))
+    assert key and info.value.headers["x-conversation-id"] == key
     expect(page.get_by_test_id("continue-stop")).to_be_visible()
     page.wait_for_function(GROWS, arg=['textarea[data-testid="continue-text"].generating', "write"],
                            timeout=TIMEOUT_MS)
@@ -298,6 +301,8 @@ def test_sampler_settings_go_into_the_request(page):
     assert body["temperature"] == 0.35 and body["top_p"] == 0.9 and body["max_tokens"] == 16
     assert body["model"] == MODEL and body["stream"] is True
     assert body["messages"] == [{"role": "user", "content": "Hi"}]
+    active = json.loads(page.evaluate("localStorage.getItem('ai00-trio:conversations')"))["active"]
+    assert active and info.value.headers["x-conversation-id"] == active  # for a load balancer's affinity
     assert info.value.response().status == 200
     expect(page.get_by_test_id("chat-send")).to_be_visible(timeout=TIMEOUT_MS)
     assert len(sent) == 1

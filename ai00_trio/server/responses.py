@@ -184,15 +184,19 @@ def register_responses(route: Callable, store: ResponseStore, ready: Callable, c
             first = await recv.receive()  # an early failure is an HTTP error, not a stream
             if isinstance(first, Failed):
                 raise api_error(first.error)
+            # A load balancer in front of several servers learns from this header where the
+            # response is stored, so it can send the turn that continues it to this server.
+            stored_here = {"X-Response-Id": draft.id} if body.store else {}
             if body.stream:
                 stream = _stream(recv, first, draft, turn, store, loaded)
                 recv = None  # the stream closes it
-                return Response(stream, content_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+                return Response(stream, content_type="text/event-stream",
+                                headers={"Cache-Control": "no-cache", **stored_here})
             answer = Answer(turn.continued, tools is not None)
             async for batch in _batches(recv, first):
                 for event in batch:
                     answer.take(event)
-            return _json(_finish(answer, draft, turn, store, loaded))
+            return _json(_finish(answer, draft, turn, store, loaded), stored_here)
         finally:
             if recv is not None:
                 recv.close()  # a client gone or an error: the generation ends at its next token
@@ -208,8 +212,8 @@ def register_responses(route: Callable, store: ResponseStore, ready: Callable, c
         return _json(DeletedResponse(response_id))
 
 
-def _json(value) -> Response:
-    return Response(msgspec.json.encode(value), content_type="application/json")
+def _json(value, headers: dict[str, str] | None = None) -> Response:
+    return Response(msgspec.json.encode(value), content_type="application/json", headers=headers)
 
 
 def _stored(store: ResponseStore, response_id: str, param: str | None = None) -> StoredResponse:

@@ -144,8 +144,10 @@ function chunkText(choice) {
  * POST a streaming completion and feed its text to onText(piece, fullText).
  * Resolves to {text, finishReason, usage, aborted, complete}; an abort through
  * `signal` resolves (aborted: true) rather than throwing. Throws ApiError.
+ * `conversationId` goes out as X-Conversation-Id: a load balancer in front of several
+ * servers sends every request of one conversation to the server that has its history cached.
  */
-export async function streamCompletion(path, body, { signal, onText, onChunk } = {}) {
+export async function streamCompletion(path, body, { signal, onText, onChunk, conversationId } = {}) {
   const result = { text: "", finishReason: null, usage: null, aborted: false, complete: false };
   const feed = (chunk) => {
     if (chunk && chunk.error) {
@@ -167,7 +169,11 @@ export async function streamCompletion(path, body, { signal, onText, onChunk } =
   try {
     response = await fetch(url(path), {
       method: "POST",
-      headers: headers({ "Content-Type": "application/json", Accept: "text/event-stream" }),
+      headers: headers({
+        "Content-Type": "application/json",
+        Accept: "text/event-stream",
+        ...(conversationId ? { "X-Conversation-Id": conversationId } : {}),
+      }),
       body: JSON.stringify(body),
       signal,
       cache: "no-store",

@@ -288,6 +288,7 @@ async function generate(params) {
   try {
     const result = await streamChat(body, {
       signal: mine.signal,
+      conversationId: shownId,
       onChunk(chunk) {
         if (addToolCalls(reply, chunk)) paint();
       },

@@ -4,7 +4,7 @@ import { streamText } from "./api.js";
 import { byTestId, frameThrottle } from "./dom.js";
 import { formatRate, startGeneration } from "./meter.js";
 import { requestBase } from "./settings.js";
-import { load, save } from "./storage.js";
+import { lastingId, load, save } from "./storage.js";
 
 let controller = null;
 let text, goButton, stopButton, undoButton, statsBox, errorBox, onBusy;
@@ -61,6 +61,7 @@ async function go() {
   try {
     const result = await streamText(body, {
       signal: mine.signal,
+      conversationId: lastingId("continuation-id"), // the text grows in place: keep it on one server
       onText(piece) {
         pending += piece;
         gen.tick();

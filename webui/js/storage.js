@@ -20,6 +20,16 @@ export function save(key, value) {
   }
 }
 
+/** A random id kept under `key`: the same for this browser until its storage is cleared. */
+export function lastingId(key) {
+  let id = load(key, "");
+  if (typeof id !== "string" || !id) {
+    id = crypto.randomUUID ? crypto.randomUUID() : `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+    save(key, id);
+  }
+  return id;
+}
+
 export function remove(key) {
   try {
     localStorage.removeItem(PREFIX + key);
