@@ -41,7 +41,7 @@ def fake_batch_class(step_s: float):
 
     class FakeBatch:
         def __init__(self, model, max_batch: int = 8, token_chunk_size: int = 256, keep_hidden: bool = False,
-                     tuning=None) -> None:
+                     tuning=None, limits=None) -> None:
             self.model = model
             self.max_batch = max_batch
             self.keep_hidden = keep_hidden
