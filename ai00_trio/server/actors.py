@@ -47,6 +47,7 @@ from .state_choice import choose_start
 
 SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the previous step
 _STOP = object()              # ends the GPU executor's step thread
+EMBED_SLOTS = 16              # slots of the embeddings runtime (see run_actor_graph)
 
 
 
@@ -433,7 +434,10 @@ async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_optio
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
     max_batch, token_chunk_size = options.max_batch, options.token_chunk_size
     batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
-    embedder = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size, keep_hidden=True)
+    # Embeddings share one step's token budget anyway, so a few slots of their own serve them as fast
+    # as max_batch would, without a second full set of state buffers.
+    embedder = BatchRuntime(loaded.model, max_batch=min(max_batch, EMBED_SLOTS), token_chunk_size=token_chunk_size,
+                            keep_hidden=True)
     await run_actors(loaded, options, cache_options, batch, embedder, on_first_token, task_status=task_status)
 
 
