@@ -61,10 +61,11 @@ def register_lora_routes(app: QuartTrio, state: ServerState) -> None:
         try:
             outcome = await graph.scheduler.run_alone(guarded)
         finally:
-            if state.reload is not None and state.loaded is loaded:  # the reload request lists what the model carries
-                kept = [spec for spec in state.reload.lora if spec.path not in before]
+            current = state.lifecycle.current if state.lifecycle is not None else None
+            if current is not None and current.loaded is loaded:  # the reload request lists what the model carries
+                kept = [spec for spec in current.reload.lora if spec.path not in before]
                 hot = [LoraSpec(h.origin, h.alpha) for h in loaded.model.loras]
-                state.reload = msgspec.structs.replace(state.reload, lora=kept + hot)
+                current.reload = state.reload = msgspec.structs.replace(current.reload, lora=kept + hot)
             state.changes.notify()
         if isinstance(outcome, Exception):
             raise bad_request(str(outcome), param="path", code="lora_refused")
