@@ -227,7 +227,8 @@ def test_lora_load_and_unload_through_http(tmp_path):
 
         def read_stream() -> None:
             request = urllib.request.Request(base + "/v1/completions", method="POST", data=json.dumps(
-                {"prompt": "Once", "max_tokens": 300, "temperature": 0, "stream": True}).encode())
+                {"prompt": "Once", "max_tokens": 300, "temperature": 0, "stream": True}).encode(),
+                headers={"Content-Type": "application/json"})  # the server takes JSON bodies only
             with urllib.request.urlopen(request, timeout=120) as response:
                 first = response.readline()
                 stream["started"].set()
