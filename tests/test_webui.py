@@ -528,8 +528,10 @@ def test_status_is_honest_while_idle_and_lists_models_with_an_admin_key(page, se
     expect(files.filter(has_text=MODEL_FILE.name).get_by_test_id("models-load")).to_have_text("Reload")
     expect(files.filter(has_text="pirate.st")).to_contain_text("not a model")
     expect(page.get_by_test_id("models-error")).to_be_hidden()
+    page.get_by_test_id("models-panel").evaluate("card => card.scrollIntoView({block: 'start'})")
     shot(page, "models", docs=True)
     page.emulate_media(color_scheme="dark")
+    page.wait_for_timeout(300)  # the buttons' background transition (0.12 s) ends first
     shot(page, "models-dark", docs=True)
 
 

@@ -88,7 +88,7 @@ export function createChart(root, { gapMs = 5000 } = {}) {
       svg("path", { class: "chart-occupancy", "data-testid": "chart-occupancy", d: area }),
       svg("path", { class: "chart-rate", "data-testid": "chart-rate", d: rate }),
       ...dots,
-      svg("text", { class: "chart-label chart-rate-label", x: x0 - 6, y: y1 + 4, "text-anchor": "end" }, `${top} tok/s`),
+      svg("text", { class: "chart-label chart-rate-label", x: x0 - 6, y: y1 + 4, "text-anchor": "end" }, busy.length ? `${top} tok/s` : "tok/s"),
       svg("text", { class: "chart-label chart-rate-label", x: x0 - 6, y: y0 + 4, "text-anchor": "end" }, "0"),
       svg("text", { class: "chart-label chart-occupancy-label", x: x1 + 6, y: y1 + 4 }, "100%"),
       svg("text", { class: "chart-label chart-occupancy-label", x: x1 + 6, y: y0 + 4 }, "0%"),

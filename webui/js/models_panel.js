@@ -91,9 +91,9 @@ function fileRow(file) {
     cells.push(h("td", {}, button("models-load", loaded ? "Reload" : "Load", () => load(file.path, loaded))));
   } else {
     const extra = { disabled: Boolean(busy) || !info };
-    cells.push(h("td", { class: "actions" },
+    cells.push(h("td", {}, h("div", { class: "actions" },
       button("models-state-attach", "Attach state", () => attachState(file.path), extra),
-      button("models-lora-apply", "Apply LoRA", () => applyLora(file.path), extra)));
+      button("models-lora-apply", "Apply LoRA", () => applyLora(file.path), extra))));
   }
   return h("tr", { "data-testid": "models-file" }, cells);
 }
