@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import msgspec
 
@@ -14,6 +15,11 @@ from .errors import ErrorResponse
 from .lora_schemas import OPENAPI_ROUTES as LORA_ROUTES
 
 ROUTES = [
+    ("/health", "get", None, s.Health, "Liveness: the process answers (never needs an API key)"),
+    ("/ready", "get", None, s.Ready, "Readiness: 503 while the model loads, after a failed load and while draining"),
+    ("/api/status", "get", None, dict[str, Any],
+     "Model, adapter, queue, tokens per second, prefix cache and stored responses"),
+    ("/metrics", "get", None, str, "Prometheus text: requests, latencies, tokens, slots, queue, cache, GPU bytes"),
     ("/v1/chat/completions", "post", s.ChatCompletionRequest, s.ChatCompletion, "Chat completion (SSE with stream=true)"),
     ("/v1/completions", "post", s.CompletionRequest, s.Completion, "Text completion (SSE with stream=true)"),
     ("/v1/responses", "post", r.ResponseRequest, r.ResponseObject,
@@ -33,7 +39,8 @@ ROUTES = [
     *OPENAPI_ROUTES,
     *LORA_ROUTES,
 ]
-STREAMED = {"/v1/chat/completions": s.ChatCompletionChunk}  # what each `data:` event of a stream holds
+TEXT = {"/metrics": "text/plain"}  # routes whose 200 is not JSON
+STREAMED = {"/v1/chat/completions": s.ChatCompletionChunk, "/v1/completions": s.Completion}  # what each `data:` event of a stream holds
 
 
 @lru_cache(maxsize=1)
@@ -44,14 +51,21 @@ def openapi_document() -> dict:
     paths: dict = {}
     error = {"description": "OpenAI-style error", "content": {"application/json": {"schema": ref_of[ErrorResponse]}}}
     for path, method, req, res, summary in ROUTES:
-        media = "text/event-stream" if path in EVENT_STREAMS else "application/json"
+        media = "text/event-stream" if path in EVENT_STREAMS else TEXT.get(path, "application/json")
         operation: dict = {
             "summary": summary,
-            "responses": {"200": {"description": "OK", "content": {media: {"schema": ref_of[res]}}},
-                          "400": error, "429": error, "503": error},
+            "responses": {"200": {"description": "OK", "content": {media: {"schema": _body(media, ref_of[res])}}}},
         }
+        if path != "/health":  # every other route needs a key once [listen] api_keys are set
+            operation["responses"].update({"400": error, "401": error, "429": error, "503": error})
+        if req is not None:
+            operation["responses"]["415"] = error
         if path in STREAMED:
-            operation["responses"]["200"]["content"]["text/event-stream"] = {"schema": ref_of[STREAMED[path]]}
+            operation["responses"]["200"]["content"]["text/event-stream"] = {
+                "schema": _body("text/event-stream", ref_of[STREAMED[path]])}
+        if path == "/v1/responses":  # stream=true: response.created ... response.completed events
+            operation["responses"]["200"]["content"]["text/event-stream"] = {
+                "schema": _body("text/event-stream", {"type": "object"})}
         names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
         if names:
             operation["parameters"] = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
@@ -60,6 +74,9 @@ def openapi_document() -> dict:
         if path.startswith("/admin/"):  # admin key or exchanged token; 403 also for paths outside the models folder
             operation["security"] = [{"bearer": []}]
             operation["responses"].update({"401": error, "403": error})
+        if path == "/api/auth/exchange":  # no such app key, or no app keys configured
+            operation["responses"]["403"] = {"description": "refused",
+                                             "content": {"application/json": {"schema": ref_of[res]}}}
         if req is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[req]}}}
         paths.setdefault(path, {})[method] = operation
@@ -71,6 +88,16 @@ def openapi_document() -> dict:
         "components": {"schemas": components,
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
     }
+
+
+def _body(media: str, schema: dict) -> dict:
+    """An SSE stream's schema is one event's: its `data` is JSON text holding `schema`."""
+    if media != "text/event-stream":
+        return schema
+    return {"type": "object", "required": ["data"],
+            "properties": {"event": {"type": "string"},
+                           "data": {"type": "string", "contentMediaType": "application/json",
+                                    "contentSchema": schema}}}
 
 
 def swagger_page() -> str:

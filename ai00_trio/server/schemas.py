@@ -292,6 +292,15 @@ class EmbeddingList(Struct):
     object: str = "list"
 
 
+class Health(Struct):
+    status: Literal["ok"]
+
+
+class Ready(Struct):
+    status: Literal["ready"]
+    model: str
+
+
 class StateCard(Struct):
     id: str
     name: str
