@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CONFIG ?= assets/configs/Config.toml
+# another apt or dpkg run (unattended upgrades) holds the lock: wait for it rather than fail
+APT_GET := apt-get -o DPkg::Lock::Timeout=300
 
 .PHONY: serve test setup vulkan browser clean
 
@@ -20,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 vulkan: $(VENV)/.installed
 	@$(PY) -m ai00_trio adapters >/dev/null 2>&1 || { \
 		echo "no GPU adapter found: installing Mesa's software Vulkan driver (mesa-vulkan-drivers)"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers; \
+		$(SUDO) $(APT_GET) update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq mesa-vulkan-drivers; \
 		$(PY) -m ai00_trio adapters; }
 
 serve: setup
@@ -31,7 +33,7 @@ serve: setup
 browser:
 	@[ -x /usr/bin/chromium ] || { \
 		echo "installing Debian's chromium for the web UI tests"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+		$(SUDO) $(APT_GET) update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium; }
 
 test: setup browser
 	$(PY) -m pytest -q
