@@ -20,8 +20,10 @@ from __future__ import annotations
 import math
 import queue
 import sys
+import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -29,7 +31,7 @@ import numpy as np
 import trio
 
 from ..config import CacheConfig, ModelConfig
-from ..engine.batch import BatchRuntime, embed_batch
+from ..engine.batch import BatchRuntime, EmbedRun
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import GREEDY, Pick, Sampling
 from ..engine.scoped_cache import ScopedCache
@@ -99,6 +101,7 @@ class SlotTask:
 class EmbedJob:
     inputs: list[str | list[int]]
     reply: trio.MemorySendChannel
+    left: threading.Event = field(default_factory=threading.Event)  # set when the client is gone
 
 
 @dataclass
@@ -147,8 +150,11 @@ class Release:
 
 @dataclass
 class Embed:
+    """Computed a batch step at a time between the generation's steps, so a long request delays
+    the others by one step at most; once `left` is set its remaining steps are skipped."""
     token_lists: list[list[int]]
     reply: trio.MemorySendChannel
+    left: threading.Event
 
 
 @dataclass
@@ -167,9 +173,10 @@ class GpuCall:
 
 # --- tokenizer -----------------------------------------------------------------------------
 class TokenizerActor:
-    def __init__(self, loaded: LoadedModel, max_prompt_tokens: int) -> None:
+    def __init__(self, loaded: LoadedModel, max_prompt_tokens: int, max_embed_tokens: int) -> None:
         self.loaded = loaded
         self.max_prompt_tokens = max_prompt_tokens
+        self.max_embed_tokens = max_embed_tokens
 
     async def run(self, inbox: trio.MemoryReceiveChannel, to_scheduler: trio.MemorySendChannel,
                   to_executor: trio.MemorySendChannel) -> None:
@@ -177,9 +184,7 @@ class TokenizerActor:
             async for job in inbox:
                 try:
                     if isinstance(job, EmbedJob):
-                        lists = [list(x) if isinstance(x, list) else await self.loaded.encode(x) for x in job.inputs]
-                        self._check(lists, "input")
-                        await to_executor.send(Embed(lists, job.reply))
+                        await to_executor.send(Embed(await self._embed_tokens(job.inputs), job.reply, job.left))
                         continue
                     if isinstance(job, SlotTask):  # it brings its own tokens
                         await to_scheduler.send(Job(job, [], []))
@@ -197,6 +202,18 @@ class TokenizerActor:
                             await reply.send(Failed(error))
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
                             pass
+
+    async def _embed_tokens(self, inputs: list[str | list[int]]) -> list[list[int]]:
+        lists, total = [], 0
+        for item in inputs:  # stops encoding at the first input past the limit
+            lists.append(list(item) if isinstance(item, list) else await self.loaded.encode(item))
+            total += len(lists[-1])
+            if total > self.max_embed_tokens:
+                raise bad_request(f"the inputs have more than {self.max_embed_tokens} tokens together; this server "
+                                  "embeds at most that many per request ([model] max_embed_tokens)",
+                                  param="input", code="embedding_tokens_exceeded")
+        self._check(lists, "input")
+        return lists
 
     def _check(self, lists: list[list[int]], param: str) -> None:
         n_vocab = self.loaded.model.info.n_vocab
@@ -222,6 +239,7 @@ class GpuExecutor:
         self.replies: dict[int, trio.MemorySendChannel] = {}
         self.awaiting: set[int] = set()
         self.faults: dict[int, Failed] = {}  # slots whose Load failed: their Submit gets this
+        self.embeds: deque[tuple[Embed, EmbedRun]] = deque()  # one at a time, a step between generation steps
         # figures for /api/status, written by the step thread only
         self.tokens_per_second = 0.0
         self.gpu_choices = 0     # tokens the GPU chose (Picks sent)
@@ -256,8 +274,7 @@ class GpuExecutor:
         elif isinstance(message, Save):
             post([(message.reply, (batch.save(message.slot), list(batch.fed[message.slot])))])
         elif isinstance(message, Embed):
-            vectors = embed_batch(self.embedder, message.token_lists)
-            post([(message.reply, Embedded(vectors, sum(map(len, message.token_lists))))])
+            self.embeds.append((message, EmbedRun(self.embedder, message.token_lists)))
         elif isinstance(message, GpuCall):
             post([(message.reply, message.run())])
 
@@ -277,6 +294,24 @@ class GpuExecutor:
                 post([(reply, failed)])
             else:
                 self.faults[slot] = failed
+
+    def _embed_step(self, post: Callable) -> None:
+        """One step of the first embeddings request: it ends when done, failed or its client left."""
+        message, run = self.embeds[0]
+        if message.left.is_set():
+            run.cancel()
+            self.embeds.popleft()
+            return
+        try:
+            run.advance()
+        except Exception as error:
+            run.cancel()
+            self.embeds.popleft()
+            post([(message.reply, _fault(error, "computing embeddings"))])
+            return
+        if run.done:
+            self.embeds.popleft()
+            post([(message.reply, Embedded(run.vectors, sum(map(len, message.token_lists))))])
 
     def _fail_step(self, slots: list[int], error: Exception, post: Callable) -> None:
         """A step raised: fail the requests of the slots it ran; the next step runs the others."""
@@ -311,7 +346,7 @@ class GpuExecutor:
             return True
 
         while True:
-            if not batch.busy_slots and not take(inbox.get()):
+            if not batch.busy_slots and not self.embeds and not take(inbox.get()):
                 return
             # the samplers of the previous step reply with their next token
             deadline = time.monotonic() + SAMPLER_DEADLINE_S
@@ -329,6 +364,8 @@ class GpuExecutor:
                     break
                 if not take(message):
                     return
+            if self.embeds:
+                self._embed_step(post)
             if not batch.busy_slots:
                 continue
             started = time.monotonic()
@@ -750,7 +787,7 @@ async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_optio
     to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
     to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
     release_send, release_recv = trio.open_memory_channel(math.inf)
-    tokenizer = TokenizerActor(loaded, options.max_prompt_tokens)
+    tokenizer = TokenizerActor(loaded, options.max_prompt_tokens, options.max_embed_tokens)
     scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token)
     embedder = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size, keep_hidden=True)
     executor = GpuExecutor(batch, embedder)

@@ -304,10 +304,14 @@ def create_app(state: ServerState) -> QuartTrio:
         if body.dimensions is not None and body.dimensions != width:
             raise bad_request(f"dimensions: this model's embeddings have {width} dimensions, and cannot be "
                               "shortened", param="dimensions")
-        inputs = _embedding_inputs(body.input)
+        inputs = _embedding_inputs(body.input, config.model.max_embed_inputs)
         reply_send, reply_recv = trio.open_memory_channel(1)
-        _enqueue(graph, EmbedJob(list(inputs), reply_send))
-        result = await reply_recv.receive()
+        job = EmbedJob(inputs, reply_send)
+        _enqueue(graph, job)
+        try:
+            result = await reply_recv.receive()
+        finally:
+            job.left.set()  # a client gone: the steps not run yet are skipped
         if isinstance(result, Failed):
             raise result.error
         count = result.tokens
@@ -370,12 +374,15 @@ def create_app(state: ServerState) -> QuartTrio:
     return app
 
 
-def _embedding_inputs(value) -> list[str | list[int]]:
+def _embedding_inputs(value, limit: int) -> list[str | list[int]]:
     message = "input must be a non-empty string, a list of strings, token ids, or lists of token ids"
     if isinstance(value, str) or (value and all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
         value = [value]
-    if not value or len(value) > 2048:
-        raise bad_request(message + " (at most 2048 inputs)", param="input")
+    if not value:
+        raise bad_request(message, param="input")
+    if len(value) > limit:
+        raise bad_request(f"input has {len(value)} items; this server embeds at most {limit} per request "
+                          "([model] max_embed_inputs)", param="input", code="too_many_inputs")
     for item in value:
         ok = isinstance(item, str) or (isinstance(item, list) and all(
             isinstance(x, int) and not isinstance(x, bool) for x in item))
