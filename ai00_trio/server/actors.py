@@ -32,6 +32,7 @@ import trio
 
 from ..config import CacheConfig, ModelConfig
 from ..engine.batch import BatchRuntime, EmbedRun
+from ..engine.cache_budget import CacheBudget, cache_budget, memory_available
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import GREEDY, Pick, Sampling
 from ..engine.scoped_cache import ScopedCache
@@ -769,6 +770,7 @@ class ActorGraph:
     scheduler: Scheduler
     executor: GpuExecutor
     leases: int = 0  # HTTP requests that took this graph and may still send it jobs (see lifecycle.py)
+    cache_budget: CacheBudget | None = None
 
 
 def state_bytes(state: State | np.ndarray) -> int:
@@ -781,7 +783,9 @@ async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_optio
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
     max_batch, token_chunk_size, max_queue = options.max_batch, options.token_chunk_size, options.max_queue
     batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
-    cache = PrefixCache(gpu_budget=cache_options.gpu_bytes, host_budget=cache_options.host_bytes,
+    budget = cache_budget(cache_options.gpu_bytes, cache_options.host_bytes,
+                          loaded.model.ctx.info.adapter_type == "CPU", memory_available())
+    cache = PrefixCache(gpu_budget=budget.gpu_bytes, host_budget=budget.host_bytes,
                         offload=lambda state: state.to_host(), size_of=state_bytes)
     jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
     to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
@@ -795,4 +799,4 @@ async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_optio
         nursery.start_soon(tokenizer.run, jobs_recv, to_scheduler_send, to_executor_send.clone())
         nursery.start_soon(scheduler.run, to_scheduler_recv, release_recv, to_executor_send, release_send)
         nursery.start_soon(executor.run, to_executor_recv)
-        task_status.started(ActorGraph(jobs_send, scheduler, executor))
+        task_status.started(ActorGraph(jobs_send, scheduler, executor, cache_budget=budget))
