@@ -1,12 +1,14 @@
 """The OpenAPI document, generated from the wire Structs, and the Swagger UI page."""
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from typing import Any
 
 import msgspec
 
 from .. import __version__
+from ..config import Config
 from . import ai00_schemas as a
 from . import response_schemas as r
 from . import schemas as s
@@ -40,6 +42,8 @@ ROUTES = [
     *LORA_ROUTES,
 ]
 TEXT = {"/metrics": "text/plain"}  # routes whose 200 is not JSON
+# 404s besides the routes with path parameters: a model not served (with strict_names), a LoRA not applied
+NOT_FOUND = {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings", "/admin/loras/unload"}
 STREAMED = {"/v1/chat/completions": s.ChatCompletionChunk, "/v1/completions": s.Completion}  # what each `data:` event of a stream holds
 
 
@@ -67,6 +71,8 @@ def openapi_document() -> dict:
             operation["responses"]["200"]["content"]["text/event-stream"] = {
                 "schema": _body("text/event-stream", {"type": "object"})}
         names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+        if path in NOT_FOUND:
+            operation["responses"]["404"] = error
         if names:
             operation["parameters"] = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                                        for name in names]
@@ -81,7 +87,7 @@ def openapi_document() -> dict:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ref_of[req]}}}
         paths.setdefault(path, {})[method] = operation
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",  # msgspec writes JSON Schema 2020-12 (null types, numeric exclusive bounds)
         "info": {"title": "ai00-trio", "version": __version__,
                  "description": "OpenAI-compatible RWKV server. Routes are also served under /api/oai/ and /api/oai/v1/."},
         "paths": paths,
@@ -90,14 +96,38 @@ def openapi_document() -> dict:
     }
 
 
+def served_document(config: Config) -> dict:
+    """The document with this server's configured limits in it, so clients and fuzzers see
+    the same ranges the routes enforce."""
+    document = copy.deepcopy(openapi_document())
+    schemas = document["components"]["schemas"]
+    cap = config.model.max_tokens_cap
+    for name in ("ChatCompletionRequest", "CompletionRequest", "ResponseRequest"):
+        for field in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+            if field in schemas[name]["properties"]:
+                _limit(schemas[name]["properties"][field], "integer", minimum=1, maximum=cap)
+    _limit(schemas["EmbeddingRequest"]["properties"]["input"], "array", minItems=1,
+           maxItems=config.model.max_embed_inputs)
+    return document
+
+
+def _limit(schema: dict, kind: str, **bounds: int) -> None:
+    """Bounds on the `kind` branch of a (possibly nullable) property's schema."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") == kind:
+            branch.update(bounds)
+
+
 def _body(media: str, schema: dict) -> dict:
-    """An SSE stream's schema is one event's: its `data` is JSON text holding `schema`."""
+    """An SSE stream's schema is one event's: its `data` is JSON text holding `schema`, or the
+    closing `[DONE]`."""
     if media != "text/event-stream":
         return schema
     return {"type": "object", "required": ["data"],
             "properties": {"event": {"type": "string"},
-                           "data": {"type": "string", "contentMediaType": "application/json",
-                                    "contentSchema": schema}}}
+                           "data": {"type": "string", "anyOf": [
+                               {"const": "[DONE]"},
+                               {"contentMediaType": "application/json", "contentSchema": schema}]}}}
 
 
 def swagger_page() -> str:
