@@ -12,7 +12,7 @@
 quant_type "nf4" stores the first NF4_INT8_LAYERS layers' projections as int8 and the rest as NF4
 (`stored_as`), as llama.cpp's 4-bit mixes keep some tensors at more bits: an error made early
 is carried and grown by every later layer, so on random weights of real scale layer 0 alone
-causes about half of an all-NF4 model's KL divergence (bench/RESULTS.md, 2026-12-04).
+causes about half of an all-NF4 model's KL divergence (bench/RESULTS.md, "NF4 mixes").
 """
 from __future__ import annotations
 
