@@ -29,6 +29,9 @@ class ModelConfig(Section):
     aliases: list[str] = msgspec.field(default_factory=list)  # more names clients may ask for
     strict_names: bool = False           # unknown `model` names get 404 (else the loaded model serves them)
     max_prompt_tokens: int = 16384
+    max_embed_inputs: int = 2048         # inputs one embeddings request may give
+    max_embed_tokens: int = 131072       # their tokens together
+    grammar_compile_seconds: float = 10.0  # a request's bnf_schema / response_format compiles within this, or 400
 
     @property
     def file(self) -> Path:
@@ -197,6 +200,10 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
         raise ConfigError(f"{source}: model.quant must be 0 or more (layers to quantize)")
     if config.model.max_batch < 1 or config.model.token_chunk_size < 1:
         raise ConfigError(f"{source}: model.max_batch and model.token_chunk_size must be positive")
+    if config.model.max_embed_inputs < 1 or config.model.max_embed_tokens < 1:
+        raise ConfigError(f"{source}: model.max_embed_inputs and model.max_embed_tokens must be positive")
+    if not config.model.grammar_compile_seconds > 0:
+        raise ConfigError(f"{source}: model.grammar_compile_seconds must be positive")
     for origin in config.listen.cors_origins:
         if origin != "*" and not _is_origin(origin):
             raise ConfigError(f"{source}: listen.cors_origins: {origin!r} is not an origin "

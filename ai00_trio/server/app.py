@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
 from ..config import Config
-from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
+from ..grammar import compile_grammar, grammar_from_response_format
 from . import schemas as s
 from .actors import ActorGraph
 from .messages import Done, EmbedJob, Failed, TextJob, Token
@@ -37,10 +37,11 @@ from .errors import ApiError, bad_request, not_found, overloaded, unauthorized
 from .failure_errors import api_error
 from .failures import Failure
 from .field_log import UnknownFields, route_key
+from .grammar_compile import compile_in_time
 from .lifecycle import Lifecycle, lease, no_model_error, release_leases
 from .metrics import ROUTE_KEY, ServerMetrics
 from .model_registry import ModelRegistry
-from .openapi import ROUTES, openapi_document, swagger_page
+from .openapi import ROUTES, served_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
 from .retrieval_routes import register_retrieval_routes, serve_embeddings
@@ -172,6 +173,15 @@ def create_app(state: ServerState) -> QuartTrio:
             state.unknown_fields.check(request.path, await request.get_data(), kind)
 
     @app.after_request
+    async def close_after_refused_body(response: Response) -> Response:
+        """An error may be answered before the request's body was read (415, 405, 413, 401):
+        the connection closes after it, else the body's unread rest would stall the next request
+        on this keep-alive connection until a timeout."""
+        if response.status_code >= 400 and (request.content_length or request.headers.get("Transfer-Encoding")):
+            response.headers["Connection"] = "close"
+        return response
+
+    @app.after_request
     async def log_request(response: Response) -> Response:
         elapsed = time.perf_counter() - g.get("request_started", time.perf_counter())
         client = request.remote_addr or "-"
@@ -260,7 +270,8 @@ def create_app(state: ServerState) -> QuartTrio:
                       "max_batch": graph.scheduler.max_batch},
             "tokens_per_second": round(graph.executor.tokens_per_second, 1),
             "outputs": {"gpu_choices": graph.executor.gpu_choices, "logits_rows": graph.executor.logits_replies},
-            "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
+            "prefix_cache": {**dataclasses.asdict(graph.scheduler.cache.stats()),
+                             "budget": dataclasses.asdict(graph.cache_budget) if graph.cache_budget else None},
             "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
             "retiring": state.lifecycle.retiring_figures() if state.lifecycle else [],
         })
@@ -274,9 +285,11 @@ def create_app(state: ServerState) -> QuartTrio:
         loaded, _ = ready()
         return json_response(s.StateList([s.StateCard(e.id, e.name, e.default) for e in loaded.states.values()]))
 
+    document = served_document(config)
+
     @app.get("/api-docs/openapi.json")
     async def openapi():
-        return json_response(openapi_document())
+        return json_response(document)
 
     @app.get("/api-docs")
     async def api_docs():
@@ -309,7 +322,8 @@ def create_app(state: ServerState) -> QuartTrio:
         top_n = (body.top_logprobs or 0) if body.logprobs else 0
         return await _serve_completion(loaded, graph, body, prompt, stops, assistant_turns, chat=True, top_n=top_n,
                                        want_logprobs=body.logprobs, max_tokens_cap=config.model.max_tokens_cap,
-                                       continued=continued, tools=tools)
+                                       continued=continued, tools=tools,
+                                       compile_seconds=config.model.grammar_compile_seconds)
 
     @route("/completions", ["POST"])
     async def completions():
@@ -326,7 +340,8 @@ def create_app(state: ServerState) -> QuartTrio:
         return await _serve_completion(loaded, graph, body, prompt, stops, [], chat=False, top_n=top_n,
                                        want_logprobs=body.logprobs is not None,
                                        max_tokens_cap=config.model.max_tokens_cap,
-                                       echo=prompt if body.echo else "", best_of=body.best_of)
+                                       echo=prompt if body.echo else "", best_of=body.best_of,
+                                       compile_seconds=config.model.grammar_compile_seconds)
 
     register_responses(route, state.responses, chat_model, config)
 
@@ -348,10 +363,14 @@ def create_app(state: ServerState) -> QuartTrio:
         if body.dimensions is not None and body.dimensions != width:
             raise bad_request(f"dimensions: this model's embeddings have {width} dimensions, and cannot be "
                               "shortened", param="dimensions")
-        inputs = _embedding_inputs(body.input)
+        inputs = _embedding_inputs(body.input, config.model.max_embed_inputs)
         reply_send, reply_recv = trio.open_memory_channel(1)
-        _enqueue(graph, EmbedJob(list(inputs), reply_send))
-        result = await reply_recv.receive()
+        job = EmbedJob(inputs, reply_send)
+        _enqueue(graph, job)
+        try:
+            result = await reply_recv.receive()
+        finally:
+            job.left.set()  # a client gone: the steps not run yet are skipped
         if isinstance(result, Failed):
             raise api_error(result.error)
         count = result.tokens
@@ -414,12 +433,15 @@ def create_app(state: ServerState) -> QuartTrio:
     return app
 
 
-def _embedding_inputs(value) -> list[str | list[int]]:
+def _embedding_inputs(value, limit: int) -> list[str | list[int]]:
     message = "input must be a non-empty string, a list of strings, token ids, or lists of token ids"
     if isinstance(value, str) or (value and all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
         value = [value]
-    if not value or len(value) > 2048:
-        raise bad_request(message + " (at most 2048 inputs)", param="input")
+    if not value:
+        raise bad_request(message, param="input")
+    if len(value) > limit:
+        raise bad_request(f"input has {len(value)} items; this server embeds at most {limit} per request "
+                          "([model] max_embed_inputs)", param="input", code="too_many_inputs")
     for item in value:
         ok = isinstance(item, str) or (isinstance(item, list) and all(
             isinstance(x, int) and not isinstance(x, bool) for x in item))
@@ -439,8 +461,6 @@ def _max_tokens(body: s.SamplingFields, cap: int) -> int:
     value = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if value is None:
         return min(DEFAULT_MAX_TOKENS, cap)
-    if value < 1:
-        raise bad_request("max_tokens must be at least 1", param="max_tokens")
     if value > cap:
         raise bad_request(f"max_tokens is at most {cap} on this server ([model] max_tokens_cap)", param="max_tokens")
     return value
@@ -449,17 +469,13 @@ def _max_tokens(body: s.SamplingFields, cap: int) -> int:
 async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], assistant_turns: list[str],
                             chat: bool, top_n: int, want_logprobs: bool, max_tokens_cap: int,
                             echo: str = "", best_of: int | None = None, continued: bool = False,
-                            tools: ToolPlan | None = None) -> Response:
-    if not 1 <= body.n <= 16:
-        raise bad_request("n must be between 1 and 16", param="n")
-    candidates = body.n if best_of is None else best_of
-    if not body.n <= candidates <= 16:
-        raise bad_request("best_of must be between n and 16", param="best_of")
+                            tools: ToolPlan | None = None, compile_seconds: float = math.inf) -> Response:
+    candidates = body.n if best_of is None else best_of  # n, best_of and top_n are in range (schemas.py)
+    if candidates < body.n:
+        raise bad_request("best_of must be at least n", param="best_of")
     if candidates > body.n and body.stream:
         raise bad_request("best_of above n cannot be streamed", param="best_of")
-    if not 0 <= top_n <= 20:
-        raise bad_request("top_logprobs must be between 0 and 20", param="top_logprobs")
-    grammar = tools.grammar if tools else await _grammar(body)
+    grammar = tools.grammar if tools else await _grammar(body, compile_seconds)
     max_tokens = _max_tokens(body, max_tokens_cap)
     streams = []
     try:
@@ -499,18 +515,14 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
             recv.close()
 
 
-async def _grammar(body: s.SamplingFields):
+async def _grammar(body: s.SamplingFields, seconds: float):
     """The request's output grammar (bnf_schema or response_format), compiled off the event loop."""
     if body.bnf_schema is not None and body.response_format not in (None, {"type": "text"}):
         raise bad_request("give either bnf_schema or response_format, not both", param="bnf_schema")
-    try:
-        if body.bnf_schema is not None:
-            return await trio.to_thread.run_sync(compile_grammar, body.bnf_schema)
-        if body.response_format is not None:
-            return await trio.to_thread.run_sync(grammar_from_response_format, body.response_format)
-    except GrammarError as error:
-        param = "bnf_schema" if body.bnf_schema is not None else "response_format"
-        raise bad_request(f"invalid grammar: {error}", param=param, code="invalid_grammar") from None
+    if body.bnf_schema is not None:
+        return await compile_in_time(compile_grammar, body.bnf_schema, "bnf_schema", seconds)
+    if body.response_format is not None:
+        return await compile_in_time(grammar_from_response_format, body.response_format, "response_format", seconds)
     return None
 
 
