@@ -357,7 +357,8 @@ def create_app(state: ServerState) -> QuartTrio:
         body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
         # the [embedding] model answers unless a chat model is named (its last hidden state)
         if retrieval.configured and not (registry.chat(body.model) or body.model in registry.main_names()):
-            return await serve_embeddings(retrieval, body, _embedding_inputs(body.input), config.model.max_prompt_tokens)
+            inputs = _embedding_inputs(body.input, config.model.max_embed_inputs)
+            return await serve_embeddings(retrieval, body, inputs, config.model.max_prompt_tokens)
         loaded, graph = chat_model(body.model)
         width = loaded.model.info.n_embd
         if body.dimensions is not None and body.dimensions != width:
