@@ -3,7 +3,10 @@ reranker beside [model]; requests routed by `model`; /v1/models with kinds; load
 by name; the GPU budget; and the [model] chat model unaffected by the others."""
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 from ai00_trio.engine import load_model
 from ai00_trio.engine.formats.safetensors_writer import write_safetensors
 from retrieval_reference import random_embedding_checkpoint, random_reranker_checkpoint
-from server_helpers import http, running_server
+from server_helpers import ROOT, http, running_server
 from test_reload import ADMIN, ADMIN_SECTION, V5, V7, complete, greedy, text_of
 
 pytestmark = pytest.mark.gpu
@@ -131,3 +134,25 @@ def test_a_load_that_does_not_fit_is_refused(tmp_path):
             assert "needs about" in answer["error"]["message"] and "MiB of weights" in answer["error"]["message"]
         assert [m["id"] for m in http("GET", url + "/v1/models")[1]["data"]] == [V7.stem]
         assert complete(url, PROMPT, 2)[0] == 200  # the serving model is kept
+
+
+def test_retrieval_example(multi, tmp_path):
+    notes = tmp_path / "notes"
+    (notes / "deep").mkdir(parents=True)
+    (notes / "keys.txt").write_text("Rotate the API keys every month.\n\nKeys live in the vault.\n")
+    (notes / "food.txt").write_text("Apples are red.\n\nBread is baked at dawn.\n")
+    (notes / "deep" / "ops.txt").write_text("Restart the server after an upgrade.\n")
+    query = "how often are keys rotated?"
+    run = subprocess.run([sys.executable, str(ROOT / "examples" / "retrieval.py"), str(notes), query, "--base-url",
+                          multi + "/v1", "--top", "3", "--json"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["passages"] == 5 and len(answer["hits"]) == 3
+    texts = [hit["text"] for hit in answer["hits"]]
+    status, direct = http("POST", multi + "/v1/rerank", {"query": query, "documents": texts})
+    assert status == 200
+    # the example's order and scores are the reranker's, on the paragraphs it found
+    assert [r["index"] for r in direct["results"]] == [0, 1, 2]
+    for hit, result in zip(answer["hits"], direct["results"]):
+        assert abs(hit["relevance_score"] - result["relevance_score"]) < 1e-6
+        assert (notes / hit["file"]).read_text().count(hit["text"]) == 1
