@@ -68,9 +68,10 @@ def _safetensors_shapes(path: Path) -> _Shapes:
             layers.add(int(found.group(1)))
         if name.endswith("emb.weight") and len(entry.shape) == 2:
             n_vocab, n_embd = entry.shape
-        if name.endswith("blocks.0.att.r_k") and len(entry.shape) == 2:
+        if name.endswith("blocks.0.att.r_k") and len(entry.shape) == 2 and entry.shape[0] > 1:  # [H, N]
             head_size = entry.shape[1]
-    return _Shapes(floats, other, len(layers), n_embd, n_vocab, head_size)
+    # a flattened r_k ([1, C]) hides the head size: the common 64 (an over- rather than underestimate)
+    return _Shapes(floats, other, len(layers), n_embd, n_vocab, min(head_size, n_embd or head_size))
 
 
 def _pth_bytes(path: Path) -> int:
