@@ -40,6 +40,7 @@ from .field_log import UnknownFields, route_key
 from .grammar_compile import compile_in_time
 from .lifecycle import Lifecycle, lease, no_model_error, release_leases
 from .metrics import ROUTE_KEY, ServerMetrics
+from .model_registry import ModelRegistry
 from .openapi import ROUTES, served_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
@@ -66,6 +67,7 @@ class ServerState:
     load_error: str | None = None
     status: str = "loading"  # loading (the first load, or a reload building) | loaded | unloaded | failed
     lifecycle: Lifecycle | None = None  # loads, reloads and unloads (set when the server starts)
+    models: ModelRegistry | None = None  # every model by name, [model] and the others (set by create_app)
     load_seconds: float | None = None  # how long the model took to load
     started: float = field(default_factory=time.time)
     draining: bool = False  # shutting down: running requests finish, new ones get 503
@@ -110,12 +112,33 @@ def create_app(state: ServerState) -> QuartTrio:
         release_leases()
 
     names = config.model.aliases
+    retrieval = RetrievalService(config)
+    registry = state.models = ModelRegistry(state, retrieval)
 
     def check_model(name: str | None, loaded: LoadedModel) -> None:
         """With `strict_names`, only the model's name, path and aliases; else any name is served
-        by the one model (as AI00 and llama.cpp do: SDK code hard-codes model names)."""
-        if config.model.strict_names and name and name not in (loaded.name, loaded.path, *names):
-            raise not_found(f"the model {name!r} does not exist; this server serves {loaded.name!r}", param="model")
+        by the one chat model (as AI00 and llama.cpp do: SDK code hard-codes model names). With
+        several chat models, an unknown name could mean any of them: 404."""
+        if not name or name in (loaded.name, loaded.path, *names):
+            return
+        kind = registry.retrieval_kind(name)
+        if kind is not None:
+            route = "/v1/embeddings" if kind == "embedding" else "/v1/rerank"
+            raise bad_request(f"{name!r} is the {kind} model: call it at {route}", param="model",
+                              code="model_kind_mismatch")
+        if config.model.strict_names or registry.chats:
+            served = ", ".join(repr(n) for n in (loaded.name, *registry.chats))
+            raise not_found(f"the model {name!r} does not exist; this server serves {served}", param="model")
+
+    def chat_model(name: str | None) -> tuple[LoadedModel, ActorGraph]:
+        """The chat model `name` calls for, leased for this request: a [[models]] one by its name
+        or alias, else [model] (subject to `check_model`)."""
+        chat = registry.chat(name)
+        if chat is not None:
+            return registry.serving(chat)
+        loaded, graph = ready()
+        check_model(name, loaded)
+        return loaded, graph
 
     @app.before_request
     async def note_route():
@@ -276,19 +299,22 @@ def create_app(state: ServerState) -> QuartTrio:
     @route("/models", ["GET"])
     async def models():
         loaded, _ = ready()
-        return json_response(s.ModelList([s.ModelCard(name, loaded.created) for name in (loaded.name, *names)]))
+        own = [s.ModelCard(name, loaded.created) for name in (loaded.name, *names)]
+        return json_response(s.ModelList(own + registry.cards()))
 
     @route("/models/<path:model_id>", ["GET"])
     async def model_card(model_id: str):
         loaded, _ = ready()
-        check_model(model_id, loaded)
-        return json_response(s.ModelCard(model_id if model_id in names else loaded.name, loaded.created))
+        card = next((card for card in registry.cards() if card.id == model_id), None)
+        if card is None:
+            check_model(model_id, loaded)
+            card = s.ModelCard(model_id if model_id in names else loaded.name, loaded.created)
+        return json_response(card)
 
     @route("/chat/completions", ["POST"])
     async def chat_completions():
-        loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.ChatCompletionRequest)
-        check_model(body.model, loaded)
+        loaded, graph = chat_model(body.model)
         tools = await tool_plan(body)
         prompt, assistant_turns, continued = chat_prompt(body.messages, body.names, body.template,
                                                          tools.prompt if tools else None)
@@ -301,9 +327,8 @@ def create_app(state: ServerState) -> QuartTrio:
 
     @route("/completions", ["POST"])
     async def completions():
-        loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.CompletionRequest)
-        check_model(body.model, loaded)
+        loaded, graph = chat_model(body.model)
         prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
         stops = stop_list(body.stop, [])
         top_n = body.logprobs or 0
@@ -318,24 +343,23 @@ def create_app(state: ServerState) -> QuartTrio:
                                        echo=prompt if body.echo else "", best_of=body.best_of,
                                        compile_seconds=config.model.grammar_compile_seconds)
 
-    register_responses(route, state.responses, ready, check_model, config)
-
-    retrieval = RetrievalService(config)
+    register_responses(route, state.responses, chat_model, config)
 
     @app.before_serving
-    async def load_retrieval():
+    async def load_other_models():
         app.nursery.start_soon(retrieval.load)
+        await registry.start(app.nursery)
 
     register_retrieval_routes(app, route, retrieval, config.model.max_prompt_tokens)
 
     @route("/embeddings", ["POST"])
     async def embeddings():
-        if retrieval.configured:  # the [embedding] model answers, not the chat model's hidden state
-            body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
-            return await serve_embeddings(retrieval, body, _embedding_inputs(body.input), config.model.max_prompt_tokens)
-        loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
-        check_model(body.model, loaded)
+        # the [embedding] model answers unless a chat model is named (its last hidden state)
+        if retrieval.configured and not (registry.chat(body.model) or body.model in registry.main_names()):
+            inputs = _embedding_inputs(body.input, config.model.max_embed_inputs)
+            return await serve_embeddings(retrieval, body, inputs, config.model.max_prompt_tokens)
+        loaded, graph = chat_model(body.model)
         width = loaded.model.info.n_embd
         if body.dimensions is not None and body.dimensions != width:
             raise bad_request(f"dimensions: this model's embeddings have {width} dimensions, and cannot be "

@@ -157,15 +157,14 @@ class Answer:
         return [*message, *calls]
 
 
-def register_responses(route: Callable, store: ResponseStore, ready: Callable, check_model: Callable,
-                       config: Config) -> None:
-    """Adds the routes through the app's `route` (every API prefix)."""
+def register_responses(route: Callable, store: ResponseStore, chat_model: Callable, config: Config) -> None:
+    """Adds the routes through the app's `route` (every API prefix); `chat_model(name)` gives
+    the loaded model and actor graph that `model` calls for."""
 
     @route("/responses", ["POST"])
     async def create_response():
-        loaded, graph = ready()
         body = decode_request(await request.get_data(), ResponseRequest)
-        check_model(body.model, loaded)
+        loaded, graph = chat_model(body.model)
         _refuse_unsupported(body)
         tools = await _tool_plan(body)
         turn = await _turn(body, store, loaded, tools)

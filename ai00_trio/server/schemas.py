@@ -290,6 +290,7 @@ class ModelCard(Struct):
     created: int
     owned_by: str = "ai00-trio"
     object: str = "model"
+    kind: str = "chat"                   # chat | embedding | rerank: the routes that serve it
 
 
 class ModelList(Struct):
