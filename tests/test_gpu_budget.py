@@ -23,6 +23,13 @@ def test_estimate_reads_the_header():
     assert fp16.total == fp16.weights + fp16.slots + 1000
 
 
+def test_no_file_no_estimate(tmp_path):
+    """A folder or a missing path (the fuzzer sends model_path "") estimates nothing: the load
+    itself then refuses it with its 400, not a 500 from reading a directory."""
+    assert estimate_need(tmp_path, "fp16", 8, cache_bytes=5).total == 5
+    assert estimate_need(tmp_path / "missing.st", "fp16", 8).total == 0
+
+
 def test_check_fits_says_what_is_needed():
     need = MemoryNeed(300 << 20, 50 << 20, 0)
     check_fits(need, None, 10 << 30, "m")       # no budget: nothing refused

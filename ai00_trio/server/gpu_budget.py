@@ -88,6 +88,8 @@ def estimate_need(path: Path, precision: str, max_batch: int, cache_bytes: int =
     precision; a v5+ slot holds per layer two token-shift rows and an H×N×N wkv state (fp32),
     plus a logits row. Torch checkpoints (no header to read) count as stored, with no slot figure."""
     element = 2 if precision == "fp16" else 4
+    if not path.is_file():  # nothing to estimate: the load itself refuses it, saying why
+        return MemoryNeed(0, 0, cache_bytes)
     if path.suffix == ".pth":
         return MemoryNeed(_pth_bytes(path) * element // 2, 0, cache_bytes)
     try:
