@@ -121,7 +121,7 @@ class Runtime:
         self._graphs: dict[tuple, StepGraph] = {}
         self._shared: dict = {}
         self._logits_back = Readback(ctx.device)
-        self._prepared: dict[tuple, wgpu.GPUCommandBuffer] = {}  # the next step, recorded ahead
+        self._prepared: dict[tuple, wgpu.GPUCommandBuffer] = {}  # steps recorded ahead, by shape
         self.prerecord = True  # benchmarks switch it off to measure what it saves
         self._written: dict[int, bytes] = {}  # what the step inputs last received
 
@@ -249,9 +249,14 @@ class Runtime:
         submission = fast_encode.submit(self.ctx.device.queue, command)
         # Record the next step of this shape while the GPU runs this one: decoding repeats the
         # shape, and what changes (token ids, slots) goes in through the buffer writes above.
-        if self.prerecord:
+        # A recorded step waits under its shape until one comes, however long: wgpu-native does not
+        # free a command buffer that is dropped without being submitted (~50 kB each on lavapipe),
+        # so recording ahead and dropping cost memory with every change of the batch's make-up.
+        # Steps that feed prompts rarely repeat their shape, so only decoding steps record ahead.
+        if self.prerecord and t == len(runs):
             following = key[:-1] + (1 - back,)
-            self._prepared = {following: self._record(following, graph)}
+            if following not in self._prepared:
+                self._prepared[following] = self._record(following, graph)
         return Flight(n_full, picked, back, submission)
 
     def land(self, flight: Flight) -> tuple[np.ndarray | None, list[Pick]]:
