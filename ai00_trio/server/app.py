@@ -240,6 +240,7 @@ def create_app(state: ServerState) -> QuartTrio:
             "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
             "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
             "retiring": state.lifecycle.retiring_figures() if state.lifecycle else [],
+            "device": state.lifecycle.recovery.figures() if state.lifecycle else None,
         })
 
     @app.get("/metrics")
