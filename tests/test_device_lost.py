@@ -1,11 +1,15 @@
 """A lost GPU device, in-process: the executor fails every request it holds and every later one
 with DeviceLost (503 device_lost), never steps again, and tells its owner once. The fake batch
-raises the error wgpu-native raises for work on a lost device."""
+raises the error wgpu-native raises for work on a lost device. Also the fault-injection plan and
+the rebuilds' backoff (the end-to-end recovery is test_device_recovery.py)."""
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
+import pytest
 import trio
 import wgpu
 
@@ -15,7 +19,9 @@ from ai00_trio.gpu.device_lost import is_device_lost, says_lost
 from ai00_trio.server.actors import run_actors
 from ai00_trio.server.failure_errors import api_error
 from ai00_trio.server.failures import DeviceLost, ExecutorFault
+from ai00_trio.server.fault_injection import ENVIRONMENT_VARIABLE, FaultPlan, InjectedFault, LosesDevice
 from ai00_trio.server.messages import Done, Failed, GpuCall
+from ai00_trio.server.recovery import FIRST_RETRY_S, LAST_RETRY_S, retry_delays
 
 LOST_MESSAGE = "Validation Error\n\nCaused by:\n  In wgpuQueueSubmit\n    Parent device is lost"
 
@@ -116,3 +122,32 @@ def test_an_ordinary_step_fault_is_not_a_device_loss():
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_the_fault_plan_is_read_from_the_environment_only_as_asked():
+    assert FaultPlan.from_environment({}) == FaultPlan()
+    plan = FaultPlan.from_environment({ENVIRONMENT_VARIABLE: "device_lost_after_steps:20, failed_rebuilds:2"})
+    assert (plan.device_lost_after_steps, plan.failed_rebuilds) == (20, 2)
+    for bad in ("device_lost_after_steps", "device_lost_after_steps:-1", "explode:1"):
+        with pytest.raises(ValueError, match=ENVIRONMENT_VARIABLE):
+            FaultPlan.from_environment({ENVIRONMENT_VARIABLE: bad})
+    wrap = plan.batch_wrapper()
+    assert wrap is not None and plan.batch_wrapper() is None  # the first model only: a rebuilt one keeps its device
+    destroyed: list[int] = []
+    device = SimpleNamespace(destroy=lambda: destroyed.append(len(batch.log)))
+    batch = CountingBatch(model=SimpleNamespace(ctx=SimpleNamespace(device=device)))
+    wrapped = wrap(batch)
+    assert isinstance(wrapped, LosesDevice) and wrapped.busy_slots == []
+    for _ in range(22):
+        wrapped.step()
+    assert destroyed == [20]  # once, before step 21
+    for _ in range(2):
+        with pytest.raises(InjectedFault):
+            plan.before_rebuild()
+    plan.before_rebuild()  # the third rebuild goes ahead
+
+
+def test_rebuilds_are_retried_with_a_growing_wait_up_to_a_limit():
+    delays = list(itertools.islice(retry_delays(), 8))
+    assert delays[:3] == [FIRST_RETRY_S, 2 * FIRST_RETRY_S, 4 * FIRST_RETRY_S]
+    assert max(delays) == LAST_RETRY_S and delays[-1] == LAST_RETRY_S

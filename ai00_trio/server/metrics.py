@@ -77,7 +77,8 @@ class _ActorFigures(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
-        ready = GaugeMetricFamily("ai00_ready", "1 while a model serves requests (0 loading, failed or draining)")
+        ready = GaugeMetricFamily("ai00_ready", "1 while a model serves requests "
+                                  "(0 loading, failed, draining or recovering)")
         ready.add_metric([], float(state.graph is not None and not state.draining))
         yield ready
         gpu = GaugeMetricFamily("ai00_gpu_buffer_bytes", "Bytes of GPU buffers alive in this process "
