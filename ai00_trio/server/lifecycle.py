@@ -175,7 +175,8 @@ class Lifecycle:
             except Exception as error:
                 _log(f"reload of {request.model_path} failed, the serving model is kept: "
                      f"{type(error).__name__}: {error}")
-                kept = "the previous model keeps serving" if self.current else "no model is loaded"
+                kept = "the lost device's model is still being rebuilt" if previous == "recovering" else \
+                    "the previous model keeps serving" if self.current else "no model is loaded"
                 raise bad_request(f"model {request.model_path!r} failed to load ({kept}): "
                                   f"{type(error).__name__}: {error}", param="model_path",
                                   code="model_load_failed") from None
