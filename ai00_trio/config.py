@@ -29,6 +29,9 @@ class ModelConfig(Section):
     aliases: list[str] = msgspec.field(default_factory=list)  # more names clients may ask for
     strict_names: bool = False           # unknown `model` names get 404 (else the loaded model serves them)
     max_prompt_tokens: int = 16384
+    max_embed_inputs: int = 2048         # inputs one embeddings request may give
+    max_embed_tokens: int = 131072       # their tokens together
+    grammar_compile_seconds: float = 10.0  # a request's bnf_schema / response_format compiles within this, or 400
 
     @property
     def file(self) -> Path:
@@ -68,6 +71,7 @@ class AdapterConfig(Section):
     Economical: dict | None = None
     Manual: int | None = None
     name: str | None = None
+    memory_bytes: int | None = None      # GPU memory the models may use (wgpu reports none); loads past it get 400
 
     @property
     def choice(self) -> int | str | None:
@@ -118,10 +122,23 @@ class RetrievalModelConfig(Section):
     """An EmbeddingRWKV embedding model (`[embedding]`) or its reranker (`[rerank]`), served beside
     the chat model on a GPU device of its own."""
     path: str                            # .pth as published, or safetensors
+    name: str | None = None              # what `model` calls it (default: the file name without suffix)
     precision: str = "fp16"              # fp16 | fp32
     adapter: int | str | None = None     # [embedding] only: the GPU (index or name); default the first
     max_batch: int = 8                   # [embedding] only: texts run together
     token_chunk_size: int = 256          # [embedding] only: tokens per GPU step
+
+
+class ChatModelEntry(Section):
+    """One more chat model (`[[models]]`), served beside `[model]` with its own slots and queue;
+    requests whose `model` is its name or an alias go to it. Files are inside `[model] path`."""
+    name: str
+    path: str                            # the checkpoint, inside [model] path
+    kind: Literal["chat"] = "chat"       # [embedding] and [rerank] name the retrieval models
+    precision: str = "fp16"
+    max_batch: int = 8
+    token_chunk_size: int = 256
+    aliases: list[str] = msgspec.field(default_factory=list)
 
 
 class Config(Section):
@@ -137,6 +154,7 @@ class Config(Section):
     admin: AdminConfig = msgspec.field(default_factory=AdminConfig)
     embedding: RetrievalModelConfig | None = None
     rerank: RetrievalModelConfig | None = None
+    models: list[ChatModelEntry] = msgspec.field(default_factory=list)
 
 
 class ConfigError(ValueError):
@@ -182,6 +200,10 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
         raise ConfigError(f"{source}: model.quant must be 0 or more (layers to quantize)")
     if config.model.max_batch < 1 or config.model.token_chunk_size < 1:
         raise ConfigError(f"{source}: model.max_batch and model.token_chunk_size must be positive")
+    if config.model.max_embed_inputs < 1 or config.model.max_embed_tokens < 1:
+        raise ConfigError(f"{source}: model.max_embed_inputs and model.max_embed_tokens must be positive")
+    if not config.model.grammar_compile_seconds > 0:
+        raise ConfigError(f"{source}: model.grammar_compile_seconds must be positive")
     for origin in config.listen.cors_origins:
         if origin != "*" and not _is_origin(origin):
             raise ConfigError(f"{source}: listen.cors_origins: {origin!r} is not an origin "
@@ -193,9 +215,30 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
             section.precision = normalize_precision(section.precision)
             if section.max_batch < 1 or section.token_chunk_size < 1:
                 raise ConfigError(f"{source}: embedding.max_batch and embedding.token_chunk_size must be positive")
+    _check_models(config, source)
     if config.responses.max_stored < 1:
         raise ConfigError(f"{source}: responses.max_stored must be at least 1")
     return config
+
+
+def _check_models(config: Config, source: str) -> None:
+    """Every name a request can give (model names and aliases) must lead to one model."""
+    model = config.model
+    taken = {Path(model.name).stem: "[model]", **{alias: "[model]" for alias in model.aliases}}
+    for section, key in ((config.embedding, "[embedding]"), (config.rerank, "[rerank]")):
+        if section is not None:
+            taken.setdefault(section.name or Path(section.path).stem, key)
+    for entry in config.models:
+        entry.precision = normalize_precision(entry.precision)
+        if entry.max_batch < 1 or entry.token_chunk_size < 1:
+            raise ConfigError(f"{source}: models {entry.name!r}: max_batch and token_chunk_size must be positive")
+        for name in (entry.name, *entry.aliases):
+            if not name:
+                raise ConfigError(f"{source}: [[models]] names and aliases must not be empty")
+            if name in taken:
+                raise ConfigError(f"{source}: the model name {name!r} of [[models]] {entry.name!r} is taken by "
+                                  f"{taken[name]}")
+            taken[name] = f"[[models]] {entry.name!r}"
 
 
 def _is_origin(text: str) -> bool:

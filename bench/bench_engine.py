@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -199,6 +200,16 @@ def prefill(model, n: int, rng) -> float:
     return n / (time.perf_counter() - started)
 
 
+def hold_gil(fraction: float, period: float = 0.01) -> None:
+    """Compete for the GIL as the server's event loop thread does: pure Python for `fraction` of
+    each period, asleep for the rest."""
+    while True:
+        end = time.perf_counter() + fraction * period
+        while time.perf_counter() < end:
+            sum(range(100))
+        time.sleep((1 - fraction) * period)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -228,8 +239,13 @@ def main() -> None:
     parser.add_argument("--checked-shaders", action="store_true", help="keep wgpu's runtime checks in every kernel")
     parser.add_argument("--binding-mib", type=int, default=None,
                         help="bind at most this many MiB of one buffer (splits the batched states sooner)")
+    parser.add_argument("--gil-load", type=float, default=0.0,
+                        help="a thread runs pure Python this fraction of every 10 ms (as a busy event loop does)")
     args = parser.parse_args()
     from ai00_trio.gpu import graph, kernels
+
+    if args.gil_load > 0:
+        threading.Thread(target=hold_gil, args=(args.gil_load,), daemon=True).start()
 
     if args.checked_shaders:
         unchecked = kernels.shader_module
@@ -271,7 +287,8 @@ def main() -> None:
            prerecord=not args.no_prerecord, wide=tuning.matvec_wide, subgroups=model.ctx.has_subgroups,
            version=info.version, n_layer=info.n_layer, n_embd=info.n_embd,
            device=model.ctx.info.name, backend=model.ctx.info.backend, f16_shaders=model.ctx.has_f16,
-           load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes, binding_mib=args.binding_mib)
+           load_s=round(time.perf_counter() - started, 2), weight_bytes=model.weight_bytes, binding_mib=args.binding_mib,
+           gil_load=args.gil_load)
     if not args.no_profile:
         report(model=name, profile_batch1=profile_single(model))
         report(model=name, trace_batch1_ms=trace_single(model))

@@ -50,6 +50,7 @@ def fake_batch_class(step_s: float):
             self._work: dict[int, dict] = {}
             self._state_bytes = model.arch.slot_stride() * 4
             self._rng = np.random.default_rng(0)
+            self._done_at = 0.0
             # printable bytes for byte-level models, ordinary ids for the World vocabulary
             self._tokens = np.arange(97, 123) if model.info.n_vocab <= 256 else np.arange(1000, 3000)
 
@@ -83,7 +84,11 @@ def fake_batch_class(step_s: float):
         def step(self) -> dict:
             if not self._work:
                 return {}
-            time.sleep(step_s)
+            # like a GPU with the next step queued (chains run one ahead): steps end at a steady
+            # cadence while the host keeps up, and a late host delays only the steps after it
+            now = time.perf_counter()
+            self._done_at = max(now, self._done_at) + step_s
+            time.sleep(max(0.0, self._done_at - now))
             out: dict = {}
             vocab = self.model.info.n_vocab
             for slot, work in list(self._work.items()):

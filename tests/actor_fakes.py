@@ -144,7 +144,8 @@ class SlowGrammar:
 
 
 def fake_loaded() -> LoadedModel:
-    model = SimpleNamespace(info=SimpleNamespace(n_vocab=N_VOCAB))
+    model = SimpleNamespace(info=SimpleNamespace(n_vocab=N_VOCAB),
+                            ctx=SimpleNamespace(info=SimpleNamespace(adapter_type="DiscreteGPU")))
     return LoadedModel(model, load_tokenizer("bytes"), "counting", "counting.st", 0)
 
 

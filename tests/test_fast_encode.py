@@ -11,3 +11,13 @@ def test_native_dispatch_path_is_available(load_tiny):
     compute = encoder.begin_compute_pass()
     assert getattr(compute, "_internal", None) is not None, "compute pass lost _internal"
     compute.end()
+
+
+def test_submissions_are_indexed_and_waited_for(load_tiny):
+    """A step's submission index lets `land` wait for that step alone (see fast_encode.wait_for)."""
+    model = load_tiny("v7")
+    device = model.ctx.device
+    indices = [fast_encode.submit(device.queue, device.create_command_encoder().finish()) for _ in range(3)]
+    assert all(isinstance(i, int) for i in indices) and indices == sorted(set(indices)), indices
+    fast_encode.wait_for(device, indices[-1])  # returns once done (lavapipe: at once)
+    fast_encode.wait_for(device, None)         # an unknown submission: nothing to wait for

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -228,3 +229,43 @@ def test_pathological_grammars_fail_cleanly():
         with pytest.raises(GrammarError):
             compile_grammar(text)
         assert time.perf_counter() - started < 5.0
+
+
+def test_a_wide_alternative_compiles_in_linear_time():
+    """20,000 alternatives (230 kB of grammar): duplicates are dropped by hashing, not by a scan
+    of the alternatives so far (quadratic: half a minute here)."""
+    started = time.perf_counter()
+    compile_grammar("start ::= " + " | ".join(f'"w{i}x"' for i in range(20000)) + ' | "w7x";')
+    assert time.perf_counter() - started < 10
+
+
+def test_a_compilation_stops_at_its_deadline_or_when_cancelled():
+    """The checks sit between rules, AST nodes and DFA states (the text's parse runs whole: its
+    length is capped instead), so both stops end the compilation with CompileStopped."""
+    import threading
+
+    from ai00_trio.grammar import CompileStop, CompileStopped
+
+    wide = "start ::= " + " | ".join(f'"q{i}z"' for i in range(20000)) + ";"
+    with pytest.raises(CompileStopped) as stopped:
+        CompileStop(0.05).run(compile_grammar, wide)
+    assert stopped.value.timed_out
+
+    stop, outcome = CompileStop(600), []
+    thread = threading.Thread(target=lambda: outcome.append(_outcome(stop, wide + " ")))
+    thread.start()
+    time.sleep(0.05)
+    stop.cancel()                     # the client left
+    thread.join(timeout=60)
+    assert outcome == ["cancelled"]
+    assert compile_grammar(wide).start() is not None  # a stopped compilation caches nothing
+
+
+def _outcome(stop, text: str) -> str:
+    from ai00_trio.grammar import CompileStopped
+
+    try:
+        stop.run(compile_grammar, text)
+    except CompileStopped as error:
+        return "timed out" if error.timed_out else "cancelled"
+    return "compiled"

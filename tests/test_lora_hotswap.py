@@ -25,6 +25,7 @@ from safetensors.numpy import save_file
 from ai00_trio.engine import load_model
 from ai00_trio.engine.formats import ModelFormatError, read_checkpoint
 from ai00_trio.engine.hotswap import HotSwapError, LoraSwapper
+from ai00_trio.engine.quant import stored_as
 from ai00_trio.engine.upload import MatrixSlot
 from ai00_trio.gpu.graph import Matrix
 from ai00_trio.gpu.kernels import KernelCache
@@ -112,8 +113,8 @@ def test_quantized_weights_are_refused(gpu):
     path = TINY_MODELS["v7"][0]
     for quant_type in ("int8", "nf4"):
         model = load_model(path, precision="fp16", context=gpu, quant=1, quant_type=quant_type)
-        lora = adapter(path)  # blocks.0.att.key is in the quantized layer 0
-        refused(gpu, model, lora, HotSwapError, rf"blocks.0.att.key.weight is quantized \({quant_type}\)")
+        lora = adapter(path)  # blocks.0.att.key is in the quantized layer 0 (int8 under NF4 too)
+        refused(gpu, model, lora, HotSwapError, rf"blocks.0.att.key.weight is quantized \({stored_as(quant_type, 0)}\)")
 
 
 def test_tensors_kept_in_another_form_are_refused(gpu):

@@ -8,13 +8,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from ai00_trio.engine.quant import dequantize_int8, dequantize_nf4, quantize
+from ai00_trio.engine.quant import NF4_INT8_LAYERS, dequantize_int8, dequantize_nf4, quantize
 from ai00_trio.engine.upload import Uploader
 from ai00_trio.gpu.graph import Act, StepGraph
 from ai00_trio.gpu.tuning import DEFAULT_TUNING, KernelTuning, RowsShape, TileShape
 from ai00_trio.gpu.kernels import KernelCache
 
 DEQUANTIZE = {"int8": dequantize_int8, "nf4": dequantize_nf4}
+PAST_INT8 = NF4_INT8_LAYERS  # the first layer whose projections NF4 stores as NF4 (not int8)
 
 
 def run(gpu, record, tuning: KernelTuning = DEFAULT_TUNING) -> StepGraph:
@@ -150,7 +151,7 @@ def test_tiled_f16_sums_of_quantized_weights(gpu, precision):
     rng = np.random.default_rng(5)
     m, k, tokens = 136, 512, 70
     weights = rng.standard_normal((m, k)).astype(np.float32)
-    (w,) = Uploader(gpu, "fp16", quant_layers=1, quant_type=precision).matrices([weights], layer=0)
+    (w,) = Uploader(gpu, "fp16", quant_layers=PAST_INT8 + 1, quant_type=precision).matrices([weights], layer=PAST_INT8)
     stored = DEQUANTIZE[precision](*quantize(precision, weights.reshape(-1)), weights.size).reshape(m, k)
     x_host = rng.standard_normal((tokens, k)).astype(np.float32)
     x = Act(gpu.upload(x_host), k, tokens)
@@ -219,7 +220,8 @@ def test_rows_kernel_edges_equal_numpy(gpu, shape, precision, split_groups):
         w = Uploader(gpu, "fp16").matrices(weights[:1], weights[1:])
         stored = [a.astype(np.float16).astype(np.float32) for a in weights]
     else:
-        w = Uploader(gpu, "fp16", quant_layers=1, quant_type=precision).matrices(weights[:1], weights[1:], layer=0)
+        w = Uploader(gpu, "fp16", quant_layers=PAST_INT8 + 1, quant_type=precision).matrices(weights[:1], weights[1:],
+                                                                                            layer=PAST_INT8)
         flat = np.concatenate([a.reshape(-1) for a in weights])
         restored = DEQUANTIZE[precision](*quantize(precision, flat), flat.size)
         stored = [restored[: m[0] * k].reshape(m[0], k), restored[m[0] * k:].reshape(m[1], k)]
@@ -271,7 +273,8 @@ def test_which_kernel_takes_a_matmul(gpu, half, precision, tokens, heights, kern
 @pytest.mark.parametrize("tokens, kernel", [(32, "matmul_rows"), (33, "matmul_tiled")])
 def test_nf4_takes_the_rows_kernel_up_to_32_tokens(gpu, tokens, kernel):
     k = 512
-    (w,) = Uploader(gpu, "fp16", quant_layers=1, quant_type="nf4").matrices([np.zeros((2048, k), np.float32)], layer=0)
+    (w,) = Uploader(gpu, "fp16", quant_layers=PAST_INT8 + 1, quant_type="nf4").matrices([np.zeros((2048, k), np.float32)],
+                                                                                layer=PAST_INT8)
     x = Act(gpu.storage(tokens * k * 4), k, tokens)
     y = Act(gpu.storage(tokens * 2048 * 4), 2048, tokens)
     graph = run(gpu, lambda g: g.matmul(w, x, y))

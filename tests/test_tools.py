@@ -191,7 +191,9 @@ def test_openapi_documents_tools():
     assert "tool_calls" in schemas["AssistantMessage"]["properties"]
     assert set(schemas["ToolCallDelta"]["properties"]) == {"index", "id", "type", "function"}
     stream = document["paths"]["/v1/chat/completions"]["post"]["responses"]["200"]["content"]["text/event-stream"]
-    assert stream["schema"] == {"$ref": "#/components/schemas/ChatCompletionChunk"}
+    events = stream["schema"]["properties"]["data"]["anyOf"]
+    assert events == [{"const": "[DONE]"}, {"contentMediaType": "application/json",
+                                            "contentSchema": {"$ref": "#/components/schemas/ChatCompletionChunk"}}]
 
 
 # --- through a server (GPU) ----------------------------------------------------------------

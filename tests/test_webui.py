@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 DESKTOP = {"width": 1280, "height": 800}
 MODEL = "tiny-rwkv-7v0-834K"
 MODEL_FILE = ROOT / "assets" / "models" / f"{MODEL}.st"
+OTHER_MODEL = ROOT / "tests" / "data" / "tiny-rwkv-5v2-730K.st"
 STATE_ID = "5e1f0000-0000-4000-8000-00000000a11c"
 ADMIN_KEY = "webui-admin-key-0123456789"
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -139,25 +141,33 @@ def browser_context(tmp_path_factory):
             context.close()
 
 
-@pytest.fixture
-def page(request, server, browser_context):
-    """A fresh tab on the UI with empty localStorage, the model id already loaded."""
+@contextmanager
+def ui_page(browser_context, base: str, name: str, allowed: re.Pattern | None = None):
+    """A fresh tab on the UI at `base` with empty localStorage, the model id already loaded;
+    on leaving, no errors in the page or its console, but for console lines `allowed` matches."""
     page = browser_context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server + "/health")  # same origin, no UI script: clear what earlier tests stored
-    page.evaluate("localStorage.clear()")
+    page.goto(base + "/health")  # same origin, no UI script: clear what earlier tests stored
+    page.evaluate("localStorage.clear(); sessionStorage.clear()")
     # Chromium asks for /favicon.ico on the JSON /health page (a 404); the UI's icon is inline.
     page.on("console", lambda message: errors.append(f"{message.text} ({message.location.get('url')})")
-            if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico") else None)
-    page.goto(server + "/")
+            if message.type == "error" and not message.location.get("url", "").endswith("/favicon.ico")
+            and not (allowed and allowed.search(message.text)) else None)
+    page.goto(base + "/")
     expect(page.get_by_test_id("header-model")).to_have_text(MODEL)
     yield page
     try:
-        shot(page, f"end-{request.node.name}")
+        shot(page, f"end-{name}")
     finally:
         page.close()
     assert not errors, f"errors in the page or its console: {errors}"
+
+
+@pytest.fixture
+def page(request, server, browser_context):
+    with ui_page(browser_context, server, request.node.name) as page:
+        yield page
 
 
 def assistant_body(page):
@@ -319,7 +329,6 @@ def test_status_tab_shows_model_and_adapter(page, server):
     expect(page.get_by_test_id("status-queue-max")).to_have_text("8")
     expect(page.get_by_test_id("status-queue-active")).to_have_text("0")
     expect(page.get_by_test_id("status-error")).to_be_hidden()
-    shot(page, "status", docs=True)
 
 
 def test_settings_persist_across_reload(page, server):
@@ -518,14 +527,16 @@ def test_status_is_honest_while_idle_and_lists_models_with_an_admin_key(page, se
     key.fill(ADMIN_KEY)
     key.press("Enter")
     expect(page.get_by_test_id("models-loaded-path")).to_have_text(MODEL_FILE.name)
-    expect(page.get_by_test_id("models-loaded")).to_contain_text("states: pirate")
+    expect(page.get_by_test_id("models-state-name")).to_have_text(["pirate"])
     files = page.get_by_test_id("models-file")
     expect(files.get_by_test_id("models-file-name")).to_have_text(["pirate.st", MODEL_FILE.name])
     expect(files.filter(has_text=MODEL_FILE.name).get_by_test_id("models-load")).to_have_text("Reload")
     expect(files.filter(has_text="pirate.st")).to_contain_text("not a model")
     expect(page.get_by_test_id("models-error")).to_be_hidden()
+    page.get_by_test_id("models-panel").evaluate("card => card.scrollIntoView({block: 'start'})")
     shot(page, "models", docs=True)
     page.emulate_media(color_scheme="dark")
+    page.wait_for_timeout(300)  # the buttons' background transition (0.12 s) ends first
     shot(page, "models-dark", docs=True)
 
 
@@ -575,3 +586,150 @@ def test_header_says_why_when_the_model_failed_to_load(tmp_path, browser_context
         finally:
             page.close()
         assert not errors, errors
+
+
+def test_chart_draws_the_rate_and_occupancy_of_a_generation(page, server):
+    wait_until(lambda: status(server)["queue"]["active"] == 0, 10, "an idle server")
+    page.get_by_test_id("tab-status").click()
+    chart = page.get_by_test_id("status-chart")
+    expect(chart).to_have_attribute("data-samples", re.compile(r"^[1-9]"))
+    expect(page.get_by_test_id("chart-idle")).to_have_text("idle: no generation running")
+    assert page.get_by_test_id("chart-rate").get_attribute("d") == ""  # no rate while idle
+
+    page.get_by_test_id("tab-chat").click()
+    set_fields(page, max_tokens=2000)
+    page.get_by_test_id("chat-input").fill("Write a very long story")
+    page.get_by_test_id("chat-input").press("Enter")
+    page.wait_for_function(GROWS, arg=['[data-testid="message-assistant"] .msg-body.streaming', "chart"],
+                           timeout=TIMEOUT_MS)
+    page.get_by_test_id("tab-status").click()  # the answer keeps streaming in the chat view
+    expect(chart).to_have_attribute("data-busy-samples", re.compile(r"^([4-9]|\d\d)"), timeout=20_000)  # ~8 s
+    expect(page.get_by_test_id("chart-idle")).to_have_count(0)
+    # One stream in a batch of 8: the occupancy steps up to 1/8 of the plot's height.
+    occupancy = page.get_by_test_id("chart-occupancy").get_attribute("d")
+    heights = [float(y) for y in re.findall(r"L[\d.]+,([\d.]+)", occupancy)]
+    assert heights and min(heights) < max(heights), occupancy
+    rate = page.get_by_test_id("chart-rate").get_attribute("d")
+    assert rate.startswith("M") and rate.count("L") >= 3, rate  # a line through the busy samples
+    expect(page.get_by_test_id("status-tps-server")).not_to_have_text("idle")
+    shot(page, "status", docs=True)
+    page.keyboard.press("Escape")  # stops the chat's answer from any view
+    wait_until(lambda: status(server)["queue"]["active"] == 0, 5, "queue.active == 0 after Esc")
+    expect(page.get_by_test_id("status-tps-server")).to_have_text("idle")
+    samples = int(chart.get_attribute("data-samples"))
+    expect(chart).to_have_attribute("data-samples", re.compile(rf"^(?!{samples}$)"))  # the chart goes on
+    assert int(chart.get_attribute("data-busy-samples")) >= 1  # and keeps what it drew
+
+
+@pytest.fixture
+def models_server(tmp_path):
+    """A models folder with two models, a state and a LoRA of the served model."""
+    from test_lora_hotswap import adapter
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(MODEL_FILE, folder / MODEL_FILE.name)
+    shutil.copy(OTHER_MODEL, folder / OTHER_MODEL.name)
+    write_state_file(folder / "pirate.st")
+    save_file(adapter(MODEL_FILE), str(folder / "lora.st"))
+    with running_server(tmp_path, {"path": str(folder)}, extra_sections=f'[admin]\nkeys = ["{ADMIN_KEY}"]\n') as base:
+        yield base, folder
+
+
+def served(base: str) -> str | None:
+    code, body = http("GET", base + "/v1/models")
+    return body["data"][0]["id"] if code == 200 else None
+
+
+# The loads refused and the 503s while no model is loaded, as Chromium logs failed requests.
+EXPECTED_FAILURES = re.compile(r"^Failed to load resource: the server responded with a status of (400|503)")
+
+
+def test_models_panel_loads_unloads_attaches_and_shows_progress(models_server, browser_context):
+    (base, folder), admin = models_server, {"Authorization": f"Bearer {ADMIN_KEY}"}
+    other = OTHER_MODEL.stem
+    with ui_page(browser_context, base, "models-panel", allowed=EXPECTED_FAILURES) as page:
+        page.get_by_test_id("tab-status").click()
+        page.get_by_test_id("admin-key").fill(ADMIN_KEY)
+        page.get_by_test_id("admin-key").press("Enter")
+        loaded, progress = page.get_by_test_id("models-loaded-path"), page.get_by_test_id("models-progress-text")
+        expect(loaded).to_have_text(MODEL_FILE.name)
+        files = page.get_by_test_id("models-file")
+        row = lambda name: files.filter(has=page.get_by_test_id("models-file-name").get_by_text(name, exact=True))
+        expect(files.get_by_test_id("models-file-name")).to_have_text(
+            sorted(["lora.st", "pirate.st", MODEL_FILE.name, OTHER_MODEL.name]))
+
+        # another model: served, the header follows; then unload, and load the first again
+        row(OTHER_MODEL.name).get_by_test_id("models-load").click()
+        expect(loaded).to_have_text(OTHER_MODEL.name)
+        expect(progress).to_have_text(re.compile(rf"^Loaded {OTHER_MODEL.name} \(\d+\.\d s\)$"))
+        expect(page.get_by_test_id("header-model")).to_have_text(other)
+        assert served(base) == other
+        page.get_by_test_id("models-unload").click()
+        expect(page.get_by_test_id("models-loaded")).to_contain_text("No model loaded: no model is loaded (it was unloaded)")
+        expect(progress).to_have_text(re.compile(r"^Unloaded \(\d+\.\d s\)$"))
+        expect(page.get_by_test_id("header-model")).to_have_text("model not loaded")
+        assert served(base) is None
+        expect(row("pirate.st").get_by_test_id("models-state-attach")).to_be_disabled()  # nothing to attach to
+        row(MODEL_FILE.name).get_by_test_id("models-load").click()
+        expect(loaded).to_have_text(MODEL_FILE.name)
+        expect(page.get_by_test_id("header-model")).to_have_text(MODEL)
+
+        # a state attached while serving: listed, offered in the state picker; then detached
+        row("pirate.st").get_by_test_id("models-state-attach").click()
+        expect(page.get_by_test_id("models-state-name")).to_have_text(["pirate"])
+        expect(page.get_by_test_id("state-picker").locator("option")).to_have_text(["Model default (no state)", "pirate"])
+        # a Reload that fails (the state file was replaced by something else): the route's
+        # message, and the model keeps serving with what it had
+        shutil.copy(folder / "lora.st", folder / "pirate.st")
+        row(MODEL_FILE.name).get_by_test_id("models-load").click()
+        error = page.get_by_test_id("models-error")
+        expect(error).to_contain_text(f"model '{MODEL_FILE.name}' failed to load (the previous model keeps serving)")
+        expect(error).to_contain_text("missing blocks.0.att.time_state")
+        expect(loaded).to_have_text(MODEL_FILE.name)
+        expect(page.get_by_test_id("models-state-name")).to_have_text(["pirate"])
+        assert served(base) == MODEL
+        page.get_by_test_id("models-state-detach").click()
+        expect(page.get_by_test_id("models-state")).to_have_count(0)
+        expect(error).to_be_hidden()
+        expect(page.get_by_test_id("state-picker").locator("option")).to_have_text(["Model default (no state)"])
+
+        # a LoRA applied while serving, removed; applied again, merged by a Reload, removed by reloading
+        page.get_by_test_id("models-lora-alpha").fill("0.5")
+        row("lora.st").get_by_test_id("models-lora-apply").click()
+        lora = page.get_by_test_id("models-lora")
+        expect(lora).to_contain_text("alpha 0.5 · applied while serving")
+        assert http("GET", base + "/admin/loras", headers=admin)[1]["loras"][0]["path"] == "lora.st"
+        lora.get_by_test_id("models-lora-remove").click()
+        expect(lora).to_have_count(0)
+        assert http("GET", base + "/admin/loras", headers=admin)[1] == {"loras": []}
+        row("lora.st").get_by_test_id("models-lora-apply").click()
+        expect(lora).to_contain_text("applied while serving")
+        row(MODEL_FILE.name).get_by_test_id("models-load").click()  # "Reload": keeps the LoRA, merged now
+        expect(lora).to_contain_text("alpha 0.5 · merged at load")
+        expect(lora.get_by_test_id("models-lora-remove")).to_have_text("Remove (reload)")
+        lora.get_by_test_id("models-lora-remove").click()
+        expect(lora).to_have_count(0)
+        assert http("GET", base + "/api/models/info")[1]["reload"]["lora"] == []
+
+        # a load by another client shows up through the feed, with no click here
+        code, _ = http("POST", base + "/admin/models/load", {"model_path": OTHER_MODEL.name}, headers=admin)
+        assert code == 200
+        expect(loaded).to_have_text(OTHER_MODEL.name)
+        expect(page.get_by_test_id("header-model")).to_have_text(other)
+        expect(error).to_be_hidden()
+
+        # while the feed says "loading": a moving bar and the time since; then the new model
+        code, info = http("GET", base + "/api/models/info")
+        loading = f"data: {json.dumps({**info, 'status': 'loading'})}\n\n"
+        page.route("**/api/models/state", lambda route: route.fulfill(
+            status=200, headers={"Content-Type": "text/event-stream"}, body=loading))
+        page.get_by_test_id("models-refresh").click()
+        expect(page.get_by_test_id("models-progress-bar")).to_be_visible()
+        expect(progress).to_have_text(re.compile(  # the time goes on: past a second here
+            rf"^The server is loading a model \({OTHER_MODEL.name} serves meanwhile\)… [1-9]\d*\.\d s$"))
+        shot(page, "models-loading", docs=True)
+        page.unroute("**/api/models/state")  # the feed opens again on the real server: loaded
+        expect(page.get_by_test_id("models-progress-bar")).to_be_hidden()
+        expect(progress).to_have_text(re.compile(rf"^Now serving {OTHER_MODEL.name} \(the load took \d+\.\d s\)\.$"))

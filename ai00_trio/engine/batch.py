@@ -278,19 +278,49 @@ class BatchRuntime:
         return out
 
 
+class EmbedRun:
+    """Embeddings of several texts, computed one `advance` (one step of the batch) at a time, so
+    a caller can interleave other work and stop between steps. Texts are fed through the batch's
+    slots together, `max_batch` at a time; each one's vector is its final normalized hidden
+    state (ln_out output of its last token), L2-normalized."""
+
+    def __init__(self, batch: BatchRuntime, token_lists: list[list[int]]) -> None:
+        self.batch = batch
+        self.token_lists = token_lists
+        self.vectors: list[np.ndarray] = []
+        self._group: list[list[int]] = []
+
+    @property
+    def done(self) -> bool:
+        return len(self.vectors) == len(self.token_lists)
+
+    def advance(self) -> None:
+        """One step: starts the next group of texts when none is under way."""
+        batch = self.batch
+        if not self._group:
+            start = len(self.vectors)
+            self._group = self.token_lists[start:start + batch.max_batch]
+            for slot, tokens in enumerate(self._group):
+                batch.reset(slot)
+                batch.submit(slot, tokens)
+            batch.hidden.clear()
+        batch.step()
+        if not batch.busy_slots:
+            for slot in range(len(self._group)):
+                h = batch.hidden[slot].astype(np.float64)
+                self.vectors.append((h / max(np.linalg.norm(h), 1e-12)).astype(np.float32))
+            self._group = []
+
+    def cancel(self) -> None:
+        """Leave the batch idle (the group's remaining tokens dropped)."""
+        for slot in range(len(self._group)):
+            self.batch.cancel(slot)
+        self._group = []
+
+
 def embed_batch(batch: BatchRuntime, token_lists: list[list[int]]) -> list[np.ndarray]:
-    """Embeddings of several texts, fed through the batch's slots together: each text's final
-    normalized hidden state (ln_out output of its last token), L2-normalized."""
-    vectors: list[np.ndarray] = []
-    for start in range(0, len(token_lists), batch.max_batch):
-        group = token_lists[start:start + batch.max_batch]
-        for slot, tokens in enumerate(group):
-            batch.reset(slot)
-            batch.submit(slot, tokens)
-        batch.hidden.clear()
-        while batch.busy_slots:
-            batch.step()
-        for slot in range(len(group)):
-            h = batch.hidden[slot].astype(np.float64)
-            vectors.append((h / max(np.linalg.norm(h), 1e-12)).astype(np.float32))
-    return vectors
+    """Every embedding at once (an `EmbedRun` run to its end)."""
+    run = EmbedRun(batch, token_lists)
+    while not run.done:
+        run.advance()
+    return run.vectors

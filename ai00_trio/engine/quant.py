@@ -8,6 +8,11 @@
   (NF4_LEVELS, quantiles of a normal distribution scaled to [-1, 1]) to w / absmax, read back
   as level[q] · absmax. A quarter of the bytes of f16. Weight e of each group of 8 sits in bits
   4e..4e+3 of its u32.
+
+quant_type "nf4" stores the first NF4_INT8_LAYERS layers' projections as int8 and the rest as NF4
+(`stored_as`), as llama.cpp's 4-bit mixes keep some tensors at more bits: an error made early
+is carried and grown by every later layer, so on random weights of real scale layer 0 alone
+causes about half of an all-NF4 model's KL divergence (bench/RESULTS.md, "NF4 mixes").
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 
 QUANT_BLOCK = 64  # weights per scale; matmul.wgsl reads block (4 · vec4 index) / 64
 QUANT_TYPES = ("int8", "nf4")
+NF4_INT8_LAYERS = 3
 NF4_LEVELS = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
                        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
                        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
@@ -79,6 +85,11 @@ def dequantize_nf4(words: np.ndarray, scales: np.ndarray, count: int) -> np.ndar
     q = (words[:, None] >> (4 * np.arange(8, dtype=np.uint32))) & 15
     absmax = scales.view(np.float16).astype(np.float32)
     return NF4_LEVELS[q.reshape(-1)[:count]] * absmax[np.arange(count) // QUANT_BLOCK]
+
+
+def stored_as(quant_type: str, layer: int) -> str:
+    """The code of a quantized layer's projections under `quant_type`: "int8" or "nf4"."""
+    return "int8" if quant_type == "int8" or layer < NF4_INT8_LAYERS else "nf4"
 
 
 def quantize(kind: str, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 import wgpu
 
+from ..gpu import fast_encode
 from ..gpu.context import Readback
 from ..gpu.graph import StepGraph, StepIO
 from ..gpu.tuning import DEFAULT_TUNING, KernelTuning
@@ -68,6 +69,7 @@ class Flight:
     n_full: int   # logits rows
     picked: int   # GPU choices
     back: int     # which picks readback
+    submission: int | None = None  # the queue's index of its commands, when known
 
 
 def choices_table(picks: Sequence[tuple[int, Sampling, int]]) -> np.ndarray:
@@ -244,17 +246,18 @@ class Runtime:
         if any(replaced):
             self._prepared = {}  # recorded against a replaced readback buffer
         command = self._prepared.pop(key, None) or self._record(key, graph)
-        self.ctx.device.queue.submit([command])
+        submission = fast_encode.submit(self.ctx.device.queue, command)
         # Record the next step of this shape while the GPU runs this one: decoding repeats the
         # shape, and what changes (token ids, slots) goes in through the buffer writes above.
         if self.prerecord:
             following = key[:-1] + (1 - back,)
             self._prepared = {following: self._record(following, graph)}
-        return Flight(n_full, picked, back)
+        return Flight(n_full, picked, back, submission)
 
     def land(self, flight: Flight) -> tuple[np.ndarray | None, list[Pick]]:
         """Wait for a launched step: its logits rows [n, vocab] (None if none) and its picks."""
         picks = []
+        fast_encode.wait_for(self.ctx.device, flight.submission)
         if flight.picked:
             raw = self._picks_back[flight.back].fetch(flight.picked * 16).view(np.uint32).reshape(-1, 4)
             values = raw[:, 1:3].view(np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..gpu.context import GpuContext
 from ..gpu.graph import Matrix
-from .quant import QUANT_TYPES, quantize
+from .quant import QUANT_TYPES, quantize, stored_as
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -79,7 +79,8 @@ class VectorTable:
 
 class Uploader:
     """Uploads matrices as f16 (native or packed, by device) or f32, per the chosen precision;
-    a layer's big matrices as `quant_type` (int8 or nf4) when the layer is below `quant_layers`.
+    a layer's big matrices as `quant_type` (int8 or nf4, the latter with its first layers in int8:
+    `quant.stored_as`) when the layer is below `quant_layers`.
     With `sources` (the tensors the version module reads), it notes where each went unchanged."""
 
     def __init__(self, ctx: GpuContext, precision: str,
@@ -117,8 +118,9 @@ class Uploader:
             raise ValueError(f"matrix input width {k} is not a multiple of 4")
         scales = None
         if layer is not None and layer < self.quant_layers:
-            words, packed_scales = quantize(self.quant_type, np.concatenate([a.reshape(-1) for a in arrays]))
-            buffer, scales, fmt = self.ctx.upload(words), self.ctx.upload(packed_scales), self.quant_type
+            fmt = stored_as(self.quant_type, layer)
+            words, packed_scales = quantize(fmt, np.concatenate([a.reshape(-1) for a in arrays]))
+            buffer, scales = self.ctx.upload(words), self.ctx.upload(packed_scales)
             self.bytes_uploaded += words.nbytes + packed_scales.nbytes
         else:
             if self.precision == "fp16" and not f32:

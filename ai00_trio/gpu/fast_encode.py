@@ -1,4 +1,4 @@
-"""Recording dispatches through wgpu-native's C API directly.
+"""Recording dispatches, and submitting and waiting for steps, through wgpu-native's C API directly.
 
 wgpu-py's wrapper costs ~4-5 µs of Python per set_pipeline/set_bind_group/dispatch; a token
 of a 24-layer model needs ~300 dispatches, so we call the same C functions ourselves (~1 µs).
@@ -37,7 +37,12 @@ def _load():
     set_bind_group.argtypes, set_bind_group.restype = (pointer, u32, pointer, ctypes.c_size_t, pointer), None
     dispatch = native.wgpuComputePassEncoderDispatchWorkgroups
     dispatch.argtypes, dispatch.restype = (pointer, u32, u32, u32), None
-    return ffi, set_pipeline, set_bind_group, dispatch
+    waiting = ctypes.CDLL(lib_path)  # these two may take a while: they let the GIL go
+    submit = waiting.wgpuQueueSubmitForIndex
+    submit.argtypes, submit.restype = (pointer, ctypes.c_size_t, ctypes.POINTER(pointer)), ctypes.c_uint64
+    poll = waiting.wgpuDevicePoll
+    poll.argtypes, poll.restype = (pointer, u32, ctypes.POINTER(ctypes.c_uint64)), u32
+    return ffi, set_pipeline, set_bind_group, dispatch, submit, poll
 
 
 _NATIVE = _load()
@@ -68,9 +73,32 @@ def encode_dispatches(compute: wgpu.GPUComputePassEncoder,
             compute.set_bind_group(0, group)
             compute.dispatch_workgroups(x, y, z)
         return
-    _, set_pipeline, set_bind_group, dispatch = _NATIVE
+    _, set_pipeline, set_bind_group, dispatch, _, _ = _NATIVE
     address = _address(handle)
     for _, _, (x, y, z), (pipeline, group) in dispatches:
         set_pipeline(address, pipeline)
         set_bind_group(address, 0, group, 0, None)
         dispatch(address, x, y, z)
+
+
+def submit(queue: wgpu.GPUQueue, command: wgpu.GPUCommandBuffer) -> int | None:
+    """Submit one command buffer; its submission index (None where the native call is missing)."""
+    if AVAILABLE:
+        try:
+            commands = (ctypes.c_void_p * 1)(_address(command._internal))
+            return int(_NATIVE[4](_address(queue._internal), 1, commands))
+        except AttributeError:
+            pass
+    queue.submit([command])
+    return None
+
+
+def wait_for(device: wgpu.GPUDevice, submission: int | None) -> None:
+    """Block until the GPU has finished `submission` (not the ones submitted after it).
+
+    wgpu-py resolves a buffer map by polling the device until *every* submitted command has run,
+    so reading a step's results back would also wait for the step launched after it; waiting
+    for this submission first lets the map resolve at once."""
+    if AVAILABLE and submission is not None:
+        index = ctypes.c_uint64(submission)
+        _NATIVE[5](_address(device._internal), 1, ctypes.byref(index))

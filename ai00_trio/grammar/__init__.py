@@ -19,6 +19,7 @@ from .compiler import compile_rules
 from .errors import GrammarError, GrammarRejected
 from .grammar import Grammar, GrammarState
 from .json_schema import grammar_from_response_format, json_schema_rules
+from .stop import CompileStop, CompileStopped
 from .syntax import START_RULE, detect_dialect, parse_bnf, parse_kbnf
 from .trie import VocabTrie
 
@@ -51,6 +52,8 @@ def _compile_cached(dialect: str, text: str) -> Grammar:
 
 
 __all__ = [
+    "CompileStop",
+    "CompileStopped",
     "Grammar",
     "GrammarError",
     "GrammarRejected",

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .expr import Alt, Chars, EarlyEnd, Except, Expr, Lit, Members, Ref, Repeat, Seq, SepBy
+from .stop import check_stop
 from .utf8 import ranges_sequences
 
 ALL_BYTES = (1 << 256) - 1
@@ -138,6 +139,7 @@ def determinize(nfa: NFA, start: int, final: int, marker: int | None = None) -> 
     memo: dict[frozenset, int] = {}
     i = 0
     while i < len(keys):
+        check_stop()
         key = keys[i]
         i += 1
         tgt: dict[int, set[int]] = {}
@@ -189,6 +191,7 @@ class Builder:
         self._inlining: list[str] = []
 
     def frag(self, expr: Expr) -> tuple[int, int]:
+        check_stop()
         nfa = self.nfa
         if isinstance(expr, Lit):
             s = cur = nfa.state()

@@ -24,6 +24,7 @@ from .automata import (
     except_dfa,
 )
 from .errors import GrammarError, error_at
+from .stop import check_stop
 from .expr import (
     EMPTY,
     Alt,
@@ -303,6 +304,7 @@ def compile_rules(rules: dict[str, Expr], start: str, text: str | None = None,
 
     dfas: list[DFA] = []
     for name in machine_names:
+        check_stop()
         try:
             nfa = NFA()
             builder = Builder(nfa, resolve_machine, regular)

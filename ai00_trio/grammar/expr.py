@@ -120,11 +120,11 @@ def seq(*items: Expr) -> Expr:
 
 def alt(*items: Expr) -> Expr:
     """A flattened alternative without duplicates."""
-    out: list[Expr] = []
+    seen: dict[Expr, None] = {}  # ordered and hashed: a 20,000-way alternative stays linear
     for item in items:
         for part in item.items if isinstance(item, Alt) else (item,):
-            if part not in out:
-                out.append(part)
+            seen.setdefault(part)
+    out = list(seen)
     if len(out) == 1:
         return out[0]
     return Alt(tuple(out))

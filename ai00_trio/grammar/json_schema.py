@@ -33,6 +33,7 @@ from .expr import (
 )
 from .grammar import Grammar
 from .regex import RegexSyntaxError, parse_regex
+from .stop import check_stop
 
 WHITESPACE = ("none", "space")
 MAX_DEPTH = 64  # nesting of subschemas
@@ -118,6 +119,7 @@ class _Translator:
 
     # -- schemas -----------------------------------------------------------
     def schema(self, s, path: str) -> Expr:
+        check_stop()
         if s is True or s == {}:
             return self.any_value()
         if s is False:

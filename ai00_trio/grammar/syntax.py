@@ -30,6 +30,7 @@ from .expr import (
     seq,
 )
 from .regex import RegexSyntaxError, parse_regex
+from .stop import check_stop
 
 START_RULE = "start"
 
@@ -211,6 +212,7 @@ class _Builder:
         return rules
 
     def alternation(self, node: Node) -> Expr:
+        check_stop()
         return alt(*(self.sequence(s) for s in _find(node, "sequence")))
 
     def sequence(self, node: Node) -> Expr:

@@ -28,6 +28,7 @@ import queue
 import sys
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -35,13 +36,15 @@ import numpy as np
 import trio
 
 from ..config import CacheConfig, ModelConfig
-from ..engine.batch import BatchRuntime, embed_batch
+from ..engine.batch import BatchRuntime, EmbedRun
+from ..engine.cache_budget import CacheBudget, cache_budget, memory_available
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import Pick
 from ..engine.state import State
 from ..gpu.device_lost import is_device_lost
 from .engine_service import LoadedModel
-from .failures import DeviceLost, ExecutorFault, Failure, Overloaded, PromptTooLong, QueueTimeout, TokenOutOfRange
+from .failures import (DeviceLost, EmbeddingTokensExceeded, ExecutorFault, Failure, Overloaded, PromptTooLong,
+                       QueueTimeout, TokenOutOfRange)
 from .generation import Generation, Tally
 from .messages import (Embed, Embedded, EmbedJob, Failed, GpuCall, Job, Load, Park, Parked, Release, Save,
                        SlotSampling, SlotTask, Submit, unwrap)
@@ -56,9 +59,10 @@ EMBED_SLOTS = 16              # slots of the embeddings runtime (see run_actor_g
 
 # --- tokenizer -----------------------------------------------------------------------------
 class TokenizerActor:
-    def __init__(self, loaded: LoadedModel, max_prompt_tokens: int) -> None:
+    def __init__(self, loaded: LoadedModel, max_prompt_tokens: int, max_embed_tokens: int) -> None:
         self.loaded = loaded
         self.max_prompt_tokens = max_prompt_tokens
+        self.max_embed_tokens = max_embed_tokens
 
     async def run(self, inbox: trio.MemoryReceiveChannel, to_scheduler: trio.MemorySendChannel,
                   to_executor: trio.MemorySendChannel) -> None:
@@ -66,9 +70,7 @@ class TokenizerActor:
             async for job in inbox:
                 try:
                     if isinstance(job, EmbedJob):
-                        lists = [list(x) if isinstance(x, list) else await self.loaded.encode(x) for x in job.inputs]
-                        self._check(lists, "input")
-                        await to_executor.send(Embed(lists, job.reply))
+                        await to_executor.send(Embed(await self._embed_tokens(job.inputs), job.reply, job.left))
                         continue
                     if isinstance(job, SlotTask):  # it brings its own tokens
                         await to_scheduler.send(Job(job, [], []))
@@ -86,6 +88,16 @@ class TokenizerActor:
                             await reply.send(Failed(error))
                         except (trio.BrokenResourceError, trio.ClosedResourceError):
                             pass
+
+    async def _embed_tokens(self, inputs: list[str | list[int]]) -> list[list[int]]:
+        lists, total = [], 0
+        for item in inputs:  # stops encoding at the first input past the limit
+            lists.append(list(item) if isinstance(item, list) else await self.loaded.encode(item))
+            total += len(lists[-1])
+            if total > self.max_embed_tokens:
+                raise EmbeddingTokensExceeded(self.max_embed_tokens)
+        self._check(lists, "input")
+        return lists
 
     def _check(self, lists: list[list[int]], param: str) -> None:
         n_vocab = self.loaded.model.info.n_vocab
@@ -114,6 +126,7 @@ class GpuExecutor:
         self.replies: dict[int, trio.MemorySendChannel] = {}
         self.awaiting: set[int] = set()
         self.faults: dict[int, Failed] = {}  # slots whose Load failed: their Submit gets this
+        self.embeds: deque[tuple[Embed, EmbedRun]] = deque()  # one at a time, a step between generation steps
         # figures for /api/status, written by the step thread only
         self.tokens_per_second = 0.0
         self.gpu_choices = 0     # tokens the GPU chose (Picks sent)
@@ -155,8 +168,7 @@ class GpuExecutor:
             state = batch.save(message.slot)
             post([(message.reply, (state.to_host() if message.host else state, list(batch.fed[message.slot])))])
         elif isinstance(message, Embed):
-            vectors = embed_batch(self.embedder, message.token_lists)
-            post([(message.reply, Embedded(vectors, sum(map(len, message.token_lists))))])
+            self.embeds.append((message, EmbedRun(self.embedder, message.token_lists)))
         elif isinstance(message, GpuCall):
             post([(message.reply, message.run())])
 
@@ -177,16 +189,38 @@ class GpuExecutor:
             else:
                 self.faults[slot] = failed
 
+    def _embed_step(self, post: Callable, lose: Callable[[Exception], None]) -> None:
+        """One step of the first embeddings request: it ends when done, failed or its client left."""
+        message, run = self.embeds[0]
+        if message.left.is_set():
+            run.cancel()
+            self.embeds.popleft()
+            return
+        try:
+            run.advance()
+        except Exception as error:
+            if is_device_lost(error, self.device):
+                lose(error)  # this request among the others
+                return
+            run.cancel()
+            self.embeds.popleft()
+            post([(message.reply, _fault(error, "computing embeddings"))])
+            return
+        if run.done:
+            self.embeds.popleft()
+            post([(message.reply, Embedded(run.vectors, sum(map(len, message.token_lists))))])
+
     def _lose(self, error: Exception, post: Callable) -> None:
         """The device is lost: fail every request this executor holds; from now on it answers
         every message with the same failure (`_refuse`) and never steps again."""
         reason = str(error).strip().splitlines()[-1].strip() or type(error).__name__
         self.lost = DeviceLost(reason)
         print(f"[ai00-trio] the GPU device was lost ({type(error).__name__}: {error}); failing "
-              f"{len(self.replies)} request(s) in flight", file=sys.stderr, flush=True)
+              f"{len(self.replies) + len(self.embeds)} request(s) in flight", file=sys.stderr, flush=True)
         failed = Failed(self.lost)
-        post([(reply, failed) for reply in self.replies.values()])
+        post([(reply, failed) for reply in self.replies.values()] + [(embed.reply, failed) for embed, _ in self.embeds])
         self.replies.clear()
+        self.embeds.clear()
         self.awaiting.clear()
         self.faults.clear()
 
@@ -242,7 +276,7 @@ class GpuExecutor:
             return True
 
         while True:
-            if (self.lost is not None or not batch.busy_slots) and not take(inbox.get()):
+            if (self.lost is not None or (not batch.busy_slots and not self.embeds)) and not take(inbox.get()):
                 return
             # the samplers of the previous step reply with their next token
             deadline = time.monotonic() + SAMPLER_DEADLINE_S
@@ -260,6 +294,8 @@ class GpuExecutor:
                     break
                 if not take(message):
                     return
+            if self.lost is None and self.embeds:
+                self._embed_step(post, lose)
             if self.lost is not None or not batch.busy_slots:
                 continue
             started = time.monotonic()
@@ -473,6 +509,7 @@ class ActorGraph:
     scheduler: Scheduler
     executor: GpuExecutor
     leases: int = 0  # HTTP requests that took this graph and may still send it jobs (see lifecycle.py)
+    cache_budget: CacheBudget | None = None
 
 
 def state_bytes(state: State | Parked) -> int:
@@ -520,9 +557,11 @@ async def run_actors(loaded: LoadedModel, options: ModelConfig, cache_options: C
     to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
     to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
     release_send, release_recv = trio.open_memory_channel(math.inf)
-    cache = PrefixCache(gpu_budget=cache_options.gpu_bytes, host_budget=cache_options.host_bytes,
+    budget = cache_budget(cache_options.gpu_bytes, cache_options.host_bytes,
+                          loaded.model.ctx.info.adapter_type == "CPU", memory_available())
+    cache = PrefixCache(gpu_budget=budget.gpu_bytes, host_budget=budget.host_bytes,
                         offload=parker(to_executor_send), size_of=state_bytes)
-    tokenizer = TokenizerActor(loaded, options.max_prompt_tokens)
+    tokenizer = TokenizerActor(loaded, options.max_prompt_tokens, options.max_embed_tokens)
     scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token)
 
     def device_lost(failure: DeviceLost) -> None:
@@ -531,7 +570,7 @@ async def run_actors(loaded: LoadedModel, options: ModelConfig, cache_options: C
             on_device_lost(graph, failure)
 
     executor = GpuExecutor(batch, embedder, device, device_lost)
-    graph = ActorGraph(jobs_send, scheduler, executor)
+    graph = ActorGraph(jobs_send, scheduler, executor, cache_budget=budget)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tokenizer.run, jobs_recv, to_scheduler_send, to_executor_send.clone())
         nursery.start_soon(scheduler.run, to_scheduler_recv, release_recv, to_executor_send, release_send)

@@ -2,7 +2,7 @@
 `/admin/*`), in AI00's JSON shapes, and the reload request a loaded model came from."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from msgspec import Struct, field
 
@@ -45,6 +45,25 @@ class ReloadRequest(Struct, kw_only=True):
     bnf: BnfOptions = field(default_factory=BnfOptions)
     adapter: str | dict[str, Any] = "Auto"   # "Auto", {"Manual": N}, or {"Name": "part of a name"}
 
+
+
+class ModelLoadRequest(ReloadRequest, kw_only=True):
+    """AI00's reload request, for the model `name` (default: the `[model]` chat model). A name
+    the server does not serve yet adds a model of `kind` (default chat) under that name."""
+    name: str | None = None
+    kind: Literal["chat", "embedding", "rerank"] | None = None
+
+
+class ModelUnloadRequest(Struct, kw_only=True):
+    name: str | None = None              # default: the [model] chat model
+
+
+class RetrievalLoaded(Struct):
+    """The answer of a load of the embedding model or the reranker."""
+    name: str
+    kind: str
+    model_path: str
+    status: str = "loaded"
 
 _QUANT_NAMES = {"none": "None", "int8": "Int8", "nf4": "NF4"}
 
@@ -166,11 +185,14 @@ OPENAPI_ROUTES = [
     ("/admin/files/ls", "post", FileInfoRequest, list[FileInfo], "The same as /admin/files/dir"),
     ("/admin/models/save", "post", SaveRequest, SaveResponse,
      "Write the loaded model's weights (LoRAs merged) as an AI00 .st file inside the models folder"),
-    ("/admin/models/load", "post", ReloadRequest, InfoResponse,
-     "Load a model (paths inside the models folder): built beside the serving one, which keeps serving until the "
-     "new one is ready; running requests finish on the old model. On failure the old model keeps serving (400)"),
+    ("/admin/models/load", "post", ModelLoadRequest, InfoResponse,
+     "Load a model (paths inside the models folder), `name` saying which (default the [model] chat model): built "
+     "beside the serving one, which keeps serving until the new one is ready; running requests finish on the old "
+     "model (an embedding model or reranker answers {name, kind, model_path, status}). On failure the old model "
+     "keeps serving (400); 400 insufficient_gpu_memory when it cannot fit"),
     ("/admin/models/unload", "get", None, UnloadResponse,
-     "Unload the model (also POST): new requests get 503 model_not_loaded; answers once running ones finish"),
+     "Unload the model (also POST; {\"name\"} or ?name= for another than the [model] one): new requests get "
+     "503 model_not_loaded; answers once running ones finish"),
     ("/admin/states/load", "post", StateSpec, StateInfo,
      "Attach a state file (inside the models folder) to the serving model; `default` makes it the default"),
     ("/admin/states/unload", "post", StateUnloadRequest, StateInfo, "Detach an attached state, by id or name"),

@@ -18,7 +18,7 @@ class ChooseData(Struct):
     index: int                 # the choice's position in the request
     rank: int                  # 0: the most likely
     choice: str
-    perplexity: float          # mean -ln p per token; null for an empty choice (infinite)
+    perplexity: float | None   # mean -ln p per token; null for an empty choice (infinite)
     object: str = "choice"
 
 

@@ -21,7 +21,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import Map, Rule
 
 from ..config import Config
-from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
+from ..grammar import compile_grammar, grammar_from_response_format
 from . import schemas as s
 from .actors import ActorGraph
 from .messages import Done, EmbedJob, Failed, TextJob, Token
@@ -37,9 +37,11 @@ from .errors import ApiError, bad_request, not_found, overloaded, unauthorized
 from .failure_errors import api_error
 from .failures import Failure
 from .field_log import UnknownFields, route_key
+from .grammar_compile import compile_in_time
 from .lifecycle import Lifecycle, lease, no_model_error, release_leases
 from .metrics import ROUTE_KEY, ServerMetrics
-from .openapi import ROUTES, openapi_document, swagger_page
+from .model_registry import ModelRegistry
+from .openapi import ROUTES, served_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
 from .retrieval_routes import register_retrieval_routes, serve_embeddings
@@ -65,6 +67,7 @@ class ServerState:
     load_error: str | None = None
     status: str = "loading"  # loading (the first load, or a reload building) | loaded | unloaded | failed
     lifecycle: Lifecycle | None = None  # loads, reloads and unloads (set when the server starts)
+    models: ModelRegistry | None = None  # every model by name, [model] and the others (set by create_app)
     load_seconds: float | None = None  # how long the model took to load
     started: float = field(default_factory=time.time)
     draining: bool = False  # shutting down: running requests finish, new ones get 503
@@ -109,12 +112,33 @@ def create_app(state: ServerState) -> QuartTrio:
         release_leases()
 
     names = config.model.aliases
+    retrieval = RetrievalService(config)
+    registry = state.models = ModelRegistry(state, retrieval)
 
     def check_model(name: str | None, loaded: LoadedModel) -> None:
         """With `strict_names`, only the model's name, path and aliases; else any name is served
-        by the one model (as AI00 and llama.cpp do: SDK code hard-codes model names)."""
-        if config.model.strict_names and name and name not in (loaded.name, loaded.path, *names):
-            raise not_found(f"the model {name!r} does not exist; this server serves {loaded.name!r}", param="model")
+        by the one chat model (as AI00 and llama.cpp do: SDK code hard-codes model names). With
+        several chat models, an unknown name could mean any of them: 404."""
+        if not name or name in (loaded.name, loaded.path, *names):
+            return
+        kind = registry.retrieval_kind(name)
+        if kind is not None:
+            route = "/v1/embeddings" if kind == "embedding" else "/v1/rerank"
+            raise bad_request(f"{name!r} is the {kind} model: call it at {route}", param="model",
+                              code="model_kind_mismatch")
+        if config.model.strict_names or registry.chats:
+            served = ", ".join(repr(n) for n in (loaded.name, *registry.chats))
+            raise not_found(f"the model {name!r} does not exist; this server serves {served}", param="model")
+
+    def chat_model(name: str | None) -> tuple[LoadedModel, ActorGraph]:
+        """The chat model `name` calls for, leased for this request: a [[models]] one by its name
+        or alias, else [model] (subject to `check_model`)."""
+        chat = registry.chat(name)
+        if chat is not None:
+            return registry.serving(chat)
+        loaded, graph = ready()
+        check_model(name, loaded)
+        return loaded, graph
 
     @app.before_request
     async def note_route():
@@ -147,6 +171,15 @@ def create_app(state: ServerState) -> QuartTrio:
         kind = request_types.get(route_key(rule.rule)) if rule is not None and request.method == "POST" else None
         if kind is not None:
             state.unknown_fields.check(request.path, await request.get_data(), kind)
+
+    @app.after_request
+    async def close_after_refused_body(response: Response) -> Response:
+        """An error may be answered before the request's body was read (415, 405, 413, 401):
+        the connection closes after it, else the body's unread rest would stall the next request
+        on this keep-alive connection until a timeout."""
+        if response.status_code >= 400 and (request.content_length or request.headers.get("Transfer-Encoding")):
+            response.headers["Connection"] = "close"
+        return response
 
     @app.after_request
     async def log_request(response: Response) -> Response:
@@ -237,7 +270,8 @@ def create_app(state: ServerState) -> QuartTrio:
                       "max_batch": graph.scheduler.max_batch},
             "tokens_per_second": round(graph.executor.tokens_per_second, 1),
             "outputs": {"gpu_choices": graph.executor.gpu_choices, "logits_rows": graph.executor.logits_replies},
-            "prefix_cache": dataclasses.asdict(graph.scheduler.cache.stats()),
+            "prefix_cache": {**dataclasses.asdict(graph.scheduler.cache.stats()),
+                             "budget": dataclasses.asdict(graph.cache_budget) if graph.cache_budget else None},
             "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
             "retiring": state.lifecycle.retiring_figures() if state.lifecycle else [],
             "device": state.lifecycle.recovery.figures() if state.lifecycle else None,
@@ -252,9 +286,11 @@ def create_app(state: ServerState) -> QuartTrio:
         loaded, _ = ready()
         return json_response(s.StateList([s.StateCard(e.id, e.name, e.default) for e in loaded.states.values()]))
 
+    document = served_document(config)
+
     @app.get("/api-docs/openapi.json")
     async def openapi():
-        return json_response(openapi_document())
+        return json_response(document)
 
     @app.get("/api-docs")
     async def api_docs():
@@ -264,19 +300,22 @@ def create_app(state: ServerState) -> QuartTrio:
     @route("/models", ["GET"])
     async def models():
         loaded, _ = ready()
-        return json_response(s.ModelList([s.ModelCard(name, loaded.created) for name in (loaded.name, *names)]))
+        own = [s.ModelCard(name, loaded.created) for name in (loaded.name, *names)]
+        return json_response(s.ModelList(own + registry.cards()))
 
     @route("/models/<path:model_id>", ["GET"])
     async def model_card(model_id: str):
         loaded, _ = ready()
-        check_model(model_id, loaded)
-        return json_response(s.ModelCard(model_id if model_id in names else loaded.name, loaded.created))
+        card = next((card for card in registry.cards() if card.id == model_id), None)
+        if card is None:
+            check_model(model_id, loaded)
+            card = s.ModelCard(model_id if model_id in names else loaded.name, loaded.created)
+        return json_response(card)
 
     @route("/chat/completions", ["POST"])
     async def chat_completions():
-        loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.ChatCompletionRequest)
-        check_model(body.model, loaded)
+        loaded, graph = chat_model(body.model)
         tools = await tool_plan(body)
         prompt, assistant_turns, continued = chat_prompt(body.messages, body.names, body.template,
                                                          tools.prompt if tools else None)
@@ -284,13 +323,13 @@ def create_app(state: ServerState) -> QuartTrio:
         top_n = (body.top_logprobs or 0) if body.logprobs else 0
         return await _serve_completion(loaded, graph, body, prompt, stops, assistant_turns, chat=True, top_n=top_n,
                                        want_logprobs=body.logprobs, max_tokens_cap=config.model.max_tokens_cap,
-                                       continued=continued, tools=tools)
+                                       continued=continued, tools=tools,
+                                       compile_seconds=config.model.grammar_compile_seconds)
 
     @route("/completions", ["POST"])
     async def completions():
-        loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.CompletionRequest)
-        check_model(body.model, loaded)
+        loaded, graph = chat_model(body.model)
         prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
         stops = stop_list(body.stop, [])
         top_n = body.logprobs or 0
@@ -302,34 +341,38 @@ def create_app(state: ServerState) -> QuartTrio:
         return await _serve_completion(loaded, graph, body, prompt, stops, [], chat=False, top_n=top_n,
                                        want_logprobs=body.logprobs is not None,
                                        max_tokens_cap=config.model.max_tokens_cap,
-                                       echo=prompt if body.echo else "", best_of=body.best_of)
+                                       echo=prompt if body.echo else "", best_of=body.best_of,
+                                       compile_seconds=config.model.grammar_compile_seconds)
 
-    register_responses(route, state.responses, ready, check_model, config)
-
-    retrieval = RetrievalService(config)
+    register_responses(route, state.responses, chat_model, config)
 
     @app.before_serving
-    async def load_retrieval():
+    async def load_other_models():
         app.nursery.start_soon(retrieval.load)
+        await registry.start(app.nursery)
 
     register_retrieval_routes(app, route, retrieval, config.model.max_prompt_tokens)
 
     @route("/embeddings", ["POST"])
     async def embeddings():
-        if retrieval.configured:  # the [embedding] model answers, not the chat model's hidden state
-            body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
-            return await serve_embeddings(retrieval, body, _embedding_inputs(body.input), config.model.max_prompt_tokens)
-        loaded, graph = ready()
         body = s.decode_request(await request.get_data(), s.EmbeddingRequest)
-        check_model(body.model, loaded)
+        # the [embedding] model answers unless a chat model is named (its last hidden state)
+        if retrieval.configured and not (registry.chat(body.model) or body.model in registry.main_names()):
+            inputs = _embedding_inputs(body.input, config.model.max_embed_inputs)
+            return await serve_embeddings(retrieval, body, inputs, config.model.max_prompt_tokens)
+        loaded, graph = chat_model(body.model)
         width = loaded.model.info.n_embd
         if body.dimensions is not None and body.dimensions != width:
             raise bad_request(f"dimensions: this model's embeddings have {width} dimensions, and cannot be "
                               "shortened", param="dimensions")
-        inputs = _embedding_inputs(body.input)
+        inputs = _embedding_inputs(body.input, config.model.max_embed_inputs)
         reply_send, reply_recv = trio.open_memory_channel(1)
-        _enqueue(graph, EmbedJob(list(inputs), reply_send))
-        result = await reply_recv.receive()
+        job = EmbedJob(inputs, reply_send)
+        _enqueue(graph, job)
+        try:
+            result = await reply_recv.receive()
+        finally:
+            job.left.set()  # a client gone: the steps not run yet are skipped
         if isinstance(result, Failed):
             raise api_error(result.error)
         count = result.tokens
@@ -392,12 +435,15 @@ def create_app(state: ServerState) -> QuartTrio:
     return app
 
 
-def _embedding_inputs(value) -> list[str | list[int]]:
+def _embedding_inputs(value, limit: int) -> list[str | list[int]]:
     message = "input must be a non-empty string, a list of strings, token ids, or lists of token ids"
     if isinstance(value, str) or (value and all(isinstance(x, int) and not isinstance(x, bool) for x in value)):
         value = [value]
-    if not value or len(value) > 2048:
-        raise bad_request(message + " (at most 2048 inputs)", param="input")
+    if not value:
+        raise bad_request(message, param="input")
+    if len(value) > limit:
+        raise bad_request(f"input has {len(value)} items; this server embeds at most {limit} per request "
+                          "([model] max_embed_inputs)", param="input", code="too_many_inputs")
     for item in value:
         ok = isinstance(item, str) or (isinstance(item, list) and all(
             isinstance(x, int) and not isinstance(x, bool) for x in item))
@@ -417,8 +463,6 @@ def _max_tokens(body: s.SamplingFields, cap: int) -> int:
     value = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if value is None:
         return min(DEFAULT_MAX_TOKENS, cap)
-    if value < 1:
-        raise bad_request("max_tokens must be at least 1", param="max_tokens")
     if value > cap:
         raise bad_request(f"max_tokens is at most {cap} on this server ([model] max_tokens_cap)", param="max_tokens")
     return value
@@ -427,17 +471,13 @@ def _max_tokens(body: s.SamplingFields, cap: int) -> int:
 async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], assistant_turns: list[str],
                             chat: bool, top_n: int, want_logprobs: bool, max_tokens_cap: int,
                             echo: str = "", best_of: int | None = None, continued: bool = False,
-                            tools: ToolPlan | None = None) -> Response:
-    if not 1 <= body.n <= 16:
-        raise bad_request("n must be between 1 and 16", param="n")
-    candidates = body.n if best_of is None else best_of
-    if not body.n <= candidates <= 16:
-        raise bad_request("best_of must be between n and 16", param="best_of")
+                            tools: ToolPlan | None = None, compile_seconds: float = math.inf) -> Response:
+    candidates = body.n if best_of is None else best_of  # n, best_of and top_n are in range (schemas.py)
+    if candidates < body.n:
+        raise bad_request("best_of must be at least n", param="best_of")
     if candidates > body.n and body.stream:
         raise bad_request("best_of above n cannot be streamed", param="best_of")
-    if not 0 <= top_n <= 20:
-        raise bad_request("top_logprobs must be between 0 and 20", param="top_logprobs")
-    grammar = tools.grammar if tools else await _grammar(body)
+    grammar = tools.grammar if tools else await _grammar(body, compile_seconds)
     max_tokens = _max_tokens(body, max_tokens_cap)
     streams = []
     try:
@@ -477,18 +517,14 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
             recv.close()
 
 
-async def _grammar(body: s.SamplingFields):
+async def _grammar(body: s.SamplingFields, seconds: float):
     """The request's output grammar (bnf_schema or response_format), compiled off the event loop."""
     if body.bnf_schema is not None and body.response_format not in (None, {"type": "text"}):
         raise bad_request("give either bnf_schema or response_format, not both", param="bnf_schema")
-    try:
-        if body.bnf_schema is not None:
-            return await trio.to_thread.run_sync(compile_grammar, body.bnf_schema)
-        if body.response_format is not None:
-            return await trio.to_thread.run_sync(grammar_from_response_format, body.response_format)
-    except GrammarError as error:
-        param = "bnf_schema" if body.bnf_schema is not None else "response_format"
-        raise bad_request(f"invalid grammar: {error}", param=param, code="invalid_grammar") from None
+    if body.bnf_schema is not None:
+        return await compile_in_time(compile_grammar, body.bnf_schema, "bnf_schema", seconds)
+    if body.response_format is not None:
+        return await compile_in_time(grammar_from_response_format, body.response_format, "response_format", seconds)
     return None
 
 

@@ -9,6 +9,8 @@ def api_error(failure: f.Failure) -> ApiError:
     match failure:
         case f.PromptTooLong():
             return bad_request(failure.message, failure.param, "context_length_exceeded")
+        case f.EmbeddingTokensExceeded():
+            return bad_request(failure.message, failure.param, "embedding_tokens_exceeded")
         case f.UnknownState():
             return bad_request(failure.message, failure.param, "unknown_state")
         case f.Overloaded():

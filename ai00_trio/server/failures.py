@@ -20,6 +20,13 @@ class PromptTooLong(Failure):
         self.tokens, self.limit = tokens, limit
 
 
+class EmbeddingTokensExceeded(Failure):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the inputs have more than {limit} tokens together; this server embeds at most that many "
+                         "per request ([model] max_embed_tokens)", "input")
+        self.limit = limit
+
+
 class TokenOutOfRange(Failure):
     def __init__(self, n_vocab: int, param: str) -> None:
         super().__init__(f"token ids must be in 0..{n_vocab - 1}", param)

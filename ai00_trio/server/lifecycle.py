@@ -329,6 +329,7 @@ class Lifecycle:
                          f"retrying in {delay:g}s")
                 else:
                     self.current.reload = self.state.reload = lost.reload  # as recorded, names and all
+                    self.current.loaded.name = lost.loaded.name  # a [[models]] entry is served by its own name
                     seconds = self.recovery.recovered()
                     _log(f"recovered from the device loss: {lost.loaded.name} serves again "
                          f"({seconds:.1f}s after the loss)")

@@ -13,6 +13,10 @@ from .app import ServerState, create_app
 from .fault_injection import FaultPlan
 from .lifecycle import Lifecycle
 
+# connections waiting to be accepted: hypercorn's 100 resets some of a burst of a few hundred
+# clients (the kernel caps it at net.core.somaxconn)
+BACKLOG = 2048
+
 
 async def _load_and_start(state: ServerState, lifecycle: Lifecycle, nursery: trio.Nursery,
                           keep_serving: bool) -> None:
@@ -34,6 +38,7 @@ def hypercorn_config(config: Config) -> HyperConfig:
     host = f"[{listen.ip}]" if ":" in listen.ip else listen.ip
     hyper.bind = [f"{host}:{listen.port}"]
     hyper.accesslog = None  # the app logs one line per request itself (see app.py)
+    hyper.backlog = BACKLOG
     if listen.tls:
         hyper.certfile, hyper.keyfile = listen.cert, listen.key
     hyper.graceful_timeout = listen.drain_seconds  # what serve() waits for running requests after the trigger

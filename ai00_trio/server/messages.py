@@ -2,6 +2,7 @@
 a generation sends its HTTP handler, and the GPU executor's messages and replies."""
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
@@ -71,6 +72,7 @@ class SlotTask:
 class EmbedJob:
     inputs: list[str | list[int]]
     reply: trio.MemorySendChannel
+    left: threading.Event = field(default_factory=threading.Event)  # set when the client is gone
 
 
 @dataclass
@@ -141,8 +143,11 @@ class Release:
 
 @dataclass
 class Embed:
+    """Computed a batch step at a time between the generation's steps, so a long request delays
+    the others by one step at most; once `left` is set its remaining steps are skipped."""
     token_lists: list[list[int]]
     reply: trio.MemorySendChannel
+    left: threading.Event
 
 
 @dataclass

@@ -26,10 +26,11 @@ import trio
 from quart import Response, request
 
 from ..config import Config
-from ..grammar import GrammarError, compile_grammar, grammar_from_response_format
+from ..grammar import compile_grammar, grammar_from_response_format
 from ..sampling import sampler_from_openai
 from .messages import Done, Failed, TextJob, Token
 from .engine_service import LoadedModel
+from .grammar_compile import compile_in_time
 from .errors import ApiError, bad_request, overloaded
 from .failure_errors import api_error
 from .response_schemas import (ArgumentsDeltaEvent, ArgumentsDoneEvent, ContentPartEvent, DeletedResponse,
@@ -156,22 +157,21 @@ class Answer:
         return [*message, *calls]
 
 
-def register_responses(route: Callable, store: ResponseStore, ready: Callable, check_model: Callable,
-                       config: Config) -> None:
-    """Adds the routes through the app's `route` (every API prefix)."""
+def register_responses(route: Callable, store: ResponseStore, chat_model: Callable, config: Config) -> None:
+    """Adds the routes through the app's `route` (every API prefix); `chat_model(name)` gives
+    the loaded model and actor graph that `model` calls for."""
 
     @route("/responses", ["POST"])
     async def create_response():
-        loaded, graph = ready()
         body = decode_request(await request.get_data(), ResponseRequest)
-        check_model(body.model, loaded)
+        loaded, graph = chat_model(body.model)
         _refuse_unsupported(body)
         tools = await _tool_plan(body)
         turn = await _turn(body, store, loaded, tools)
         draft = Draft(body, loaded.name, _max_output_tokens(body, config.model.max_tokens_cap),
                       "resp_" + secrets.token_hex(24), "msg_" + secrets.token_hex(24), int(time.time()))
         factory = sampler_factory(body, loaded.model.info.n_vocab, 0, 0)
-        grammar = tools.grammar if tools is not None else await _grammar(body)
+        grammar = tools.grammar if tools is not None else await _grammar(body, config.model.grammar_compile_seconds)
         send, recv = trio.open_memory_channel(math.inf)  # a generation never waits for its reader
         job = TextJob("", factory, draft.max_output_tokens, stop_list(body.stop, config.model.stop), send,
                       turn.state_id, turn.model_text, grammar, "input", prompt_ids=turn.prompt_ids,
@@ -367,7 +367,7 @@ async def _turn(body: ResponseRequest, store: ResponseStore, loaded: LoadedModel
                 continued, previous.state_id, tools, tool_prompt or known)
 
 
-async def _grammar(body: ResponseRequest):
+async def _grammar(body: ResponseRequest, seconds: float):
     """The output grammar: `bnf_schema`, or `text.format` (or chat's `response_format`)."""
     fmt = body.text.format if body.text is not None else None
     param = "text.format"
@@ -379,14 +379,10 @@ async def _grammar(body: ResponseRequest):
         fmt = {"type": "json_schema", "json_schema": {k: v for k, v in fmt.items() if k != "type"}}
     if body.bnf_schema is not None and fmt not in (None, {"type": "text"}):
         raise bad_request(f"give either bnf_schema or {param}, not both", param="bnf_schema")
-    try:
-        if body.bnf_schema is not None:
-            return await trio.to_thread.run_sync(compile_grammar, body.bnf_schema)
-        if fmt is not None:
-            return await trio.to_thread.run_sync(grammar_from_response_format, fmt)
-    except GrammarError as error:
-        param = "bnf_schema" if body.bnf_schema is not None else param
-        raise bad_request(f"invalid grammar: {error}", param=param, code="invalid_grammar") from None
+    if body.bnf_schema is not None:
+        return await compile_in_time(compile_grammar, body.bnf_schema, "bnf_schema", seconds)
+    if fmt is not None:
+        return await compile_in_time(grammar_from_response_format, fmt, param, seconds)
     return None
 
 

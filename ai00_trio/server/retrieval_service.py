@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import trio
 
-from ..config import Config
+from ..config import Config, RetrievalModelConfig
 from ..engine.retrieval import EmbeddingModel, Reranker, load_embedding_model, load_reranker
 from ..engine.retrieval.embedding import with_eos
 from ..engine.retrieval.reranker import PAIR_TEMPLATE
@@ -29,34 +30,68 @@ class RetrievalService:
     def configured(self) -> bool:
         return self.config.embedding is not None
 
+    def names(self, kind: str) -> tuple[str, ...]:
+        """What `model` may call the `kind` ("embedding" or "rerank") model: its name, then its file's name."""
+        section = self.config.embedding if kind == "embedding" else self.config.rerank
+        if section is None:
+            return ()
+        return section.name or Path(section.path).stem, Path(section.path).name
+
     @property
     def embed_name(self) -> str:
-        return Path(self.config.embedding.path).name if self.config.embedding else ""
+        return next(iter(self.names("embedding")), "")
 
     @property
     def rerank_name(self) -> str:
-        return Path(self.config.rerank.path).name if self.config.rerank else ""
+        return next(iter(self.names("rerank")), "")
 
-    def _load(self) -> None:
-        embed, rerank = self.config.embedding, self.config.rerank
-        kind = self.config.tokenizer.kind
+    def _build(self, config: Config, kind: str) -> tuple[object, EmbeddingModel, Reranker | None]:
+        """The models `config` names from `kind` on: the embedding model brings its reranker anew
+        (which reads its states); the reranker alone is built over the loaded embedding model."""
+        embed, rerank = config.embedding, config.rerank
+        if kind == "rerank":
+            return self._tokenizer, self.embedding, load_reranker(rerank.path, self.embedding, rerank.precision)
+        tokenizer_kind = config.tokenizer.kind
         # EmbeddingRWKV reads the World vocabulary (its EOS is the 65536th id)
-        self._tokenizer = load_tokenizer("world" if kind == "auto" else kind, self.config.tokenizer.path)
+        tokenizer = load_tokenizer("world" if tokenizer_kind == "auto" else tokenizer_kind, config.tokenizer.path)
         model = load_embedding_model(embed.path, embed.precision, embed.adapter, max_batch=embed.max_batch,
                                      max_tokens=embed.token_chunk_size)
-        if rerank is not None:
-            self.reranker = load_reranker(rerank.path, model, rerank.precision)
-        self.embedding = model
+        reranker = load_reranker(rerank.path, model, rerank.precision) if rerank is not None else None
+        return tokenizer, model, reranker
 
     async def load(self) -> None:
         """Load what the config names; a failure is kept and told to every request."""
         if not self.configured:
             return
         try:
-            await trio.to_thread.run_sync(self._load)
+            async with self._lock:
+                self._tokenizer, self.embedding, self.reranker = \
+                    await trio.to_thread.run_sync(self._build, self.config, "embedding")
         except Exception as error:  # noqa: BLE001 - any load failure is reported, the chat model serves on
             self.error = f"the [embedding]/[rerank] model failed to load: {error}"
             print(f"[ai00-trio] {self.error}", file=sys.stderr, flush=True)
+
+    async def replace(self, kind: str, section: RetrievalModelConfig) -> None:
+        """Load `section` as the `kind` model in place of the one served (which serves until the
+        new one is ready); raises what the build raised, keeping the old one."""
+        if kind == "rerank" and self.embedding is None:
+            raise ValueError("the reranker reads the embedding model's states: load the embedding model first")
+        config = msgspec.structs.replace(self.config, **{kind: section})
+        if kind == "embedding":  # a device of its own: built while the old model serves
+            built = await trio.to_thread.run_sync(self._build, config, kind)
+        async with self._lock:  # no call runs on the models while they are swapped
+            if kind == "rerank":  # uploaded to the embedding model's device, which one thread uses at a time
+                built = await trio.to_thread.run_sync(self._build, config, kind)
+            self._tokenizer, self.embedding, self.reranker = built
+            self.config, self.error = config, None
+
+    async def unload(self, kind: str) -> None:
+        """Stop serving the `kind` model; unloading the embedding model takes its reranker too."""
+        async with self._lock:
+            self.reranker = None
+            if kind == "embedding":
+                self.embedding = None
+            self.error = f"the {kind} model was unloaded; an admin can load it again with POST /admin/models/load"
 
     def _ready_embedding(self) -> EmbeddingModel:
         if self.embedding is None:
@@ -89,9 +124,10 @@ class RetrievalService:
         self._ready_embedding()
         if self.reranker is None:
             raise unavailable(self.error or "the reranker is still loading")
+        reranker = self.reranker
         pairs = [self.tokens(PAIR_TEMPLATE.format(document=d, query=query), max_tokens, "documents")
                  for d in documents]
         async with self._lock:
-            scores = await trio.to_thread.run_sync(self.reranker.scores, pairs)
+            scores = await trio.to_thread.run_sync(reranker.scores, pairs)
         return scores, sum(map(len, pairs))
 

@@ -5,10 +5,27 @@ These Structs are also the source of the OpenAPI document.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
 import msgspec
-from msgspec import Struct
+from msgspec import Meta, Struct
+
+# fixed limits, checked as a request is decoded and stated in the OpenAPI document (the
+# configured ones, max_tokens_cap and max_embed_inputs, are checked later and patched into it)
+MAX_CHOICES = 16               # n and best_of
+MAX_TOP_LOGPROBS = 20
+MAX_STOPS, MAX_STOP_CHARS = 16, 1024
+MAX_LOGIT_BIAS = 1024          # logit_bias entries
+MAX_GRAMMAR_CHARS = 1 << 18    # bnf_schema text (a 20,000-way alternative fits)
+
+Count = Annotated[int, Meta(ge=1)]
+Choices = Annotated[int, Meta(ge=1, le=MAX_CHOICES)]
+TopLogprobs = Annotated[int, Meta(ge=0, le=MAX_TOP_LOGPROBS)]
+Fraction = Annotated[float, Meta(ge=0, le=1)]
+Penalty = Annotated[float, Meta(ge=-100, le=100)]  # 100 already rules a token out
+StopText = Annotated[str, Meta(max_length=MAX_STOP_CHARS)]
+Bias = Annotated[dict[str, float], Meta(max_length=MAX_LOGIT_BIAS)]
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -85,30 +102,30 @@ StateChoice = str | StateRef | None  # a state id or name; None (or AI00's nil U
 class SamplingFields(Struct, kw_only=True):
     """Fields shared by chat and text completions."""
     model: str | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    penalty_decay: float | None = None
-    logit_bias: dict[str, float] | None = None
-    bias: dict[str, float] | None = None              # AI00's name for logit_bias
-    stop: str | list[str] | None = None
+    max_tokens: Count | None = None                   # up to [model] max_tokens_cap
+    max_completion_tokens: Count | None = None
+    temperature: Annotated[float, Meta(ge=0, le=5)] | None = None
+    top_p: Fraction | None = None
+    top_k: Annotated[int, Meta(ge=0, le=1 << 20)] | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    penalty_decay: Annotated[float, Meta(ge=0)] | None = None
+    logit_bias: Bias | None = None
+    bias: Bias | None = None                          # AI00's name for logit_bias
+    stop: StopText | Annotated[list[StopText], Meta(max_length=MAX_STOPS)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int = 1
+    n: Choices = 1
     seed: int | None = None
-    top_logprobs: int | None = None
+    top_logprobs: TopLogprobs | None = None
     sampler: dict[str, Any] | None = None             # AI00: {"type": "Nucleus" | "Typical" | "Mirostat", ...}
     sampler_override: dict[str, Any] | None = None
     state: StateChoice = None                         # initial state: id, name or StateRef
-    bnf_schema: str | None = None
+    bnf_schema: Annotated[str, Meta(max_length=MAX_GRAMMAR_CHARS)] | None = None
     response_format: dict[str, Any] | None = None
     user: str | None = None
-    min_p: float | None = None                        # keep tokens with p >= min_p * max p (Nucleus)
-    half_life: float | None = None                    # AI00: tokens for a penalty to halve (sets penalty_decay)
+    min_p: Fraction | None = None                     # keep tokens with p >= min_p * max p (Nucleus)
+    half_life: Annotated[float, Meta(gt=0)] | None = None  # AI00: tokens for a penalty to halve (sets penalty_decay)
 
 
 class ChatCompletionRequest(SamplingFields, kw_only=True):
@@ -123,9 +140,9 @@ class ChatCompletionRequest(SamplingFields, kw_only=True):
 
 class CompletionRequest(SamplingFields, kw_only=True):
     prompt: str | list[str] = ""
-    logprobs: int | None = None
+    logprobs: TopLogprobs | None = None
     echo: bool = False
-    best_of: int | None = None
+    best_of: Choices | None = None
     suffix: str | None = None
 
 
@@ -273,6 +290,7 @@ class ModelCard(Struct):
     created: int
     owned_by: str = "ai00-trio"
     object: str = "model"
+    kind: str = "chat"                   # chat | embedding | rerank: the routes that serve it
 
 
 class ModelList(Struct):
@@ -291,6 +309,15 @@ class EmbeddingList(Struct):
     model: str
     usage: Usage
     object: str = "list"
+
+
+class Health(Struct):
+    status: Literal["ok"]
+
+
+class Ready(Struct):
+    status: Literal["ready"]
+    model: str
 
 
 class StateCard(Struct):
@@ -317,7 +344,22 @@ def decode_request(body: bytes, kind: type[Struct]) -> Struct:
         param = message.split("`$.", 1)[1].split("`")[0] if "`$." in message else None
         if param is None and message.startswith("Object missing required field `"):
             param = message.split("`")[1]
+        if param is not None and (limit := _LIMIT.match(message)):
+            message = _limit_message(param, *limit.groups())
+            param = re.sub(r"\[\d+\]$", "", param)  # a stop string's index: the field is `stop`
         raise bad_request(f"invalid request: {message}", param=param) from None
     except msgspec.DecodeError as error:
         raise bad_request(f"request body is not valid JSON: {error}") from None
 
+
+
+_LIMIT = re.compile(r"Expected `(\w+)`( of length)? ([<>]=?) (\S+) - at `")
+_UNITS = {"str": " characters", "array": " items", "object": " entries"}
+
+
+def _limit_message(param: str, kind: str, length: str | None, op: str, bound: str) -> str:
+    """msgspec's "Expected `int` <= 16 - at `$.n`" as "n must be at most 16"."""
+    words = {"<=": "at most", ">=": "at least", "<": "below", ">": "above"}[op]
+    if length:
+        return f"{param} must have {words} {bound}{_UNITS.get(kind, '')}"
+    return f"{param} must be {words} {bound}"

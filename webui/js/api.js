@@ -218,6 +218,35 @@ export async function streamCompletion(path, body, { signal, onText, onChunk, co
 export const streamChat = (body, opts) => streamCompletion("/v1/chat/completions", body, opts);
 export const streamText = (body, opts) => streamCompletion("/v1/completions", body, opts);
 
+/**
+ * Read the Server-Sent Events of a GET route, calling onEvent({event, data}) with `data` parsed
+ * as JSON, until the stream ends (resolves) or `signal` aborts it. Throws ApiError.
+ */
+export async function watchEvents(path, { signal, onEvent }) {
+  let response;
+  try {
+    response = await fetch(url(path), { headers: headers({ Accept: "text/event-stream" }), signal, cache: "no-store" });
+  } catch (err) {
+    if (signal && signal.aborted) return;
+    throw networkError(err);
+  }
+  if (!response.ok) throw await errorFrom(response);
+  try {
+    for await (const { event, data } of sseEvents(response.body)) {
+      let body;
+      try {
+        body = JSON.parse(data);
+      } catch {
+        continue;
+      }
+      onEvent({ event, data: body });
+    }
+  } catch (err) {
+    if (signal && signal.aborted) return;
+    throw new ApiError(`The event stream broke off (${err && err.message ? err.message : err}).`, { type: "network" });
+  }
+}
+
 export const modelsInfo = (opts) => getJSON("/api/models/info", opts);
 export const modelsList = (opts) => getJSON("/api/models/list", opts);
 

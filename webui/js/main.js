@@ -142,7 +142,24 @@ function init() {
   initSidebar(setupSnapshot);
   modes.continue = initContinuation({ onBusyChange: busyMarker("continue") });
   modes.paper = initPaper({ onBusyChange: busyMarker("paper") });
-  modes.status = initStatus();
+  const status = initStatus();
+  const models = initModelsPanel({
+    onChange() {
+      loadModel();
+      loadStates();
+    },
+  });
+  modes.status = {
+    stop: status.stop,
+    show() {
+      status.show();
+      models.show();
+    },
+    hide() {
+      status.hide();
+      models.hide();
+    },
+  };
 
   const tablist = document.querySelector("[role=tablist]");
   for (const name of TABS) tabButton(name).addEventListener("click", () => activate(name));
@@ -167,7 +184,6 @@ function init() {
     label.textContent = id;
     label.title = `Model: ${id}`;
   });
-  initModelsPanel({ onChange: () => loadModel() });
 
   document.addEventListener("keydown", (e) => {
     if (e.key !== "Escape" || e.defaultPrevented) return;

@@ -1,7 +1,9 @@
 // Status mode: model, adapter, throughput and queue, polled from /api/status
-// every 2 s while the panel is visible (and the page is not in the background).
+// every 2 s while the panel is visible (and the page is not in the background);
+// each poll is also a sample of the live chart.
 
 import { getStatus, listModels } from "./api.js";
+import { createChart } from "./chart.js";
 import { byTestId, h } from "./dom.js";
 import { formatRate, subscribe } from "./meter.js";
 
@@ -10,6 +12,7 @@ let visible = false;
 let timer = 0;
 let inflight = null;
 let el = {};
+let chart = null;
 
 const dash = "—";
 const show = (v) => (v === null || v === undefined || v === "" ? dash : String(v));
@@ -64,6 +67,7 @@ function render(status) {
   const ratio = active !== null && max ? Math.min(1, active / max) : 0;
   el.queueBar.value = ratio;
   el.queueBar.textContent = `${Math.round(ratio * 100)}%`;
+  if (status && max) chart.push({ t: performance.now(), tps: idle ? null : tps, active, max });
 }
 
 function showError(message) {
@@ -128,6 +132,7 @@ export function initStatus() {
     updated: byTestId("status-updated"),
     models: byTestId("status-models"),
   };
+  chart = createChart(byTestId("status-chart"), { gapMs: POLL_MS * 2.5 });
   render(null);
   subscribe(({ live, streams, last }) => {
     const running = streams > 0 || live > 0;

@@ -141,7 +141,7 @@ class EmbeddingModel:
         s, runner, head, C = self.stack, self.runner, self.heads[key], self.info.n_embd
         io = type(runner.io)(ids=runner.io.ids, tokens=runner.io.tokens, runs=runner.io.runs,
                              out_rows=self._head_rows, logits=runner.io.logits)
-        g = StepGraph(s.ctx, s.kernels, rows, 0, io, runner.state, s.vecs, {}, s.tuning)
+        g = StepGraph(s.ctx, s.kernels, rows, 0, io, runner.layers, s.vecs, {}, s.tuning)
         acc, out = Act(self._acc, C, rows), Act(self._out, C, rows)
         mid = runner.workspace.act("head_mid", head.hidden, rows)
         g.matmul(head.fc1, acc, mid, act="relu")

@@ -13,7 +13,7 @@ import numpy as np
 import wgpu
 
 from ...gpu.context import GpuContext
-from ...gpu.graph import Act, StepGraph, StepIO
+from ...gpu.graph import Act, StateRef, StepGraph, StepIO
 from ...gpu.kernels import KernelCache
 from ...gpu.tuning import DEFAULT_TUNING, KernelTuning
 from ..info import ModelInfo
@@ -70,7 +70,10 @@ class StackRunner:
         self.max_batch = max_batch
         self.max_tokens = max(max_tokens, max_batch)
         self.slot_floats = stack.arch.slot_stride()
-        self.state = ctx.storage(max_batch * self.slot_floats * 4)
+        self.state = ctx.storage(max_batch * self.slot_floats * 4)  # slot after slot, layer after layer
+        n_layer = stack.arch.info.n_layer
+        layer_floats = self.slot_floats // n_layer
+        self.layers = [StateRef(self.state, layer * layer_floats, self.slot_floats) for layer in range(n_layer)]
         self._zeros = ctx.storage(max_batch * self.slot_floats * 4)
         t = self.max_tokens
         self.io = StepIO(ids=ctx.storage(t * 4), tokens=ctx.storage(t * 16), runs=ctx.storage(max_batch * 16),
@@ -90,7 +93,7 @@ class StackRunner:
         graph = self._graphs.get(key)
         if graph is None:
             s = self.stack
-            graph = StepGraph(s.ctx, s.kernels, t, n_runs, self.io, self.state, s.vecs, self._shared, s.tuning)
+            graph = StepGraph(s.ctx, s.kernels, t, n_runs, self.io, self.layers, s.vecs, self._shared, s.tuning)
             record(graph)
             self._graphs[key] = graph
         return graph
