@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -177,6 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import trio
 
     from .config import ConfigError, load_config
+    from .server.fault_injection import FaultPlan
     from .server.main import run_server
 
     path = args.config
@@ -204,7 +206,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        return trio.run(run_server, config, args.keep_serving)
+        faults = FaultPlan.from_environment(os.environ)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return trio.run(run_server, config, args.keep_serving, faults)
     except KeyboardInterrupt:
         return 0
 

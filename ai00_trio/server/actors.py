@@ -17,7 +17,9 @@
   requests it was for (a `Failed` in their reply channels); the others go on. Slots whose tokens
   the GPU chooses run on by themselves (each choice is fed straight back, a chain); for the
   others it waits (briefly) after a step for their samplers, so every decoding slot gets its
-  token every step.
+  token every step. A lost device is no ordinary fault: the executor fails every request it
+  holds and everything sent to it later with `DeviceLost`, never touches the device again, and
+  tells its owner (`on_device_lost`), who rebuilds the model on a new device (lifecycle.py).
 """
 from __future__ import annotations
 
@@ -39,9 +41,10 @@ from ..engine.cache_budget import CacheBudget, cache_budget, memory_available
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import Pick
 from ..engine.state import State
+from ..gpu.device_lost import is_device_lost
 from .engine_service import LoadedModel
-from .failures import (EmbeddingTokensExceeded, ExecutorFault, Failure, Overloaded, PromptTooLong, QueueTimeout,
-                       TokenOutOfRange)
+from .failures import (DeviceLost, EmbeddingTokensExceeded, ExecutorFault, Failure, Overloaded, PromptTooLong,
+                       QueueTimeout, TokenOutOfRange)
 from .generation import Generation, Tally
 from .messages import (Embed, Embedded, EmbedJob, Failed, GpuCall, Job, Load, Park, Parked, Release, Save,
                        SlotSampling, SlotTask, Submit, unwrap)
@@ -112,9 +115,13 @@ class GpuExecutor:
     the step thread waits on the GPU without the GIL). Messages reach the thread through a
     thread-safe queue; outputs go back to the event loop as callbacks (`run_sync_soon`)."""
 
-    def __init__(self, batch: BatchRuntime, embedder: BatchRuntime) -> None:
+    def __init__(self, batch: BatchRuntime, embedder: BatchRuntime, device=None,
+                 on_device_lost: Callable[[DeviceLost], None] | None = None) -> None:
         self.batch = batch
         self.embedder = embedder  # its own slots, so embeddings never touch a generation's state
+        self.device = device      # the wgpu device both run on (None: errors are judged by their message)
+        self.on_device_lost = on_device_lost  # called on the event loop, once
+        self.lost: DeviceLost | None = None   # set by the step thread when the device is lost
         # the step thread's own state
         self.replies: dict[int, trio.MemorySendChannel] = {}
         self.awaiting: set[int] = set()
@@ -182,7 +189,7 @@ class GpuExecutor:
             else:
                 self.faults[slot] = failed
 
-    def _embed_step(self, post: Callable) -> None:
+    def _embed_step(self, post: Callable, lose: Callable[[Exception], None]) -> None:
         """One step of the first embeddings request: it ends when done, failed or its client left."""
         message, run = self.embeds[0]
         if message.left.is_set():
@@ -192,6 +199,9 @@ class GpuExecutor:
         try:
             run.advance()
         except Exception as error:
+            if is_device_lost(error, self.device):
+                lose(error)  # this request among the others
+                return
             run.cancel()
             self.embeds.popleft()
             post([(message.reply, _fault(error, "computing embeddings"))])
@@ -199,6 +209,26 @@ class GpuExecutor:
         if run.done:
             self.embeds.popleft()
             post([(message.reply, Embedded(run.vectors, sum(map(len, message.token_lists))))])
+
+    def _lose(self, error: Exception, post: Callable) -> None:
+        """The device is lost: fail every request this executor holds; from now on it answers
+        every message with the same failure (`_refuse`) and never steps again."""
+        reason = str(error).strip().splitlines()[-1].strip() or type(error).__name__
+        self.lost = DeviceLost(reason)
+        print(f"[ai00-trio] the GPU device was lost ({type(error).__name__}: {error}); failing "
+              f"{len(self.replies) + len(self.embeds)} request(s) in flight", file=sys.stderr, flush=True)
+        failed = Failed(self.lost)
+        post([(reply, failed) for reply in self.replies.values()] + [(embed.reply, failed) for embed, _ in self.embeds])
+        self.replies.clear()
+        self.embeds.clear()
+        self.awaiting.clear()
+        self.faults.clear()
+
+    def _refuse(self, message, post: Callable) -> None:
+        """After the loss: a message that expects an answer gets the DeviceLost failure."""
+        reply = getattr(message, "reply", None)
+        if reply is not None and isinstance(message, (Submit, Save, Embed, GpuCall)):
+            post([(reply, Failed(self.lost))])
 
     def _fail_step(self, slots: list[int], error: Exception, post: Callable) -> None:
         """A step raised: fail the requests of the slots it ran; the next step runs the others."""
@@ -223,17 +253,30 @@ class GpuExecutor:
         def post(sends: list) -> None:
             trio_token.run_sync_soon(self._deliver, sends)
 
+        def lose(error: Exception) -> None:
+            self._lose(error, post)
+            if self.on_device_lost is not None:
+                trio_token.run_sync_soon(self.on_device_lost, self.lost)
+
         def take(message) -> bool:
             if message is _STOP:
                 return False
+            if self.lost is not None:
+                self._refuse(message, post)
+                return True
             try:
                 self._handle(message, post)
             except Exception as error:
-                self._fail(message, error, post)
+                if not is_device_lost(error, self.device):
+                    self._fail(message, error, post)
+                    return True
+                lose(error)
+                if not isinstance(message, Submit):  # a Submit's reply was among those failed
+                    self._refuse(message, post)
             return True
 
         while True:
-            if not batch.busy_slots and not self.embeds and not take(inbox.get()):
+            if (self.lost is not None or (not batch.busy_slots and not self.embeds)) and not take(inbox.get()):
                 return
             # the samplers of the previous step reply with their next token
             deadline = time.monotonic() + SAMPLER_DEADLINE_S
@@ -251,16 +294,19 @@ class GpuExecutor:
                     break
                 if not take(message):
                     return
-            if self.embeds:
-                self._embed_step(post)
-            if not batch.busy_slots:
+            if self.lost is None and self.embeds:
+                self._embed_step(post, lose)
+            if self.lost is not None or not batch.busy_slots:
                 continue
             started = time.monotonic()
             stepped = batch.busy_slots
             try:
                 outputs = batch.step()
             except Exception as error:
-                self._fail_step(stepped, error, post)
+                if is_device_lost(error, self.device):
+                    lose(error)
+                else:
+                    self._fail_step(stepped, error, post)
                 continue
             if outputs:
                 self.tokens_per_second = len(outputs) / max(time.monotonic() - started, 1e-6)
@@ -316,6 +362,7 @@ class Scheduler:
         self._idle = trio.Event()      # set when the last running generation ends
         self._executor: trio.MemorySendChannel | None = None
         self._resume: Callable[[], None] = lambda: None  # starts waiting jobs (set by run)
+        self.lost: DeviceLost | None = None  # the executor's device is lost: every job fails with this
 
     @property
     def prompt_tokens(self) -> int:
@@ -346,11 +393,11 @@ class Scheduler:
             generations.start_soon(watch_releases)
             async with inbox:
                 async for job in inbox:
+                    if self.lost is not None:
+                        _send_now(job.text.events, Failed(self.lost))
+                        continue
                     if len(self.waiting) >= self.max_queue and (not self.free_slots or self._held):
-                        try:
-                            job.text.events.send_nowait(Failed(Overloaded()))
-                        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-                            pass
+                        _send_now(job.text.events, Failed(Overloaded()))
                         continue
                     self.waiting.append(job)
                     self._start_waiting(generations, executor, release_send)
@@ -359,12 +406,22 @@ class Scheduler:
                         generations.start_soon(self._expire, job, expiry)
             generations.cancel_scope.cancel()
 
+    def device_lost(self, failure: DeviceLost) -> None:
+        """The executor lost its device: the jobs waiting for a slot, and every job sent later, fail."""
+        self.lost = failure
+        waiting, self.waiting = self.waiting, []
+        for job in waiting:
+            expiry = self._expiries.pop(id(job), None)
+            if expiry is not None:
+                expiry.cancel()
+            _send_now(job.text.events, Failed(failure))
+
     async def _expire(self, job: Job, expiry: trio.CancelScope) -> None:
         """A job still waiting for a slot after queue_timeout gets a 503 (`expiry` is cancelled
         when it gets one)."""
         with expiry:
             await trio.sleep(self.queue_timeout)
-        if not expiry.cancelled_caught:
+        if not expiry.cancelled_caught and job in self.waiting:
             self._expiries.pop(id(job), None)
             self.waiting.remove(job)
             await _try_send(job.text.events, Failed(QueueTimeout(self.queue_timeout)))
@@ -428,6 +485,14 @@ def _fault(error: Exception, during: str) -> Failed:
     return Failed(ExecutorFault(during, error))
 
 
+def _send_now(channel: trio.MemorySendChannel, message) -> None:
+    """For a job's own event channel: a full or closed one drops the message."""
+    try:
+        channel.send_nowait(message)
+    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
 async def _try_send(channel: trio.MemorySendChannel, message) -> None:
     try:
         with trio.move_on_after(1):
@@ -464,20 +529,29 @@ def parker(executor: trio.MemorySendChannel) -> Callable[[State], Parked]:
 
 async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_options: CacheConfig,
                           on_first_token: Callable[[float], None] | None = None,
+                          on_device_lost: Callable[[ActorGraph, DeviceLost], None] | None = None,
+                          wrap_batch: Callable[[BatchRuntime], BatchRuntime] | None = None,
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """The graph on `loaded`'s device. `on_device_lost` hears (on the event loop, once) that the
+    device was lost; `wrap_batch` stands between the executor and its batch (fault injection)."""
     max_batch, token_chunk_size = options.max_batch, options.token_chunk_size
     batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
     # Embeddings share one step's token budget anyway, so a few slots of their own serve them as fast
     # as max_batch would, without a second full set of state buffers.
     embedder = BatchRuntime(loaded.model, max_batch=min(max_batch, EMBED_SLOTS), token_chunk_size=token_chunk_size,
                             keep_hidden=True)
-    await run_actors(loaded, options, cache_options, batch, embedder, on_first_token, task_status=task_status)
+    if wrap_batch is not None:
+        batch = wrap_batch(batch)
+    await run_actors(loaded, options, cache_options, batch, embedder, on_first_token, loaded.model.ctx.device,
+                     on_device_lost, task_status=task_status)
 
 
 async def run_actors(loaded: LoadedModel, options: ModelConfig, cache_options: CacheConfig, batch: BatchRuntime,
-                     embedder: BatchRuntime, on_first_token: Callable[[float], None] | None = None,
+                     embedder: BatchRuntime, on_first_token: Callable[[float], None] | None = None, device=None,
+                     on_device_lost: Callable[[ActorGraph, DeviceLost], None] | None = None,
                      task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """The graph on the given batch runtimes (`embedder`: embeddings' own slots)."""
+    """The graph on the given batch runtimes (`embedder`: embeddings' own slots) on `device`
+    (None: a lost device is told by its errors' messages alone)."""
     max_batch, max_queue = options.max_batch, options.max_queue
     jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
     to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
@@ -489,9 +563,16 @@ async def run_actors(loaded: LoadedModel, options: ModelConfig, cache_options: C
                         offload=parker(to_executor_send), size_of=state_bytes)
     tokenizer = TokenizerActor(loaded, options.max_prompt_tokens, options.max_embed_tokens)
     scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token)
-    executor = GpuExecutor(batch, embedder)
+
+    def device_lost(failure: DeviceLost) -> None:
+        scheduler.device_lost(failure)
+        if on_device_lost is not None:
+            on_device_lost(graph, failure)
+
+    executor = GpuExecutor(batch, embedder, device, device_lost)
+    graph = ActorGraph(jobs_send, scheduler, executor, cache_budget=budget)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(tokenizer.run, jobs_recv, to_scheduler_send, to_executor_send.clone())
         nursery.start_soon(scheduler.run, to_scheduler_recv, release_recv, to_executor_send, release_send)
         nursery.start_soon(executor.run, to_executor_recv)
-        task_status.started(ActorGraph(jobs_send, scheduler, executor, cache_budget=budget))
+        task_status.started(graph)

@@ -274,6 +274,7 @@ def create_app(state: ServerState) -> QuartTrio:
                              "budget": dataclasses.asdict(graph.cache_budget) if graph.cache_budget else None},
             "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
             "retiring": state.lifecycle.retiring_figures() if state.lifecycle else [],
+            "device": state.lifecycle.recovery.figures() if state.lifecycle else None,
         })
 
     @app.get("/metrics")

@@ -42,6 +42,10 @@ def unavailable(message: str = "no model is loaded") -> ApiError:
     return ApiError(503, message, "server_error", None, "model_not_loaded", retry_after=5)
 
 
+def device_lost(message: str) -> ApiError:
+    return ApiError(503, message, "server_error", None, "device_lost", retry_after=5)
+
+
 def internal_error(message: str) -> ApiError:
     return ApiError(500, message, "internal_error", None, "executor_fault")
 

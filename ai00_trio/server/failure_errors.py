@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from . import failures as f
-from .errors import ApiError, bad_request, internal_error, overloaded
+from .errors import ApiError, bad_request, device_lost, internal_error, overloaded
 
 
 def api_error(failure: f.Failure) -> ApiError:
@@ -21,6 +21,8 @@ def api_error(failure: f.Failure) -> ApiError:
             return ApiError(500, failure.message, "server_error", failure.param, "grammar_timeout")
         case f.StatePathRefused():
             return ApiError(403, failure.message, "invalid_request_error", failure.param, "path_refused")
+        case f.DeviceLost():
+            return device_lost(failure.message)
         case f.ExecutorFault():
             return internal_error(failure.message)
         case f.TokenOutOfRange() | f.InvalidState() | f.SamplingFailed():

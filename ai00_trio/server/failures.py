@@ -83,3 +83,13 @@ class ExecutorFault(Failure):
         super().__init__(f"the GPU executor failed while {during} ({type(error).__name__}: {error}); "
                          "other requests were not affected, and this one can be retried")
         self.during = during
+
+
+class DeviceLost(Failure):
+    """The GPU device was lost (a driver reset, a GPU fault, an unplugged eGPU): every request
+    on it fails, and the server rebuilds the model on a new device by itself."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the GPU device was lost ({reason}); the server is re-creating it and reloading "
+                         "the model by itself: retry in a few seconds")
+        self.reason = reason

@@ -13,9 +13,15 @@ fails leaves the old deployment serving untouched and answers the admin caller w
 A new deployment starts with an empty prefix cache of its own, so no state computed by another
 model, state set or LoRA set can be served; within one deployment each initial state has its
 own part of the cache (`engine/scoped_cache.py`).
+
+A lost device (its executor says so, once) takes the serving deployment out at once: the
+server is "recovering" (503 device_lost), and the same reload request (its states and LoRAs as
+recorded) is deployed again on a new device, retried with backoff until it serves, unless an
+admin loads or unloads a model meanwhile. The lost deployment is retired as a replaced one is.
 """
 from __future__ import annotations
 
+import itertools
 import sys
 import time
 import uuid
@@ -31,8 +37,11 @@ from ..config import AdapterConfig, Config, ConfigError, LoraConfig, StateConfig
 from . import admin_schemas as a
 from .actors import ActorGraph, run_actor_graph
 from .engine_service import LoadedModel, load_service, read_state_file
-from .errors import ApiError, bad_request, unavailable
+from .errors import ApiError, bad_request, device_lost, unavailable
+from .failures import DeviceLost
+from .fault_injection import FaultPlan
 from .paths import PathRefused, relative_to_root, resolve_inside
+from .recovery import DeviceRecovery, retry_delays
 from .state_choice import find_attached
 
 if TYPE_CHECKING:
@@ -50,6 +59,9 @@ def no_model_error(state: ServerState) -> ApiError:
     """The 503 for routes that need a model, saying why there is none."""
     if state.draining:
         return unavailable("the server is shutting down; retry on another or after its restart")
+    if state.status == "recovering":
+        return device_lost("the GPU device was lost; the server is re-creating it and reloading the model, "
+                           "retry in a few seconds")
     if state.status == "unloaded":
         return unavailable("no model is loaded (it was unloaded); an admin can load one with POST /admin/models/load")
     if state.load_error:
@@ -132,9 +144,11 @@ class Deployment:
 class Lifecycle:
     """Started by the server (`run_server`): its deployments' actor graphs run in `nursery`."""
 
-    def __init__(self, state: ServerState, nursery: trio.Nursery) -> None:
+    def __init__(self, state: ServerState, nursery: trio.Nursery, faults: FaultPlan | None = None) -> None:
         self.state = state
         self.nursery = nursery
+        self.faults = faults or FaultPlan()
+        self.recovery = DeviceRecovery()
         self.current: Deployment | None = None
         self.retiring: list[Deployment] = []
         self._busy = trio.Lock()  # one load or unload at a time
@@ -161,7 +175,8 @@ class Lifecycle:
             except Exception as error:
                 _log(f"reload of {request.model_path} failed, the serving model is kept: "
                      f"{type(error).__name__}: {error}")
-                kept = "the previous model keeps serving" if self.current else "no model is loaded"
+                kept = "the lost device's model is still being rebuilt" if previous == "recovering" else \
+                    "the previous model keeps serving" if self.current else "no model is loaded"
                 raise bad_request(f"model {request.model_path!r} failed to load ({kept}): "
                                   f"{type(error).__name__}: {error}", param="model_path",
                                   code="model_load_failed") from None
@@ -268,7 +283,8 @@ class Lifecycle:
         loaded = await trio.to_thread.run_sync(load_service, config)
         self.state.load_seconds = time.perf_counter() - started
         graph, scope = await self.nursery.start(_host_graph, loaded, config,
-                                                self.state.metrics.first_token_observer(loaded.name))
+                                                self.state.metrics.first_token_observer(loaded.name),
+                                                self._device_lost, self.faults.batch_wrapper())
         new = Deployment(loaded, graph, a.reload_request(config, loaded), scope)
         old, self.current = self.current, new
         state = self.state
@@ -280,6 +296,46 @@ class Lifecycle:
                  f"finishes its {old.graph.scheduler.active} running request(s)")
             self.retiring.append(old)
             self.nursery.start_soon(self._retire, old)
+
+    def _device_lost(self, graph: ActorGraph, failure: DeviceLost) -> None:
+        """On the event loop, from the serving graph's executor: stop routing to it, rebuild."""
+        lost = self.current
+        if lost is None or lost.graph is not graph:
+            return  # a retiring deployment's device: what replaced it serves on
+        state = self.state
+        state.loaded = state.graph = None
+        self.recovery.lost(failure.reason)
+        self._set_status("recovering")
+        _log(f"the GPU device of {lost.loaded.name} was lost ({failure.reason}); rebuilding it on a new device")
+        self.nursery.start_soon(self._recover, lost)
+
+    async def _recover(self, lost: Deployment) -> None:
+        """Deploy `lost`'s reload request again until it serves (or an admin changed the model)."""
+        delays = retry_delays()
+        for attempt in itertools.count(1):
+            async with self._busy:
+                if self.current is not lost:
+                    self.recovery.abandoned()
+                    _log("device-loss recovery stopped: the model was replaced or unloaded meanwhile")
+                    return
+                _log(f"rebuilding {lost.loaded.name} after the device loss (attempt {attempt})")
+                try:
+                    self.faults.before_rebuild()
+                    await self._deploy(config_for(self.state.config, lost.reload))
+                except Exception as error:
+                    self.recovery.rebuild_failed()
+                    delay = next(delays)
+                    _log(f"rebuild attempt {attempt} failed ({type(error).__name__}: {error}); "
+                         f"retrying in {delay:g}s")
+                else:
+                    self.current.reload = self.state.reload = lost.reload  # as recorded, names and all
+                    self.current.loaded.name = lost.loaded.name  # a [[models]] entry is served by its own name
+                    seconds = self.recovery.recovered()
+                    _log(f"recovered from the device loss: {lost.loaded.name} serves again "
+                         f"({seconds:.1f}s after the loss)")
+                    self.state.changes.notify()
+                    return
+            await trio.sleep(delay)
 
     async def _retire(self, old: Deployment) -> None:
         """End `old`'s actors once nothing runs or waits on it and no request holds it."""
@@ -299,9 +355,11 @@ class Lifecycle:
 
 
 async def _host_graph(loaded: LoadedModel, config: Config, on_first_token: Callable[[float], None] | None = None,
-                      task_status=trio.TASK_STATUS_IGNORED) -> None:
+                      on_device_lost: Callable[[ActorGraph, DeviceLost], None] | None = None,
+                      wrap_batch: Callable | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Runs one deployment's actor graph until its cancel scope (given with the graph) is cancelled."""
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
-            graph = await nursery.start(run_actor_graph, loaded, config.model, config.cache, on_first_token)
+            graph = await nursery.start(run_actor_graph, loaded, config.model, config.cache, on_first_token,
+                                        on_device_lost, wrap_batch)
             task_status.started((graph, scope))

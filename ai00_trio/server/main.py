@@ -10,6 +10,7 @@ from hypercorn.trio import serve
 
 from ..config import Config
 from .app import ServerState, create_app
+from .fault_injection import FaultPlan
 from .lifecycle import Lifecycle
 
 # connections waiting to be accepted: hypercorn's 100 resets some of a burst of a few hundred
@@ -57,13 +58,14 @@ async def _until_stop_signal(state: ServerState) -> None:
             return
 
 
-async def run_server(config: Config, keep_serving: bool = False, task_status=trio.TASK_STATUS_IGNORED) -> int:
+async def run_server(config: Config, keep_serving: bool = False, faults: FaultPlan | None = None,
+                     task_status=trio.TASK_STATUS_IGNORED) -> int:
     """Serves until SIGTERM/SIGINT (then drains); the exit code: 1 if the model failed to load
-    (unless `keep_serving`), else 0."""
+    (unless `keep_serving`), else 0. `faults`: the faults to inject (tests of recovery)."""
     state = ServerState(config)
     app = create_app(state)
     async with trio.open_nursery() as nursery:
-        state.lifecycle = Lifecycle(state, nursery)
+        state.lifecycle = Lifecycle(state, nursery, faults)
         nursery.start_soon(_load_and_start, state, state.lifecycle, nursery, keep_serving)
         scheme = "https" if config.listen.tls else "http"
         print(f"[ai00-trio] listening on {scheme}://{config.listen.ip}:{config.listen.port}", file=sys.stderr, flush=True)

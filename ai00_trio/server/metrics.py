@@ -15,6 +15,7 @@ from ..gpu.context import buffer_bytes_in_use
 
 if TYPE_CHECKING:
     from .app import ServerState
+    from .recovery import DeviceRecovery
 
 ROUTE_KEY = "ai00.route"  # the ASGI scope's key for the matched rule, set by the app before its handler
 UNMATCHED = "unmatched"   # the route label of a request no rule matched
@@ -76,13 +77,16 @@ class _ActorFigures(Collector):
 
     def collect(self) -> Iterator[Metric]:
         state = self.state
-        ready = GaugeMetricFamily("ai00_ready", "1 while a model serves requests (0 loading, failed or draining)")
+        ready = GaugeMetricFamily("ai00_ready", "1 while a model serves requests "
+                                  "(0 loading, failed, draining or recovering)")
         ready.add_metric([], float(state.graph is not None and not state.draining))
         yield ready
         gpu = GaugeMetricFamily("ai00_gpu_buffer_bytes", "Bytes of GPU buffers alive in this process "
                                 "(weights, states, cached prefixes, scratch)")
         gpu.add_metric([], float(buffer_bytes_in_use()))
         yield gpu
+        if state.lifecycle is not None:
+            yield from _recovery_figures(state.lifecycle.recovery)
         loaded, graph = state.loaded, state.graph
         if state.load_seconds is not None and loaded is not None:
             yield _gauge("ai00_model_load_seconds", "How long the model took to load", loaded.name, state.load_seconds)
@@ -115,6 +119,21 @@ class _ActorFigures(Collector):
         placed.add_metric([name, "gpu"], float(cache.gpu_bytes))
         placed.add_metric([name, "host"], float(cache.host_bytes))
         yield placed
+
+
+def _recovery_figures(recovery: DeviceRecovery) -> Iterator[Metric]:
+    losses = CounterMetricFamily("ai00_device_losses", "GPU devices lost while serving")
+    losses.add_metric([], float(recovery.losses))
+    yield losses
+    recoveries = CounterMetricFamily("ai00_device_recoveries", "Models rebuilt on a new device after a loss")
+    recoveries.add_metric([], float(recovery.recoveries))
+    yield recoveries
+    failed = CounterMetricFamily("ai00_device_rebuild_failures", "Rebuild attempts after a loss that failed")
+    failed.add_metric([], float(recovery.failed_rebuilds))
+    yield failed
+    recovering = GaugeMetricFamily("ai00_device_recovering", "1 while the model is rebuilt after a device loss")
+    recovering.add_metric([], float(recovery.recovering))
+    yield recovering
 
 
 def _gauge(metric: str, documentation: str, model: str, value: float) -> GaugeMetricFamily:
