@@ -38,6 +38,7 @@ from ..engine.batch import BatchRuntime, EmbedRun
 from ..engine.cache_budget import CacheBudget, cache_budget, memory_available
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import Pick
+from ..engine.scoped_cache import ScopedCache
 from ..engine.state import State
 from .engine_service import LoadedModel
 from .failures import (EmbeddingTokensExceeded, ExecutorFault, Failure, Overloaded, PromptTooLong, QueueTimeout,
@@ -405,8 +406,10 @@ class Scheduler:
         events = job.text.events
         try:
             if isinstance(job.text, SlotTask):
-                start = await choose_start(self.loaded, job.text.state_id)
-                await job.text.run(SlotIO(slot, executor, start.state))
+                with job.text.left:
+                    start = await choose_start(self.loaded, job.text.state_id)
+                    cache = None if start.scope is None else ScopedCache(self.cache, start.scope)
+                    await job.text.run(SlotIO(slot, executor, start.state, cache))
             else:
                 await Generation(job, slot, executor, self.cache, self.loaded, self.tally,
                                  self.on_first_token).run()
