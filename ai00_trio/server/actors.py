@@ -40,6 +40,7 @@ from ..engine.batch import BatchRuntime, EmbedRun
 from ..engine.cache_budget import CacheBudget, cache_budget, memory_available
 from ..engine.prefix_cache import PrefixCache
 from ..engine.runtime import Pick
+from ..engine.scoped_cache import ScopedCache
 from ..engine.state import State
 from ..gpu.device_lost import is_device_lost
 from .engine_service import LoadedModel
@@ -462,8 +463,10 @@ class Scheduler:
         events = job.text.events
         try:
             if isinstance(job.text, SlotTask):
-                start = await choose_start(self.loaded, job.text.state_id)
-                await job.text.run(SlotIO(slot, executor, start.state))
+                with job.text.left:
+                    start = await choose_start(self.loaded, job.text.state_id)
+                    cache = None if start.scope is None else ScopedCache(self.cache, start.scope)
+                    await job.text.run(SlotIO(slot, executor, start.state, cache))
             else:
                 await Generation(job, slot, executor, self.cache, self.loaded, self.tally,
                                  self.on_first_token).run()

@@ -44,14 +44,19 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
         return tokens
 
     async def run_in_slot(graph: ActorGraph, work, state_id: StateChoice):
-        """`work(io, reply)` in a slot of its own; what it sends to `reply`."""
+        """`work(io, reply)` in a slot of its own; what it sends to `reply`. Stopped when this
+        handler is (its client is gone)."""
         send, recv = trio.open_memory_channel(1)
+        task = SlotTask(partial(work, reply=send), send, state_id)
         async with recv:
             try:
-                graph.jobs.send_nowait(SlotTask(partial(work, reply=send), send, state_id))
+                graph.jobs.send_nowait(task)
             except trio.WouldBlock:
                 raise overloaded() from None
-            result = await recv.receive()
+            try:
+                result = await recv.receive()
+            finally:
+                task.left.cancel()
         if isinstance(result, Failed):
             raise api_error(result.error)
         return result
@@ -87,17 +92,18 @@ def add_ai00_routes(route: Callable, ready: Callable[[], tuple[LoadedModel, Acto
 async def _choose(io: SlotIO, reply: trio.MemorySendChannel, prompt: list[int], choices: list[list[int]],
                   calibrate: bool) -> None:
     """Each choice's perplexity after the prompt (minus its perplexity with no input when
-    `calibrate`); infinite for an empty choice. The prompt's state is restored for each choice."""
-    await io.load(io.initial)
-    after_prompt = await io.feed(prompt)
-    backed = await io.save()
+    `calibrate`); infinite for an empty choice. The prompt is computed once (or comes from the
+    prefix cache) and its state restored for each choice. Only the prompt's state is cached: a
+    candidate is rarely scored twice, and hundreds of them would push out the entries that
+    conversations reuse."""
+    after_prompt = await io.prefill(prompt)
     scores = []
     for tokens in choices:
         if not tokens:
             scores.append(math.inf)
             continue
-        await io.load(backed)
-        score = await _perplexity(io, tokens, after_prompt)
+        await io.load(after_prompt.state)
+        score = await _perplexity(io, tokens, after_prompt.logits)
         if calibrate:
             await io.load(io.initial)
             score -= await _perplexity(io, tokens)
@@ -123,8 +129,7 @@ async def _perplexity(io: SlotIO, tokens: list[int], head: np.ndarray | None = N
 
 
 async def _state_after(io: SlotIO, reply: trio.MemorySendChannel, tokens: list[int]) -> None:
-    await io.load(io.initial)
-    await io.feed(tokens)
+    await io.prefill(tokens)
     await reply.send(await io.read())
 
 

@@ -81,7 +81,7 @@ class Generation:
 
     async def _prefill(self, initial: State | np.ndarray | None, cache: ScopedCache | None) -> Prefilled:
         prompt = self.prompt
-        hit, claim = (None, None) if cache is None else await _lookup_or_claim(cache, prompt)
+        hit, claim = (None, None) if cache is None else await lookup_or_claim(cache, prompt)
         state = None
         try:
             await self.executor.send(Load(self.slot, hit.state if hit is not None else initial))
@@ -219,7 +219,7 @@ async def grammar_mask(loaded: LoadedModel, grammar) -> np.ndarray:
         raise GrammarTimeout(MASK_DEADLINE_S) from None
 
 
-async def _lookup_or_claim(cache: ScopedCache, tokens: list[int]) -> tuple[Hit | None, Claim | None]:
+async def lookup_or_claim(cache: ScopedCache, tokens: list[int]) -> tuple[Hit | None, Claim | None]:
     """The longest cached prefix, and a claim when this request must compute the prompt.
     If an identical prompt is being computed right now, wait for it instead."""
     if len(tokens) < CACHE_MIN_TOKENS:

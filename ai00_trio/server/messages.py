@@ -62,10 +62,12 @@ class TextJob:
 class SlotTask:
     """A request that needs a slot but samples nothing (AI00's chooses and states): the
     scheduler lends it a slot and awaits `run(io)`, which replies on `events` itself (an
-    Failure it raises becomes a `Failed` there)."""
+    Failure it raises becomes a `Failed` there). The handler cancels `left` when its client is
+    gone: the work stops where it is and the slot is freed."""
     run: Callable[[SlotIO], Awaitable[None]]
     events: trio.MemorySendChannel
     state_id: StateChoice = None
+    left: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 @dataclass
