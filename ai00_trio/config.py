@@ -25,6 +25,7 @@ class ModelConfig(Section):
     stop: list[str] = msgspec.field(default_factory=lambda: ["\n\n"])
     max_queue: int = 64                  # requests waiting for a slot before new ones get 429
     queue_timeout: float = 120.0         # seconds a request waits for a slot before it gets 503
+    max_generation_seconds: float = 600.0  # a request generating longer stops there (finish_reason "length"); 0: no limit
     max_tokens_cap: int = 16384          # the most tokens one request may ask to generate
     aliases: list[str] = msgspec.field(default_factory=list)  # more names clients may ask for
     strict_names: bool = False           # unknown `model` names get 404 (else the loaded model serves them)

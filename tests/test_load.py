@@ -85,3 +85,17 @@ def test_rss_returns_after_a_wave(tmp_path):
         assert all(result is True for result in wave(base, 256))
         after = rss_bytes(base.process.pid)
         assert after <= before * 1.10, (before, after)
+
+
+def test_a_generation_past_its_deadline_gives_its_slot_back(tmp_path):
+    """[model] max_generation_seconds: a client that never reads its stream, and one that asks
+    for far more tokens than the deadline allows, both end there (finish_reason "length")."""
+    with running_server(tmp_path, {"max_batch": 2, "max_generation_seconds": 1.5}) as base:
+        silent = open_stream(base, 16000)  # never read: the server's socket buffer fills
+        started = time.monotonic()
+        status, answer = http("POST", base + "/v1/completions", {"prompt": "The", "max_tokens": 16000})
+        assert status == 200 and answer["choices"][0]["finish_reason"] == "length"
+        assert 0 < answer["usage"]["completion_tokens"] < 16000
+        assert time.monotonic() - started < 15
+        assert settled(base, 15) == {"active": 0, "waiting": 0, "max_batch": 2}
+        silent.close()

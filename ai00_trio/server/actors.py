@@ -347,8 +347,10 @@ class GpuExecutor:
 # --- scheduler -----------------------------------------------------------------------------
 class Scheduler:
     def __init__(self, loaded: LoadedModel, max_batch: int, max_queue: int, cache: PrefixCache,
-                 queue_timeout: float = math.inf, on_first_token: Callable[[float], None] | None = None) -> None:
+                 queue_timeout: float = math.inf, on_first_token: Callable[[float], None] | None = None,
+                 generation_seconds: float = 0.0) -> None:
         self.loaded = loaded
+        self.generation_seconds = generation_seconds  # 0: generations run to their max_tokens
         self.on_first_token = on_first_token  # hears each generation's seconds to its first token
         self.queue_timeout = queue_timeout
         self.free_slots = list(range(max_batch))
@@ -469,7 +471,7 @@ class Scheduler:
                     await job.text.run(SlotIO(slot, executor, start.state, cache))
             else:
                 await Generation(job, slot, executor, self.cache, self.loaded, self.tally,
-                                 self.on_first_token).run()
+                                 self.on_first_token, self.generation_seconds).run()
         except Failure as error:
             await _try_send(events, Failed(error))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -565,7 +567,8 @@ async def run_actors(loaded: LoadedModel, options: ModelConfig, cache_options: C
     cache = PrefixCache(gpu_budget=budget.gpu_bytes, host_budget=budget.host_bytes,
                         offload=parker(to_executor_send), size_of=state_bytes)
     tokenizer = TokenizerActor(loaded, options.max_prompt_tokens, options.max_embed_tokens)
-    scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token)
+    scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token,
+                          options.max_generation_seconds)
 
     def device_lost(failure: DeviceLost) -> None:
         scheduler.device_lost(failure)

@@ -55,7 +55,8 @@ class Decoded:
 
 class Generation:
     def __init__(self, job: Job, slot: int, executor: trio.MemorySendChannel, cache: PrefixCache,
-                 loaded: LoadedModel, tally: Tally, on_first_token: Callable[[float], None] | None) -> None:
+                 loaded: LoadedModel, tally: Tally, on_first_token: Callable[[float], None] | None,
+                 max_seconds: float = 0.0) -> None:
         self.text = job.text
         self.prompt = job.tokens
         self.model_tokens = job.model_tokens
@@ -65,6 +66,9 @@ class Generation:
         self.loaded = loaded
         self.tally = tally
         self.on_first_token = on_first_token
+        # past this the decoding stops as at max_tokens: a client that never reads its stream, or
+        # asks for more than it waits for, gives its slot back ([model] max_generation_seconds)
+        self.deadline = job.text.created + max_seconds if max_seconds > 0 else math.inf
         # unbounded: a chained decode sends every GPU choice without waiting (at most max_tokens)
         self.outputs_send, self.outputs = trio.open_memory_channel(math.inf)
 
@@ -141,7 +145,7 @@ class Generation:
             if stopped:
                 finish = "stop"
                 break
-            if len(generated) >= text.max_tokens:
+            if len(generated) >= text.max_tokens or time.monotonic() > self.deadline:
                 break
             if on_gpu is None:
                 await self.executor.send(Submit(slot, [token], self.outputs_send))
