@@ -14,8 +14,6 @@ threads' stacks (bench/sample_stacks.py).
 from __future__ import annotations
 
 import argparse
-import os
-import runpy
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+from wrapped_module import module_to_run, run_module
 
 
 class FakeState:
@@ -117,10 +116,7 @@ def main() -> None:
     parser.add_argument("--profile", default=None)
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    if len(rest) < 2 or rest[0] != "-m":
-        parser.error("give the module to run as: -- -m MODULE [ARGS]")
-    sys.path[0] = os.getcwd()  # as `python -m` has it
+    rest = module_to_run(parser, args.rest)
     from ai00_trio.server import actors
 
     actors.BatchRuntime = fake_batch_class(args.step_ms / 1000)
@@ -129,8 +125,7 @@ def main() -> None:
         from sample_stacks import sampler
 
         threading.Thread(target=sampler, args=(args.profile, 0.001), daemon=True).start()
-    sys.argv = [rest[1], *rest[2:]]
-    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+    run_module(rest)
 
 
 if __name__ == "__main__":

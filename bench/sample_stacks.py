@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import runpy
 import sys
 import threading
 import time
+
+from wrapped_module import module_to_run, run_module
 
 
 def where(frame) -> str:
@@ -74,13 +75,9 @@ def main() -> None:
     parser.add_argument("--every-ms", type=float, default=1.0)
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    if len(rest) < 2 or rest[0] != "-m":
-        parser.error("give the module to run as: -- -m MODULE [ARGS]")
+    rest = module_to_run(parser, args.rest)
     threading.Thread(target=sampler, args=(args.report, args.every_ms / 1000), daemon=True).start()
-    sys.argv = [rest[1], *rest[2:]]
-    sys.path[0] = os.getcwd()  # as `python -m` has it
-    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+    run_module(rest)
 
 
 if __name__ == "__main__":

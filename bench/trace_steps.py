@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import runpy
 import sys
 import threading
 import time
 from pathlib import Path
+
+from wrapped_module import module_to_run, run_module
 
 
 class Trace:
@@ -123,17 +124,13 @@ def main() -> None:
     parser.add_argument("--switch-ms", type=float, default=None, help="the interpreter's GIL switch interval")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args()
-    rest = args.rest[1:] if args.rest[:1] == ["--"] else args.rest
-    if len(rest) < 2 or rest[0] != "-m":
-        parser.error("give the module to run as: -- -m MODULE [ARGS]")
-    sys.path[0] = os.getcwd()  # as `python -m` has it
+    rest = module_to_run(parser, args.rest)
     if args.switch_ms is not None:
         sys.setswitchinterval(args.switch_ms / 1000)
     trace = Trace()
     install(trace)
     threading.Thread(target=writer, args=(trace, args.report), daemon=True).start()
-    sys.argv = [rest[1], *rest[2:]]
-    runpy.run_module(rest[1], run_name="__main__", alter_sys=True)
+    run_module(rest)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,25 @@ class Flight:
     submission: int | None = None  # the queue's index of its commands, when known
 
 
+def step_inputs(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a step's kernels read of its runs: the token ids in order; per token (slot, first of
+    its run, index of its run's last token, 0); per run (slot, first token, token count, 0)."""
+    t = sum(len(r.tokens) for r in runs)
+    ids = np.empty(t, np.uint32)
+    tokens = np.zeros((t, 4), np.uint32)
+    spans = np.zeros((len(runs), 4), np.uint32)
+    start = 0
+    for i, run in enumerate(runs):
+        n = len(run.tokens)
+        ids[start:start + n] = run.tokens
+        tokens[start:start + n, 0] = run.slot
+        tokens[start, 1] = 1
+        tokens[start:start + n, 2] = start + n - 1
+        spans[i] = (run.slot, start, n, 0)
+        start += n
+    return ids, tokens, spans
+
+
 def choices_table(picks: Sequence[tuple[int, Sampling, int]]) -> np.ndarray:
     """sample.wgsl's Row per (slot, sampling, draw): 12 words each."""
     table = np.zeros((len(picks), 12), np.uint32)
@@ -215,18 +234,7 @@ class Runtime:
         feed = t == len(runs) == len(out_rows) == picked
         if gpu_fed and not feed:
             raise ValueError("only a step of one GPU choice per run can take its tokens from the GPU")
-        ids = np.empty(t, np.uint32)
-        tokens = np.zeros((t, 4), np.uint32)
-        spans = np.zeros((len(runs), 4), np.uint32)
-        start = 0
-        for i, run in enumerate(runs):
-            n = len(run.tokens)
-            ids[start:start + n] = run.tokens
-            tokens[start:start + n, 0] = run.slot
-            tokens[start, 1] = 1
-            tokens[start:start + n, 2] = start + n - 1
-            spans[i] = (run.slot, start, n, 0)
-            start += n
+        ids, tokens, spans = step_inputs(runs)
         if not gpu_fed:
             self.ctx.device.queue.write_buffer(self.io.ids, 0, ids)
         # Decoding repeats the same slots step after step: only the token ids change.

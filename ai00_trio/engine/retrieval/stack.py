@@ -17,7 +17,7 @@ from ...gpu.graph import Act, StateRef, StepGraph, StepIO
 from ...gpu.kernels import KernelCache
 from ...gpu.tuning import DEFAULT_TUNING, KernelTuning
 from ..info import ModelInfo
-from ..runtime import Run
+from ..runtime import Run, step_inputs
 from ..upload import TensorReads, Uploader
 from ..versions.common import Workspace
 from ..versions.v7 import V7
@@ -104,19 +104,7 @@ class StackRunner:
     def write_step(self, runs: list[Run], out_rows: list[int]) -> None:
         """The step inputs the kernels read: token ids, each token's slot and run, the runs, and
         the rows whose hidden states are wanted."""
-        t = sum(len(r.tokens) for r in runs)
-        ids = np.empty(t, np.uint32)
-        tokens = np.zeros((t, 4), np.uint32)
-        spans = np.zeros((len(runs), 4), np.uint32)
-        start = 0
-        for i, run in enumerate(runs):
-            n = len(run.tokens)
-            ids[start:start + n] = run.tokens
-            tokens[start:start + n, 0] = run.slot
-            tokens[start, 1] = 1
-            tokens[start:start + n, 2] = start + n - 1
-            spans[i] = (run.slot, start, n, 0)
-            start += n
+        ids, tokens, spans = step_inputs(runs)
         queue = self.stack.ctx.device.queue
         queue.write_buffer(self.io.ids, 0, ids)
         queue.write_buffer(self.io.tokens, 0, tokens)
