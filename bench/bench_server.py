@@ -33,8 +33,9 @@ MODES = {
 
 
 def start_server(root: Path, model: Path, max_batch: int, folder: Path,
-                 wrapper: list[str] = ()) -> tuple[subprocess.Popen, int]:
-    """The server on `model`, run by `wrapper` (a bench script that then runs the module) if given."""
+                 wrapper: list[str] = (), extra: str = "") -> tuple[subprocess.Popen, int]:
+    """The server on `model`, run by `wrapper` (a bench script that then runs the module) if given;
+    `extra` is more of the config (TOML sections)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -49,7 +50,7 @@ stop = []
 [listen]
 ip = "127.0.0.1"
 port = {port}
-""")
+{extra}""")
     log = open(folder / "bench-server.log", "w")
     process = subprocess.Popen([sys.executable, *wrapper, "-m", "ai00_trio", "--config", str(config)], cwd=root,
                                stdout=log, stderr=subprocess.STDOUT)
