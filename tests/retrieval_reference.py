@@ -37,12 +37,27 @@ def random_embedding_checkpoint(width: int = 64, layers: int = 2, seed: int = 0)
     return d
 
 
+def _reranker_lora_dims(width: int) -> dict[str, int]:
+    """The low-rank widths the package's ReRanker gives a stack of `width` (its "suggestion"
+    formulas; the backbone reads its own from the checkpoint)."""
+    def rounded(x: float) -> int:
+        return max(32, int(round(x / 32)) * 32)
+    gate = 128 if width == 1024 else rounded(0.6 * width ** 0.8)
+    return {"w": rounded(1.8 * width ** 0.5), "a": rounded(1.8 * width ** 0.5), "v": rounded(1.3 * width ** 0.5),
+            "g": gate}
+
+
 def random_reranker_checkpoint(width: int = 64, layers: int = 2, seed: int = 7,
                                layer_idx: list[int] | None = None) -> dict[str, np.ndarray]:
     """A reranker checkpoint of random weights: `reranker.*` (its one input row as token.weight,
     as published) and, if given, `reranker_layer_idx`."""
     stack = random_checkpoint("v7", width, layers, 1, seed=seed)
     del stack["head.weight"]
+    for key, dim in _reranker_lora_dims(width).items():  # the package builds these, not reads them
+        for i in range(layers):
+            first, second = f"blocks.{i}.att.{key}1", f"blocks.{i}.att.{key}2"
+            if first in stack:
+                stack[first], stack[second] = stack[first][:, :dim], stack[second][:dim]
     stack["token.weight"] = stack.pop("emb.weight") * 100  # a row of real scale: ln0 follows
     rng = np.random.default_rng(seed + 1)
     stack["head.0.weight"] = _normal(rng, width, width, scale=1.0)
