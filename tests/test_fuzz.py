@@ -20,6 +20,9 @@ MAX_EXAMPLES = 10  # per operation in the fuzzing phase: about a minute here for
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 # these change the deployment (a reload, or no model at all): fuzzed last, on their own
 DEPLOYMENT = ("/admin/models/load", "/admin/models/unload")
+# a stall never answers; a request that is only slow (the first use of a kernel variant compiles it,
+# seconds on lavapipe, more on a busy 2-core machine: a full-suite run once took over 30 s) does
+REQUEST_TIMEOUT_S = 120
 
 
 def schemathesis(base: str, cwd: Path, *selection: str) -> subprocess.CompletedProcess:
@@ -29,7 +32,7 @@ def schemathesis(base: str, cwd: Path, *selection: str) -> subprocess.CompletedP
     return subprocess.run(
         [command, "run", base + "/api-docs/openapi.json", "--url", base, "--checks", CHECKS,
          "--phases", "examples,coverage,fuzzing", "--max-examples", str(MAX_EXAMPLES),
-         "--header", f"Authorization: Bearer {KEY}", "--workers", "2", "--request-timeout", "30",
+         "--header", f"Authorization: Bearer {KEY}", "--workers", "2", "--request-timeout", str(REQUEST_TIMEOUT_S),
          "--suppress-health-check", "all", "--seed", "1", "--no-color", *selection],
         capture_output=True, text=True, timeout=400, cwd=cwd)
 
