@@ -73,12 +73,20 @@ class AdapterConfig(Section):
     Manual: int | None = None
     name: str | None = None
     memory_bytes: int | None = None      # GPU memory the models may use (wgpu reports none); loads past it get 400
+    gpus: list[int | str] | Literal["all"] | None = None  # several GPUs (index or part of a name), or "all"
+    count: int = 1                       # executors per GPU, each with its own copy of the model, slots and cache
 
     @property
     def choice(self) -> int | str | None:
         if self.Manual is not None:
             return self.Manual
         return self.name
+
+    def executors(self, adapters: int) -> list[int | str | None]:
+        """The adapter of each executor of the `[model]` chat model, given how many adapters the
+        machine has (for "all")."""
+        gpus = list(range(adapters)) if self.gpus == "all" else self.gpus or [self.choice]
+        return [gpu for gpu in gpus for _ in range(self.count)]
 
 
 class ListenConfig(Section):
@@ -158,6 +166,9 @@ class Config(Section):
     models: list[ChatModelEntry] = msgspec.field(default_factory=list)
 
 
+MAX_EXECUTORS = 16  # executors of one chat model ([adapter] gpus × count)
+
+
 class ConfigError(ValueError):
     pass
 
@@ -205,6 +216,10 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
         raise ConfigError(f"{source}: model.max_embed_inputs and model.max_embed_tokens must be positive")
     if not config.model.grammar_compile_seconds > 0:
         raise ConfigError(f"{source}: model.grammar_compile_seconds must be positive")
+    if not 1 <= config.adapter.count <= MAX_EXECUTORS or (isinstance(config.adapter.gpus, list) and
+                                                          not 1 <= len(config.adapter.gpus) * config.adapter.count
+                                                          <= MAX_EXECUTORS):
+        raise ConfigError(f"{source}: adapter.count and adapter.gpus: between 1 and {MAX_EXECUTORS} executors")
     for origin in config.listen.cors_origins:
         if origin != "*" and not _is_origin(origin):
             raise ConfigError(f"{source}: listen.cors_origins: {origin!r} is not an origin "

@@ -95,7 +95,7 @@ def test_server_config_merges_its_loras(tmp_path):
     shutil.copy(MODEL, tmp_path / MODEL.name)  # the model, like its LoRAs, inside the models folder
     config = msgspec.convert({"model": {"path": str(tmp_path), "name": MODEL.name, "precision": "fp32"},
                               "lora": [{"path": "lora.st", "alpha": 2.0}]}, Config)
-    loaded = engine_service.load_service(config)
+    loaded, = engine_service.load_service(config)
     model = loaded.model
     want = load_model(tmp_path / "merged.st", precision="fp32", context=model.ctx)
     np.testing.assert_allclose(model.forward(PROMPT, model.new_state()), want.forward(PROMPT, want.new_state()),

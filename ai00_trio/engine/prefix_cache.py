@@ -161,7 +161,25 @@ class PrefixCache(Generic[S]):
     def lookup(self, tokens: Sequence[int], marker: int = 0) -> Hit[S] | None:
         """The longest cached prefix of `tokens` (possibly all of them), or None. The first
         `marker` tokens name a scope (scoped_cache.py): they are not counted as hit tokens."""
-        key = _key(tokens)
+        best = self._longest(_key(tokens))
+        if best is None:
+            self._misses += 1
+            return None
+        self._hits += 1
+        node, depth = best
+        self._hit_tokens += depth - marker
+        entry = node.entry
+        (self._gpu if entry.on_gpu else self._host).move_to_end(node)
+        return Hit(depth, entry.state, entry.logits, entry.on_gpu)
+
+    def cached_length(self, tokens: Sequence[int], marker: int = 0) -> int:
+        """How long a prefix of `tokens` `lookup` would find (0: none), counting no hit or miss and
+        leaving the entries' recency as it is: for choosing where a request goes."""
+        best = self._longest(_key(tokens))
+        return 0 if best is None else max(best[1] - marker, 0)
+
+    def _longest(self, key: Tokens) -> tuple[_Node, int] | None:
+        """The node of the longest prefix of `key` with an entry that can serve it, and its depth."""
         node, depth = self._root, 0
         best: tuple[_Node, int] | None = None
         while True:
@@ -173,15 +191,7 @@ class PrefixCache(Generic[S]):
             if child is None or key[depth:depth + len(child.label)] != child.label:
                 break
             node, depth = child, depth + len(child.label)
-        if best is None:
-            self._misses += 1
-            return None
-        self._hits += 1
-        node, depth = best
-        self._hit_tokens += depth - marker
-        entry = node.entry
-        (self._gpu if entry.on_gpu else self._host).move_to_end(node)
-        return Hit(depth, entry.state, entry.logits, entry.on_gpu)
+        return best
 
     def insert(self, tokens: Sequence[int], state: S, logits: np.ndarray | None) -> None:
         """Store (or replace) the entry for exactly `tokens`, then enforce the budgets.

@@ -30,6 +30,9 @@ class ScopedCache(Generic[S]):
         hit = self.cache.lookup(self._key(tokens), marker=1)
         return None if hit is None else replace(hit, length=hit.length - 1)
 
+    def cached_length(self, tokens: Sequence[int]) -> int:
+        return self.cache.cached_length(self._key(tokens), marker=1)
+
     def insert(self, tokens: Sequence[int], state: S, logits: np.ndarray | None) -> None:
         if tokens:
             self.cache.insert(self._key(tokens), state, logits)

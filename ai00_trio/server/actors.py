@@ -6,7 +6,9 @@
          └──────────── Token / Done / Failed events ◀──────┘  generation.py)              ◀──logits/picks─┘
 
 - tokenizer: encodes prompts (long ones in a worker thread, so the event loop keeps streaming),
-  rejects oversize prompts.
+  rejects oversize prompts, and hands each job to a lane (`pick_lane`). A lane is one scheduler
+  and one GPU executor with their own device, copy of the weights, slots and prefix cache; a
+  model has one lane per executor (`[adapter] gpus` / `count`), usually one.
 - scheduler: bounded waiting room (429 beyond it, 503 after queue_timeout), slot assignment,
   `run_alone`, the totals for /metrics. Each admitted job runs in its slot as a task: a
   `Generation` (generation.py: prefill with the prefix cache, sampler, grammar, stop strings,
@@ -23,6 +25,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
 import sys
@@ -50,7 +53,7 @@ from .generation import Generation, Tally
 from .messages import (Embed, Embedded, EmbedJob, Failed, GpuCall, Job, Load, Park, Parked, Release, Save,
                        SlotSampling, SlotTask, Submit, unwrap)
 from .slot_io import SlotIO
-from .state_choice import choose_start
+from .state_choice import cache_scope, choose_start
 
 SAMPLER_DEADLINE_S = 0.05     # how long a step waits for the samplers of the previous step
 _STOP = object()              # ends the GPU executor's step thread
@@ -65,23 +68,27 @@ class TokenizerActor:
         self.max_prompt_tokens = max_prompt_tokens
         self.max_embed_tokens = max_embed_tokens
 
-    async def run(self, inbox: trio.MemoryReceiveChannel, to_scheduler: trio.MemorySendChannel,
-                  to_executor: trio.MemorySendChannel) -> None:
-        async with inbox, to_scheduler:
+    async def run(self, inbox: trio.MemoryReceiveChannel, lanes: list[Lane]) -> None:
+        """Encodes each job, then hands it to a lane's scheduler (`pick_lane`)."""
+        async with inbox, contextlib.AsyncExitStack() as closing:
+            for lane in lanes:
+                closing.push_async_callback(lane.to_scheduler.aclose)
             async for job in inbox:
                 try:
                     if isinstance(job, EmbedJob):
-                        await to_executor.send(Embed(await self._embed_tokens(job.inputs), job.reply, job.left))
+                        tokens = await self._embed_tokens(job.inputs)
+                        await pick_lane(lanes).to_executor.send(Embed(tokens, job.reply, job.left))
                         continue
                     if isinstance(job, SlotTask):  # it brings its own tokens
-                        await to_scheduler.send(Job(job, [], []))
+                        await pick_lane(lanes).to_scheduler.send(Job(job, [], []))
                         continue
                     tokens = job.prompt_ids if job.prompt_ids is not None else await self.loaded.encode(job.prompt)
                     if not tokens:
                         tokens = [0] if self.loaded.eos_token == 0 else self.loaded.tokenizer.encode("\n")
                     self._check([tokens], job.prompt_param)
                     seeds = await self.loaded.encode("\n\n".join(job.model_text)) if job.model_text else []
-                    await to_scheduler.send(Job(job, tokens, seeds))
+                    lane = pick_lane(lanes, tokens, cache_scope(self.loaded, job.state_id))
+                    await lane.to_scheduler.send(Job(job, tokens, seeds))
                 except Failure as error:
                     reply = job.reply if isinstance(job, EmbedJob) else job.events
                     with trio.move_on_after(1):
@@ -507,14 +514,74 @@ async def _try_send(channel: trio.MemorySendChannel, message) -> None:
 
 
 # --- wiring --------------------------------------------------------------------------------
-@dataclass
-class ActorGraph:
-    """The handles the HTTP layer uses: where to send jobs, and live figures for /api/status."""
-    jobs: trio.MemorySendChannel
+@dataclass(eq=False)
+class Lane:
+    """One executor of the model, on a device of its own with its own copy of the weights, its
+    slots, waiting room and prefix cache (`[adapter] gpus` / `count`; one lane otherwise)."""
+    loaded: LoadedModel
     scheduler: Scheduler
     executor: GpuExecutor
+    to_scheduler: trio.MemorySendChannel
+    to_executor: trio.MemorySendChannel
+    cache_budget: CacheBudget
+
+    @property
+    def load(self) -> int:
+        """Jobs it holds: running, waiting for a slot, or sent and not yet taken."""
+        scheduler = self.scheduler
+        return scheduler.active + scheduler.queue_depth + self.to_scheduler.statistics().current_buffer_used
+
+    def cached_length(self, tokens: list[int], scope: int | None) -> int:
+        """How many of `tokens` its prefix cache holds (in the cache `scope`; None: not cached)."""
+        if scope is None or not tokens:
+            return 0
+        return ScopedCache(self.scheduler.cache, scope).cached_length(tokens)
+
+
+def pick_lane(lanes: list[Lane], tokens: list[int] | None = None, scope: int | None = None) -> Lane:
+    """The lane whose prefix cache holds the longest prefix of `tokens`, among the lanes with a
+    free slot; else (nothing cached anywhere, or no room there) the least loaded one; ties go to
+    the first."""
+    if len(lanes) == 1:
+        return lanes[0]
+
+    def score(lane: Lane) -> tuple[int, int]:
+        room = lane.load < lane.scheduler.max_batch
+        return (lane.cached_length(tokens, scope) if room and tokens else 0), -lane.load
+    return max(lanes, key=score)
+
+
+@dataclass
+class ActorGraph:
+    """The handles the HTTP layer uses: where to send jobs, and each lane's live figures."""
+    jobs: trio.MemorySendChannel
+    lanes: list[Lane]
     leases: int = 0  # HTTP requests that took this graph and may still send it jobs (see lifecycle.py)
-    cache_budget: CacheBudget | None = None
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The first lane's (the only one without `[adapter] gpus` or `count`)."""
+        return self.lanes[0].scheduler
+
+    @property
+    def executor(self) -> GpuExecutor:
+        return self.lanes[0].executor
+
+    @property
+    def active(self) -> int:
+        return sum(lane.scheduler.active for lane in self.lanes)
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(lane.scheduler.queue_depth for lane in self.lanes)
+
+    @property
+    def max_batch(self) -> int:
+        return sum(lane.scheduler.max_batch for lane in self.lanes)
+
+    def idle(self) -> bool:
+        """Nothing runs, waits or is on its way to a lane."""
+        return self.jobs.statistics().current_buffer_used == 0 and not any(lane.load for lane in self.lanes)
 
 
 def state_bytes(state: State | Parked) -> int:
@@ -532,53 +599,85 @@ def parker(executor: trio.MemorySendChannel) -> Callable[[State], Parked]:
     return park
 
 
-async def run_actor_graph(loaded: LoadedModel, options: ModelConfig, cache_options: CacheConfig,
+async def run_actor_graph(executors: list[LoadedModel], options: ModelConfig, cache_options: CacheConfig,
                           on_first_token: Callable[[float], None] | None = None,
                           on_device_lost: Callable[[ActorGraph, DeviceLost], None] | None = None,
                           wrap_batch: Callable[[BatchRuntime], BatchRuntime] | None = None,
                           task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """The graph on `loaded`'s device. `on_device_lost` hears (on the event loop, once) that the
-    device was lost; `wrap_batch` stands between the executor and its batch (fault injection)."""
+    """The graph with one lane per loaded copy of the model (each on its own device).
+    `on_device_lost` hears (on the event loop, once) that a lane's device was lost; `wrap_batch`
+    stands between each executor and its batch (fault injection)."""
     max_batch, token_chunk_size = options.max_batch, options.token_chunk_size
-    batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
-    # Embeddings share one step's token budget anyway, so a few slots of their own serve them as fast
-    # as max_batch would, without a second full set of state buffers.
-    embedder = BatchRuntime(loaded.model, max_batch=min(max_batch, EMBED_SLOTS), token_chunk_size=token_chunk_size,
-                            keep_hidden=True)
-    if wrap_batch is not None:
-        batch = wrap_batch(batch)
-    await run_actors(loaded, options, cache_options, batch, embedder, on_first_token, loaded.model.ctx.device,
-                     on_device_lost, task_status=task_status)
+    parts = []
+    for loaded in executors:
+        batch = BatchRuntime(loaded.model, max_batch=max_batch, token_chunk_size=token_chunk_size)
+        # Embeddings share one step's token budget anyway, so a few slots of their own serve them as
+        # fast as max_batch would, without a second full set of state buffers.
+        embedder = BatchRuntime(loaded.model, max_batch=min(max_batch, EMBED_SLOTS),
+                                token_chunk_size=token_chunk_size, keep_hidden=True)
+        parts.append(LaneParts(loaded, wrap_batch(batch) if wrap_batch is not None else batch, embedder,
+                               loaded.model.ctx.device))
+    await run_lanes(parts, options, cache_options, on_first_token, on_device_lost, task_status=task_status)
+
+
+@dataclass
+class LaneParts:
+    """What a lane is built from: the model's copy, its batch runtimes (`embedder`: embeddings'
+    own slots) and its device (None: a lost device is told by its errors' messages alone)."""
+    loaded: LoadedModel
+    batch: BatchRuntime
+    embedder: BatchRuntime
+    device: Any = None
 
 
 async def run_actors(loaded: LoadedModel, options: ModelConfig, cache_options: CacheConfig, batch: BatchRuntime,
                      embedder: BatchRuntime, on_first_token: Callable[[float], None] | None = None, device=None,
                      on_device_lost: Callable[[ActorGraph, DeviceLost], None] | None = None,
                      task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """The graph on the given batch runtimes (`embedder`: embeddings' own slots) on `device`
-    (None: a lost device is told by its errors' messages alone)."""
+    """A graph of one lane on the given batch runtimes."""
+    await run_lanes([LaneParts(loaded, batch, embedder, device)], options, cache_options, on_first_token,
+                    on_device_lost, task_status=task_status)
+
+
+async def run_lanes(parts: list[LaneParts], options: ModelConfig, cache_options: CacheConfig,
+                    on_first_token: Callable[[float], None] | None = None,
+                    on_device_lost: Callable[[ActorGraph, DeviceLost], None] | None = None,
+                    task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """The tokenizer, then for each lane a scheduler and a GPU executor of its own."""
     max_batch, max_queue = options.max_batch, options.max_queue
     jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
-    to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
-    to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
-    release_send, release_recv = trio.open_memory_channel(math.inf)
-    budget = cache_budget(cache_options.gpu_bytes, cache_options.host_bytes,
-                          loaded.model.ctx.info.adapter_type == "CPU", memory_available())
-    cache = PrefixCache(gpu_budget=budget.gpu_bytes, host_budget=budget.host_bytes,
-                        offload=parker(to_executor_send), size_of=state_bytes)
-    tokenizer = TokenizerActor(loaded, options.max_prompt_tokens, options.max_embed_tokens)
-    scheduler = Scheduler(loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token,
-                          options.max_generation_seconds)
+    lanes: list[Lane] = []
+    actors: list[tuple] = []
+    for part in parts:
+        to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
+        to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
+        release_send, release_recv = trio.open_memory_channel(math.inf)
+        available = memory_available()  # the lanes share the host's memory
+        budget = cache_budget(cache_options.gpu_bytes, cache_options.host_bytes,
+                              part.loaded.model.ctx.info.adapter_type == "CPU",
+                              None if available is None else available // len(parts))
+        cache = PrefixCache(gpu_budget=budget.gpu_bytes, host_budget=budget.host_bytes,
+                            offload=parker(to_executor_send), size_of=state_bytes)
+        scheduler = Scheduler(part.loaded, max_batch, max_queue, cache, options.queue_timeout, on_first_token,
+                              options.max_generation_seconds)
+        executor = GpuExecutor(part.batch, part.embedder, part.device, _lost_hook(scheduler, on_device_lost,
+                                                                                    lambda: graph))
+        lanes.append(Lane(part.loaded, scheduler, executor, to_scheduler_send, to_executor_send, budget))
+        actors += [(scheduler.run, to_scheduler_recv, release_recv, to_executor_send, release_send),
+                   (executor.run, to_executor_recv)]
+    tokenizer = TokenizerActor(parts[0].loaded, options.max_prompt_tokens, options.max_embed_tokens)
+    graph = ActorGraph(jobs_send, lanes)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tokenizer.run, jobs_recv, lanes)
+        for actor in actors:
+            nursery.start_soon(*actor)
+        task_status.started(graph)
 
+
+def _lost_hook(scheduler: Scheduler, on_device_lost: Callable[[ActorGraph, DeviceLost], None] | None,
+               graph: Callable[[], ActorGraph]) -> Callable[[DeviceLost], None]:
     def device_lost(failure: DeviceLost) -> None:
         scheduler.device_lost(failure)
         if on_device_lost is not None:
-            on_device_lost(graph, failure)
-
-    executor = GpuExecutor(batch, embedder, device, device_lost)
-    graph = ActorGraph(jobs_send, scheduler, executor, cache_budget=budget)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(tokenizer.run, jobs_recv, to_scheduler_send, to_executor_send.clone())
-        nursery.start_soon(scheduler.run, to_scheduler_recv, release_recv, to_executor_send, release_send)
-        nursery.start_soon(executor.run, to_executor_recv)
-        task_status.started(graph)
+            on_device_lost(graph(), failure)
+    return device_lost

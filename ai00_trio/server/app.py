@@ -3,7 +3,6 @@ encode the answer. Every route is served under /v1/, /api/oai/ and /api/oai/v1/.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import math
 import secrets
 import sys
@@ -38,6 +37,7 @@ from .failure_errors import api_error
 from .failures import Failure
 from .field_log import UnknownFields, route_key
 from .grammar_compile import compile_in_time
+from .lane_figures import lane_figures, total_figures
 from .lifecycle import Lifecycle, lease, no_model_error, release_leases
 from .metrics import ROUTE_KEY, ServerMetrics
 from .model_registry import ModelRegistry
@@ -266,12 +266,10 @@ def create_app(state: ServerState) -> QuartTrio:
                       "quant": f"{model.quant_type} ({model.quant_layers} layers)" if model.quant_layers else "none",
                       "parameters": model.parameters, "weight_bytes": model.weight_bytes},
             "adapter": {"name": model.ctx.info.name, "backend": model.ctx.info.backend},
-            "queue": {"active": graph.scheduler.active, "waiting": graph.scheduler.queue_depth,
-                      "max_batch": graph.scheduler.max_batch},
-            "tokens_per_second": round(graph.executor.tokens_per_second, 1),
-            "outputs": {"gpu_choices": graph.executor.gpu_choices, "logits_rows": graph.executor.logits_replies},
-            "prefix_cache": {**dataclasses.asdict(graph.scheduler.cache.stats()),
-                             "budget": dataclasses.asdict(graph.cache_budget) if graph.cache_budget else None},
+            **total_figures(graph.lanes),
+            "executors": [{"index": i, "adapter": {"name": lane.loaded.model.ctx.info.name,
+                                                   "backend": lane.loaded.model.ctx.info.backend},
+                           **lane_figures(lane)} for i, lane in enumerate(graph.lanes)],
             "responses": {"stored": len(state.responses), "max_stored": state.responses.capacity},
             "retiring": state.lifecycle.retiring_figures() if state.lifecycle else [],
             "device": state.lifecycle.recovery.figures() if state.lifecycle else None,

@@ -1,9 +1,12 @@
 """What the actors share read-only: the loaded model, its tokenizer and named initial states."""
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +16,7 @@ import trio
 from ..config import Config
 from ..engine import Model, State, load_model
 from ..engine.formats import read_checkpoint
+from ..gpu.context import list_adapters
 from ..tokenizer import load_tokenizer
 from .paths import PathRefused, relative_to_root, resolve_inside
 
@@ -45,7 +49,7 @@ class LoadedModel:
     states: dict[str, InitialState] = field(default_factory=dict)
     folder: str = ""  # the models folder: state files named by requests are read from inside it
 
-    _scopes: int = 0  # the last prefix-cache scope given out (0: the zero state's)
+    _scopes: Iterator[int] = field(default_factory=lambda: itertools.count(1))  # (0 is the zero state's)
     _trie: object = None
     _stop_tokens: dict[tuple[str, ...], frozenset[int]] = field(default_factory=dict)
 
@@ -89,8 +93,13 @@ class LoadedModel:
         return next((s for s in self.states.values() if s.default), None)
 
     def new_scope(self) -> int:
-        self._scopes += 1
-        return self._scopes
+        return next(self._scopes)
+
+    def on(self, model: Model) -> LoadedModel:
+        """The same model served by another executor from its own copy of the weights, `model`:
+        the tokenizer, the states and their cache scopes are shared (the states must then be
+        host arrays, which every executor uploads itself)."""
+        return dataclasses.replace(self, model=model)
 
     def add_state(self, state_id: str, name: str, state: State | np.ndarray, default: bool, path: str) -> InitialState:
         """Attach (or replace) the state `state_id`; a new default replaces the old one."""
@@ -156,19 +165,27 @@ def _inside(root: str, path: str, key: str) -> Path:
         raise PathRefused(f"{key}: {error}", key) from None
 
 
-def load_service(config: Config) -> LoadedModel:
+def load_service(config: Config) -> list[LoadedModel]:
+    """The `[model]` chat model, once for each of its executors (`[adapter] gpus` and `count`):
+    one copy of the weights on each executor's own device."""
     root = config.model.path  # every file is resolved before any is read: a path refused costs nothing
     path = _inside(root, config.model.name, "[model] name")
     loras = [(_inside(root, lora.path, "[[lora]] path"), lora.alpha) for lora in config.lora]
     state_paths = [_inside(root, entry.path, "[[state]] path") for entry in config.state]
+    adapters = config.adapter.executors(len(list_adapters()) if config.adapter.gpus == "all" else 0)
     quant = f", {config.model.quant_kind} in {config.model.quant_layers} layers" if config.model.quant_layers else ""
-    _progress(f"loading {path} ({config.model.precision}{quant}) ...")
+    shown_executors = f" for {len(adapters)} executors" if len(adapters) > 1 else ""
+    _progress(f"loading {path} ({config.model.precision}{quant}){shown_executors} ...")
     started = time.perf_counter()
     for lora_path, alpha in loras:
         _progress(f"merging LoRA {lora_path} (alpha {alpha:g})")
-    model = load_model(path, precision=config.model.precision, adapter=config.adapter.choice,
-                       chunk_size=config.model.token_chunk_size, progress=ProgressBar(), loras=loras,
-                       quant=config.model.quant_layers, quant_type=config.model.quant_kind)
+
+    def load(adapter: int | str | None) -> Model:
+        return load_model(path, precision=config.model.precision, adapter=adapter,
+                          chunk_size=config.model.token_chunk_size, progress=ProgressBar(), loras=loras,
+                          quant=config.model.quant_layers, quant_type=config.model.quant_kind)
+
+    model = load(adapters[0])
     kind = config.tokenizer.kind
     if kind == "auto":
         kind = "bytes" if model.info.n_vocab <= 256 else "world"
@@ -177,11 +194,16 @@ def load_service(config: Config) -> LoadedModel:
     loaded = LoadedModel(model, tokenizer, shown.stem, str(shown), int(time.time()), folder=root)
     loaded.vocab_trie()  # grammar masks need it; build it now rather than on a first request
     for entry, state_path in zip(config.state, state_paths):
-        state = load_state_file(model, state_path)
+        # with several executors, each uploads the state itself: it stays a host array
+        state = read_state_file(model, state_path) if len(adapters) > 1 else load_state_file(model, state_path)
         loaded.add_state(entry.id or str(uuid.uuid4()), entry.name or Path(entry.path).stem, state, entry.default,
                          relative_to_root(root, state_path))
+    executors = [loaded] + [loaded.on(load(adapter)) for adapter in adapters[1:]]
     info = model.info
+    where = f"{model.ctx.info.name} ({model.ctx.info.backend})"
+    if len(executors) > 1:
+        names = {f"{e.model.ctx.info.name} ({e.model.ctx.info.backend})" for e in executors}
+        where = f"{len(executors)} devices ({', '.join(sorted(names))}), a copy on each"
     _progress(f"loaded {info.version} model: {info.n_layer} layers, {info.n_embd} channels, vocab {info.n_vocab}, "
-              f"{model.weight_bytes / 2**20:.1f} MiB of weights on {model.ctx.info.name} "
-              f"({model.ctx.info.backend}) in {time.perf_counter() - started:.1f}s")
-    return loaded
+              f"{model.weight_bytes / 2**20:.1f} MiB of weights on {where} in {time.perf_counter() - started:.1f}s")
+    return executors

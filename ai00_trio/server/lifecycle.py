@@ -125,8 +125,12 @@ def config_for(base: Config, request: a.ReloadRequest) -> Config:
     model = msgspec.structs.replace(base.model, name=request.model_path, precision=precision, quant=request.quant,
                                     quant_type=request.quant_type, max_batch=request.max_batch,
                                     token_chunk_size=request.token_chunk_size)
+    # the GPUs of several executors and the memory budget are the server's, not a reload's
+    adapter = msgspec.structs.replace(_adapter(request.adapter), count=base.adapter.count,
+                                      gpus=base.adapter.gpus if request.adapter == "Auto" else None,
+                                      memory_bytes=base.adapter.memory_bytes)
     return msgspec.structs.replace(
-        base, model=model, tokenizer=tokenizer, adapter=_adapter(request.adapter),
+        base, model=model, tokenizer=tokenizer, adapter=adapter,
         lora=[LoraConfig(path=lora.path, alpha=lora.alpha) for lora in request.lora],
         state=[StateConfig(path=s.path, name=s.name, id=s.id or None, default=s.default) for s in request.state])
 
@@ -197,15 +201,21 @@ class Lifecycle:
             state.load_error = None
             self._set_status("unloaded")
             if old is not None:
-                _log(f"unloading {old.loaded.name}: draining {old.graph.scheduler.active} running request(s)")
+                _log(f"unloading {old.loaded.name}: draining {old.graph.active} running request(s)")
                 self.retiring.append(old)
                 self.nursery.start_soon(self._retire, old)  # even if this caller leaves, the model goes
                 await old.retired.wait()
 
+    def serve_as(self, name: str) -> None:
+        """Serve the current model under `name` (a `[[models]]` entry's), on every executor."""
+        if self.current is not None:
+            for lane in self.current.graph.lanes:
+                lane.loaded.name = name
+
     def retiring_figures(self) -> list[dict[str, Any]]:
         """For /api/status: the replaced models still finishing their requests."""
-        return [{"model": old.loaded.name, "active": old.graph.scheduler.active,
-                 "waiting": old.graph.scheduler.queue_depth} for old in self.retiring]
+        return [{"model": old.loaded.name, "active": old.graph.active, "waiting": old.graph.queue_depth}
+                for old in self.retiring]
 
     def info(self) -> a.InfoResponse:
         current = self.current
@@ -280,9 +290,10 @@ class Lifecycle:
 
     async def _deploy(self, config: Config) -> None:
         started = time.perf_counter()
-        loaded = await trio.to_thread.run_sync(load_service, config)
+        executors = await trio.to_thread.run_sync(load_service, config)
+        loaded = executors[0]
         self.state.load_seconds = time.perf_counter() - started
-        graph, scope = await self.nursery.start(_host_graph, loaded, config,
+        graph, scope = await self.nursery.start(_host_graph, executors, config,
                                                 self.state.metrics.first_token_observer(loaded.name),
                                                 self._device_lost, self.faults.batch_wrapper())
         new = Deployment(loaded, graph, a.reload_request(config, loaded), scope)
@@ -293,7 +304,7 @@ class Lifecycle:
         self._set_status("loaded")
         if old is not None:
             _log(f"now serving {loaded.name} (built in {time.perf_counter() - started:.1f}s); {old.loaded.name} "
-                 f"finishes its {old.graph.scheduler.active} running request(s)")
+                 f"finishes its {old.graph.active} running request(s)")
             self.retiring.append(old)
             self.nursery.start_soon(self._retire, old)
 
@@ -329,7 +340,7 @@ class Lifecycle:
                          f"retrying in {delay:g}s")
                 else:
                     self.current.reload = self.state.reload = lost.reload  # as recorded, names and all
-                    self.current.loaded.name = lost.loaded.name  # a [[models]] entry is served by its own name
+                    self.serve_as(lost.loaded.name)  # a [[models]] entry is served by its own name
                     seconds = self.recovery.recovered()
                     _log(f"recovered from the device loss: {lost.loaded.name} serves again "
                          f"({seconds:.1f}s after the loss)")
@@ -339,10 +350,9 @@ class Lifecycle:
 
     async def _retire(self, old: Deployment) -> None:
         """End `old`'s actors once nothing runs or waits on it and no request holds it."""
-        scheduler, idle_since = old.graph.scheduler, None
+        idle_since = None
         while True:
-            idle = scheduler.active == 0 and scheduler.queue_depth == 0 and \
-                old.graph.jobs.statistics().current_buffer_used == 0
+            idle = old.graph.idle()
             now = time.monotonic()
             idle_since = (idle_since or now) if idle else None
             if idle and (old.graph.leases <= 0 or now - idle_since > LEASE_GRACE_S):
@@ -354,12 +364,12 @@ class Lifecycle:
         _log(f"retired {old.loaded.name}")
 
 
-async def _host_graph(loaded: LoadedModel, config: Config, on_first_token: Callable[[float], None] | None = None,
+async def _host_graph(executors: list[LoadedModel], config: Config, on_first_token: Callable[[float], None] | None = None,
                       on_device_lost: Callable[[ActorGraph, DeviceLost], None] | None = None,
                       wrap_batch: Callable | None = None, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Runs one deployment's actor graph until its cancel scope (given with the graph) is cancelled."""
     with trio.CancelScope() as scope:
         async with trio.open_nursery() as nursery:
-            graph = await nursery.start(run_actor_graph, loaded, config.model, config.cache, on_first_token,
+            graph = await nursery.start(run_actor_graph, executors, config.model, config.cache, on_first_token,
                                         on_device_lost, wrap_batch)
             task_status.started((graph, scope))

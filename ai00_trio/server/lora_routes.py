@@ -8,6 +8,7 @@ list of the reload request in `/api/models/info` (and so what `/admin/models/sav
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,21 +46,25 @@ def register_lora_routes(app: QuartTrio, state: ServerState) -> None:
         return ls.LoraList([ls.AppliedLora(h.id, h.origin, h.alpha) for h in applied()])
 
     async def change(work) -> None:
-        """Run `work(model)` on the executor with nothing else running; its refusal is a 400."""
+        """Run `work(model)` on each executor's copy of the model, on that executor with nothing
+        else running there; a refusal (the first copy's: the copies are alike) is a 400."""
         current_info(state)  # 503 while loading, draining or without a model
         loaded, graph = state.loaded, state.graph
         if graph is None:
             raise unavailable("the model is still loading, retry shortly")
         before = {h.origin for h in loaded.model.loras}
 
-        def guarded():
+        def guarded(model):
             try:
-                return work(loaded.model)
+                return work(model)
             except (HotSwapError, ModelFormatError) as error:
                 return error
 
         try:
-            outcome = await graph.scheduler.run_alone(guarded)
+            for lane in graph.lanes:
+                outcome = await lane.scheduler.run_alone(functools.partial(guarded, lane.loaded.model))
+                if isinstance(outcome, Exception):
+                    break
         finally:  # the reload request lists what the model carries
             state.lifecycle.record_loras(loaded, before, [LoraSpec(h.origin, h.alpha) for h in loaded.model.loras])
         if isinstance(outcome, Exception):
@@ -97,7 +102,8 @@ def register_lora_routes(app: QuartTrio, state: ServerState) -> None:
             handle = _find(root, applied(), body)
             if handle is None:
                 raise _unknown(root, state, body)
-            await change(lambda model: model.remove_lora(handle))
+            # each executor's copy has a handle of its own for the same LoRA
+            await change(lambda model: model.remove_lora(next(h for h in model.loras if h.origin == handle.origin)))
         return _json(listing())
 
 

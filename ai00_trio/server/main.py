@@ -52,7 +52,7 @@ async def _until_stop_signal(state: ServerState) -> None:
         async for signum in signals:
             state.draining = True
             state.changes.notify()
-            active = state.graph.scheduler.active if state.graph else 0
+            active = state.graph.active if state.graph else 0
             print(f"[ai00-trio] {signal.Signals(signum).name}: draining {active} running request(s), "
                   f"up to {state.config.listen.drain_seconds:g} s", file=sys.stderr, flush=True)
             return

@@ -17,7 +17,7 @@ import msgspec
 import trio
 
 from ..config import ChatModelEntry, Config, ConfigError, RetrievalModelConfig, normalize_precision
-from ..gpu.context import buffer_bytes_in_use
+from ..gpu.context import buffer_bytes_in_use, list_adapters
 from . import admin_schemas as a
 from . import schemas as s
 from .actors import ActorGraph
@@ -83,7 +83,7 @@ class ModelRegistry:
         try:
             self.check_memory(self._chat_need(state.config), f"the model {chat.name!r}")
             await state.lifecycle.start()
-            state.loaded.name = chat.name
+            state.lifecycle.serve_as(chat.name)
         except Exception as error:  # noqa: BLE001 - told to its requests; the other models serve on
             message = error.body.error.message if isinstance(error, ApiError) else f"{type(error).__name__}: {error}"
             state.load_error, state.status = message, "failed"
@@ -100,7 +100,10 @@ class ModelRegistry:
     def _chat_need(self, config: Config) -> MemoryNeed:
         model = config.model
         path = resolve_inside(model.path, model.name, param="model_path")
-        return estimate_need(path, model.precision, model.max_batch, config.cache.gpu_bytes)
+        need = estimate_need(path, model.precision, model.max_batch, config.cache.gpu_bytes)
+        adapter = config.adapter
+        executors = len(adapter.executors(len(list_adapters()) if adapter.gpus == "all" else 0))
+        return MemoryNeed(need.weights * executors, need.slots * executors, need.cache * executors)
 
     # --- finding a model by name -------------------------------------------------------------
     def main_names(self) -> tuple[str, ...]:
@@ -179,7 +182,7 @@ class ModelRegistry:
             if chat.state.loaded is None and name not in {e.name for e in self.main.config.models}:
                 del self.chats[name]  # a model added by this load: nothing of it stays
             raise
-        chat.state.loaded.name = chat.name
+        chat.state.lifecycle.serve_as(chat.name)
         _log(f"now serving the chat model {name!r} from {reload.model_path}")
         return info
 

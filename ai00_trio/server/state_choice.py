@@ -50,6 +50,15 @@ def _unknown(what: str, loaded: LoadedModel) -> UnknownState:
     return UnknownState(what, known)
 
 
+def cache_scope(loaded: LoadedModel, choice: StateChoice) -> int | None:
+    """The prefix-cache scope `choice` starts in, found without reading anything (None for a
+    state file or tensor, or an unknown state): which lane holds a request's prefix."""
+    if choice is None or choice in ("", NIL_STATE_ID):
+        return _default(loaded).scope
+    entry = find_attached(loaded, choice) if isinstance(choice, str) else None
+    return None if entry is None else entry.scope
+
+
 async def choose_start(loaded: LoadedModel, choice: StateChoice) -> Start:
     if choice is None or choice in ("", NIL_STATE_ID):
         return _default(loaded)
