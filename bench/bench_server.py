@@ -133,8 +133,12 @@ def main() -> None:
     parser.add_argument("--fake-step-ms", type=float, default=None,
                         help="no GPU work: every step sleeps this long (bench/fake_engine.py), to measure the "
                              "HTTP path alone")
+    parser.add_argument("--gpus", default=None, help="several executors: [adapter] gpus, e.g. 0,1 or all")
+    parser.add_argument("--count", type=int, default=1, help="[adapter] count: executors on each GPU")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
+    gpus = None if args.gpus is None else '"all"' if args.gpus == "all" else f"[{args.gpus}]"
+    adapter = f"[adapter]\ncount = {args.count}\n" + (f"gpus = {gpus}\n" if gpus else "")
     with tempfile.TemporaryDirectory() as folder:
         bench = ROOT / "bench"
         if args.fake_step_ms is not None:
@@ -147,7 +151,7 @@ def main() -> None:
         else:
             wrapper = []
         process, port = start_server(args.root.resolve(), args.model.resolve(), max(counts), Path(folder),
-                                     wrapper + ["--"] if wrapper else [])
+                                     wrapper + ["--"] if wrapper else [], extra=adapter)
         try:
             wave(port, 2, 8, "greedy")  # warm-up: step graphs and kernels
             for clients in counts:
