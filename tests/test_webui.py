@@ -598,6 +598,9 @@ def test_chart_draws_the_rate_and_occupancy_of_a_generation(page, server):
 
     page.get_by_test_id("tab-chat").click()
     set_fields(page, max_tokens=2000)
+    # a stop string it never writes, instead of the server's "\n\n": the answer runs its 2000 tokens
+    # (a sampled answer can end within the first sample otherwise)
+    page.get_by_test_id("setting-stop").fill("<never written>")
     page.get_by_test_id("chat-input").fill("Write a very long story")
     page.get_by_test_id("chat-input").press("Enter")
     page.wait_for_function(GROWS, arg=['[data-testid="message-assistant"] .msg-body.streaming', "chart"],
@@ -619,6 +622,8 @@ def test_chart_draws_the_rate_and_occupancy_of_a_generation(page, server):
     samples = int(chart.get_attribute("data-samples"))
     expect(chart).to_have_attribute("data-samples", re.compile(rf"^(?!{samples}$)"))  # the chart goes on
     assert int(chart.get_attribute("data-busy-samples")) >= 1  # and keeps what it drew
+    page.get_by_test_id("tab-chat").click()
+    page.get_by_test_id("setting-stop").fill("")  # the settings are stored for the next tests
 
 
 @pytest.fixture

@@ -231,6 +231,7 @@ async function run(label, action) {
     showError(err.message);
   } finally {
     busy = null;
+    serverLoading = 0; // our own outcome told of this load; its last event can come after the answer
     await refresh();
     onChange();
   }
