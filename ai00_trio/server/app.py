@@ -2,7 +2,6 @@
 encode the answer. Every route is served under /v1/, /api/oai/ and /api/oai/v1/."""
 from __future__ import annotations
 
-import base64
 import math
 import secrets
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import msgspec
-import numpy as np
 import trio
 from quart import Response, g, request, send_from_directory
 from quart_trio import QuartTrio
@@ -44,7 +42,7 @@ from .model_registry import ModelRegistry
 from .openapi import ROUTES, served_document, swagger_page
 from .response_store import ResponseStore
 from .responses import register_responses
-from .retrieval_routes import register_retrieval_routes, serve_embeddings
+from .retrieval_routes import embedding_list, register_retrieval_routes, serve_embeddings
 from .retrieval_service import RetrievalService
 from .sampling_glue import sampler_factory
 from .text import ChatTrim, chat_prompt, stop_list
@@ -373,15 +371,7 @@ def create_app(state: ServerState) -> QuartTrio:
             job.left.set()  # a client gone: the steps not run yet are skipped
         if isinstance(result, Failed):
             raise api_error(result.error)
-        count = result.tokens
-        data = []
-        for i, vector in enumerate(result.vectors):
-            if body.encoding_format == "base64":
-                value = base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
-            else:
-                value = [float(v) for v in vector]
-            data.append(s.Embedding(i, value))
-        return json_response(s.EmbeddingList(data, loaded.name, s.Usage(count, 0, count)))
+        return json_response(embedding_list(result.vectors, body.encoding_format, loaded.name, result.tokens))
 
     add_ai00_routes(route, ready, config.model.max_prompt_tokens, embeddings)
 

@@ -150,18 +150,17 @@ def _executor_figures(name: str, lanes: list, caches: list) -> Iterator[Metric]:
 
 
 def _recovery_figures(recovery: DeviceRecovery) -> Iterator[Metric]:
-    losses = CounterMetricFamily("ai00_device_losses", "GPU devices lost while serving")
-    losses.add_metric([], float(recovery.losses))
-    yield losses
-    recoveries = CounterMetricFamily("ai00_device_recoveries", "Models rebuilt on a new device after a loss")
-    recoveries.add_metric([], float(recovery.recoveries))
-    yield recoveries
-    failed = CounterMetricFamily("ai00_device_rebuild_failures", "Rebuild attempts after a loss that failed")
-    failed.add_metric([], float(recovery.failed_rebuilds))
-    yield failed
-    recovering = GaugeMetricFamily("ai00_device_recovering", "1 while the model is rebuilt after a device loss")
-    recovering.add_metric([], float(recovery.recovering))
-    yield recovering
+    for family, name, documentation, value in (
+            (CounterMetricFamily, "ai00_device_losses", "GPU devices lost while serving", recovery.losses),
+            (CounterMetricFamily, "ai00_device_recoveries", "Models rebuilt on a new device after a loss",
+             recovery.recoveries),
+            (CounterMetricFamily, "ai00_device_rebuild_failures", "Rebuild attempts after a loss that failed",
+             recovery.failed_rebuilds),
+            (GaugeMetricFamily, "ai00_device_recovering", "1 while the model is rebuilt after a device loss",
+             recovery.recovering)):
+        metric = family(name, documentation)
+        metric.add_metric([], float(value))
+        yield metric
 
 
 def _gauge(metric: str, documentation: str, model: str, value: float) -> GaugeMetricFamily:

@@ -35,14 +35,19 @@ async def serve_embeddings(service: RetrievalService, body: s.EmbeddingRequest, 
         raise bad_request(f"dimensions: this model's embeddings have {width} dimensions, and cannot be "
                           "shortened", param="dimensions")
     vectors, count = await service.embed(inputs, body.task, max_tokens)
+    return _json(embedding_list(vectors, body.encoding_format, service.embed_name, count))
+
+
+def embedding_list(vectors, encoding_format: str, model: str, tokens: int) -> s.EmbeddingList:
+    """OpenAI's answer to /v1/embeddings: each vector as floats, or as base64 of little-endian f32."""
     data = []
     for i, vector in enumerate(vectors):
-        if body.encoding_format == "base64":
+        if encoding_format == "base64":
             value = base64.b64encode(np.asarray(vector, "<f4").tobytes()).decode()
         else:
             value = [float(v) for v in vector]
         data.append(s.Embedding(i, value))
-    return _json(s.EmbeddingList(data, service.embed_name, s.Usage(count, 0, count)))
+    return s.EmbeddingList(data, model, s.Usage(tokens, 0, tokens))
 
 
 def register_retrieval_routes(app, route, service: RetrievalService, max_tokens: int) -> None:
