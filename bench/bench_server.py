@@ -116,6 +116,15 @@ def wave(port: int, clients: int, tokens: int, mode: str, streamed: bool = True)
                 median_first_token_s=round(firsts[len(firsts) // 2], 3) if firsts else None)
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model", type=Path)
@@ -160,7 +169,11 @@ def main() -> None:
                         Path(str(args.profile) + ".reset").touch()  # count this wave only (the
                         # report ends up with the last wave's)
                         time.sleep(0.1)
+                    cpu = process_cpu_seconds(process.pid)
                     result = wave(port, clients, args.tokens, mode, not args.no_stream)
+                    if cpu is not None:  # the server's CPU time (all its threads) per generated token
+                        result["server_cpu_us_per_token"] = round(
+                            (process_cpu_seconds(process.pid) - cpu) / max(result["tokens"], 1) * 1e6, 1)
                     if args.profile:
                         Path(str(args.profile) + ".freeze").touch()
                         time.sleep(2.2)  # the report is rewritten with this wave's counts
