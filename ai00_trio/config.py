@@ -98,6 +98,7 @@ class ListenConfig(Section):
     api_keys: list[str] = msgspec.field(default_factory=list)
     drain_seconds: float = 30.0          # on SIGTERM/SIGINT: how long running requests may take to finish
     cors_origins: list[str] = msgspec.field(default_factory=list)  # web origins allowed to call the API ("*": any)
+    stream_flush_ms: float = 50.0        # a stream writes at most this often (its first token at once); 0: every token
 
 
 class WebConfig(Section):
@@ -216,6 +217,8 @@ def parse_config(text: str, source: str = "<config>", note: Callable[[str], None
         raise ConfigError(f"{source}: model.max_embed_inputs and model.max_embed_tokens must be positive")
     if not config.model.grammar_compile_seconds > 0:
         raise ConfigError(f"{source}: model.grammar_compile_seconds must be positive")
+    if not 0 <= config.listen.stream_flush_ms <= 1000:
+        raise ConfigError(f"{source}: listen.stream_flush_ms must be between 0 and 1000")
     if not 1 <= config.adapter.count <= MAX_EXECUTORS or (isinstance(config.adapter.gpus, list) and
                                                           not 1 <= len(config.adapter.gpus) * config.adapter.count
                                                           <= MAX_EXECUTORS):

@@ -33,9 +33,9 @@ MODES = {
 
 
 def start_server(root: Path, model: Path, max_batch: int, folder: Path,
-                 wrapper: list[str] = (), extra: str = "") -> tuple[subprocess.Popen, int]:
+                 wrapper: list[str] = (), extra: str = "", flush_ms: float | None = None) -> tuple[subprocess.Popen, int]:
     """The server on `model`, run by `wrapper` (a bench script that then runs the module) if given;
-    `extra` is more of the config (TOML sections)."""
+    `extra` is more of the config (TOML sections); `flush_ms`: [listen] stream_flush_ms."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -50,6 +50,7 @@ stop = []
 [listen]
 ip = "127.0.0.1"
 port = {port}
+{"" if flush_ms is None else f"stream_flush_ms = {flush_ms}"}
 {extra}""")
     log = open(folder / "bench-server.log", "w")
     process = subprocess.Popen([sys.executable, *wrapper, "-m", "ai00_trio", "--config", str(config)], cwd=root,
@@ -142,6 +143,8 @@ def main() -> None:
     parser.add_argument("--fake-step-ms", type=float, default=None,
                         help="no GPU work: every step sleeps this long (bench/fake_engine.py), to measure the "
                              "HTTP path alone")
+    parser.add_argument("--flush-ms", type=float, default=None,
+                        help="[listen] stream_flush_ms: a stream writes at most this often (default: the server's)")
     parser.add_argument("--gpus", default=None, help="several executors: [adapter] gpus, e.g. 0,1 or all")
     parser.add_argument("--count", type=int, default=1, help="[adapter] count: executors on each GPU")
     args = parser.parse_args()
@@ -160,7 +163,7 @@ def main() -> None:
         else:
             wrapper = []
         process, port = start_server(args.root.resolve(), args.model.resolve(), max(counts), Path(folder),
-                                     wrapper + ["--"] if wrapper else [], extra=adapter)
+                                     wrapper + ["--"] if wrapper else [], extra=adapter, flush_ms=args.flush_ms)
         try:
             wave(port, 2, 8, "greedy")  # warm-up: step graphs and kernels
             for clients in counts:

@@ -30,6 +30,7 @@ from .browsers import register_browser_policy
 from .model_routes import register_model_routes
 from .changes import ChangeFeed
 from .engine_service import LoadedModel
+from .event_batches import event_batches
 from .errors import ApiError, bad_request, not_found, overloaded, unauthorized
 from .failure_errors import api_error
 from .failures import Failure
@@ -320,7 +321,8 @@ def create_app(state: ServerState) -> QuartTrio:
         return await _serve_completion(loaded, graph, body, prompt, stops, assistant_turns, chat=True, top_n=top_n,
                                        want_logprobs=body.logprobs, max_tokens_cap=config.model.max_tokens_cap,
                                        continued=continued, tools=tools,
-                                       compile_seconds=config.model.grammar_compile_seconds)
+                                       compile_seconds=config.model.grammar_compile_seconds,
+                                       flush_s=config.listen.stream_flush_ms / 1000)
 
     @route("/completions", ["POST"])
     async def completions():
@@ -338,7 +340,8 @@ def create_app(state: ServerState) -> QuartTrio:
                                        want_logprobs=body.logprobs is not None,
                                        max_tokens_cap=config.model.max_tokens_cap,
                                        echo=prompt if body.echo else "", best_of=body.best_of,
-                                       compile_seconds=config.model.grammar_compile_seconds)
+                                       compile_seconds=config.model.grammar_compile_seconds,
+                                       flush_s=config.listen.stream_flush_ms / 1000)
 
     register_responses(route, state.responses, chat_model, config)
 
@@ -459,7 +462,8 @@ def _max_tokens(body: s.SamplingFields, cap: int) -> int:
 async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], assistant_turns: list[str],
                             chat: bool, top_n: int, want_logprobs: bool, max_tokens_cap: int,
                             echo: str = "", best_of: int | None = None, continued: bool = False,
-                            tools: ToolPlan | None = None, compile_seconds: float = math.inf) -> Response:
+                            tools: ToolPlan | None = None, compile_seconds: float = math.inf,
+                            flush_s: float = 0.0) -> Response:
     candidates = body.n if best_of is None else best_of  # n, best_of and top_n are in range (schemas.py)
     if candidates < body.n:
         raise bad_request("best_of must be at least n", param="best_of")
@@ -491,7 +495,7 @@ async def _serve_completion(loaded, graph, body, prompt: str, stops: list[str], 
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         if body.stream:
             response = Response(_sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs,
-                                     include_usage, echo, continued, tools is not None),
+                                     include_usage, echo, continued, tools is not None, flush_s),
                                 content_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache"})
             streams = []  # the stream closes them
@@ -516,29 +520,8 @@ async def _grammar(body: s.SamplingFields, seconds: float):
     return None
 
 
-async def _event_batches(recv, first) -> AsyncIterator[list]:
-    """One choice's events, a list at a time: every event already waiting in the channel (a
-    decode that runs ahead of its stream leaves several), so a stream writes them in one chunk."""
-    async with recv:
-        batch = [first]
-        while not isinstance(batch[-1], (Done, Failed)):
-            try:
-                batch.append(recv.receive_nowait())
-                continue
-            except trio.WouldBlock:
-                pass
-            except trio.EndOfChannel:
-                break
-            yield batch
-            try:
-                batch = [await recv.receive()]
-            except trio.EndOfChannel:
-                return
-        yield batch
-
-
 async def _events(recv, first) -> AsyncIterator:
-    async for batch in _event_batches(recv, first):
+    async for batch in event_batches(recv, first):
         for event in batch:
             yield event
 
@@ -610,7 +593,7 @@ async def _collect(loaded, streams, firsts, completion_id, created, chat, want_l
 
 
 async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logprobs, include_usage, echo: str = "",
-               continued: bool = False, tool_calls: bool = False):
+               continued: bool = False, tool_calls: bool = False, flush_s: float = 0.0):
     """SSE chunks in OpenAI's format, choice after choice (all choices generate concurrently on
     the GPU; their events wait in their channels), then usage if asked, then [DONE]."""
     prompt_tokens = completion_tokens = 0
@@ -639,7 +622,7 @@ async def _sse(loaded, streams, firsts, completion_id, created, chat, want_logpr
                 yield chunk(index, echo, None)
             trim = ChatTrim(leading=not continued) if chat else None  # the text of the answer without streaming
             parser = ReplyParser(continued) if tool_calls else None
-            async for batch in _event_batches(recv, first):
+            async for batch in event_batches(recv, first, flush_s):
                 parts = []
                 for event in batch:
                     if isinstance(event, Token) and parser is not None:

@@ -30,6 +30,7 @@ from ..grammar import compile_grammar, grammar_from_response_format
 from ..sampling import sampler_from_openai
 from .messages import Done, Failed, TextJob, Token
 from .engine_service import LoadedModel
+from .event_batches import event_batches
 from .grammar_compile import compile_in_time
 from .errors import ApiError, bad_request, overloaded
 from .failure_errors import api_error
@@ -188,12 +189,12 @@ def register_responses(route: Callable, store: ResponseStore, chat_model: Callab
             # response is stored, so it can send the turn that continues it to this server.
             stored_here = {"X-Response-Id": draft.id} if body.store else {}
             if body.stream:
-                stream = _stream(recv, first, draft, turn, store, loaded)
+                stream = _stream(recv, first, draft, turn, store, loaded, config.listen.stream_flush_ms / 1000)
                 recv = None  # the stream closes it
                 return Response(stream, content_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache", **stored_here})
             answer = Answer(turn.continued, tools is not None)
-            async for batch in _batches(recv, first):
+            async for batch in event_batches(recv, first):
                 for event in batch:
                     answer.take(event)
             return _json(_finish(answer, draft, turn, store, loaded), stored_here)
@@ -386,25 +387,6 @@ async def _grammar(body: ResponseRequest, seconds: float):
     return None
 
 
-async def _batches(recv: trio.MemoryReceiveChannel, first) -> AsyncIterator[list]:
-    """The generation's events, every one already waiting at a time (a decode that runs ahead
-    of its reader leaves several: one write for them all)."""
-    batch = [first]
-    while True:
-        while True:
-            try:
-                batch.append(recv.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-        yield batch
-        if isinstance(batch[-1], (Done, Failed)):
-            return
-        try:
-            batch = [await recv.receive()]
-        except trio.EndOfChannel:
-            return
-
-
 def _finish(answer: Answer, draft: Draft, turn: Turn, store: ResponseStore, loaded: LoadedModel) -> ResponseObject:
     """The finished response, stored (with its conversation's tokens) unless store=false."""
     done = answer.done
@@ -504,7 +486,7 @@ class _StreamItems:
 
 
 async def _stream(recv: trio.MemoryReceiveChannel, first, draft: Draft, turn: Turn, store: ResponseStore,
-                  loaded: LoadedModel) -> AsyncIterator[bytes]:
+                  loaded: LoadedModel, flush_s: float = 0.0) -> AsyncIterator[bytes]:
     """OpenAI's event sequence: the message (one text part) and the function calls as they come;
     a failure after the first token is an `error` event, then `response.failed`."""
     answer = Answer(turn.continued, turn.tools is not None)
@@ -518,7 +500,7 @@ async def _stream(recv: trio.MemoryReceiveChannel, first, draft: Draft, turn: Tu
         if turn.tools is None:
             opening += items.open_message()
         yield b"".join(_sse(e) for e in opening)
-        async for batch in _batches(recv, first):
+        async for batch in event_batches(recv, first, flush_s):
             chunks = []
             for event in batch:
                 try:
