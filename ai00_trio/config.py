@@ -98,7 +98,7 @@ class ListenConfig(Section):
     api_keys: list[str] = msgspec.field(default_factory=list)
     drain_seconds: float = 30.0          # on SIGTERM/SIGINT: how long running requests may take to finish
     cors_origins: list[str] = msgspec.field(default_factory=list)  # web origins allowed to call the API ("*": any)
-    stream_flush_ms: float = 50.0        # a stream writes at most this often (its first token at once); 0: every token
+    stream_flush_ms: float = 0.0         # a stream writes at most this often (its first token at once); 0: every token
 
 
 class WebConfig(Section):

@@ -51,6 +51,6 @@ def test_a_pause_groups_the_events_and_holds_no_first_token():
 
 
 def test_the_pause_is_checked():
-    assert parse_config("").listen.stream_flush_ms == 50
+    assert parse_config("").listen.stream_flush_ms == 0
     with pytest.raises(ConfigError, match="stream_flush_ms"):
         parse_config("[listen]\nstream_flush_ms = -1\n")
