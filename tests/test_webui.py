@@ -329,6 +329,16 @@ def test_status_tab_shows_model_and_adapter(page, server):
     expect(page.get_by_test_id("status-queue-max")).to_have_text("8")
     expect(page.get_by_test_id("status-queue-active")).to_have_text("0")
     expect(page.get_by_test_id("status-error")).to_be_hidden()
+    expect(page.get_by_test_id("status-adapter-executors")).to_have_count(0)
+
+
+def test_status_lists_several_executors(browser_context, tmp_path):
+    """`[adapter] count = 2`: the adapter card counts each executor's busy slots; one executor shows no such row."""
+    with running_server(tmp_path, {"max_batch": 4}, extra_sections="[adapter]\ncount = 2\n") as base:
+        with ui_page(browser_context, base, "status-executors") as page:
+            page.get_by_test_id("tab-status").click()
+            expect(page.get_by_test_id("status-adapter-executors")).to_have_text("0/4 · 0/4 slots busy")
+            expect(page.get_by_test_id("status-queue-max")).to_have_text("8")
 
 
 def test_settings_persist_across_reload(page, server):

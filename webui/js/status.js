@@ -50,10 +50,17 @@ function render(status) {
     ["quant", "Quantization", m.quant === null || m.quant === "" || m.quant === undefined ? (status && status.model ? "none" : null) : m.quant],
     ["path", "File", m.path],
   ]);
-  fill(el.adapterList, "status-adapter", [
+  const adapterRows = [
     ["name", "GPU", a.name],
     ["backend", "Backend", a.backend],
-  ]);
+  ];
+  // several executors ([adapter] gpus / count): each one's busy slots, in order
+  const executors = (status && status.executors) || [];
+  if (executors.length > 1) {
+    const busy = executors.map((e) => `${e.queue.active}/${e.queue.max_batch}`).join(" · ");
+    adapterRows.push(["executors", `Executors (${executors.length})`, `${busy} slots busy`]);
+  }
+  fill(el.adapterList, "status-adapter", adapterRows);
   const active = typeof q.active === "number" ? q.active : null;
   // The server's figure is its last step's rate: it stays put when nothing runs, so idle says idle.
   const tps = status && typeof status.tokens_per_second === "number" ? status.tokens_per_second : null;
