@@ -152,7 +152,7 @@ def test_a_state_parked_in_host_memory_by_the_executor_serves_the_next_request()
                 await graph.jobs.send(text_job(prompt, send, max_tokens=1))
                 text, last = await collect(recv)
                 assert text == "i" and isinstance(last, Done) and last.cached_tokens == cached
-            assert graph.scheduler.cache.stats().host_bytes > 0
+            assert graph.lanes[0].scheduler.cache.stats().host_bytes > 0
 
     trio.run(main)
     uploaded = [state for _, state in batch.loads if isinstance(state, np.ndarray)]

@@ -88,7 +88,7 @@ def test_a_lost_device_fails_every_request_it_holds_and_the_executor_stops_stepp
             text, last = await collect(recv)
             assert text == "" and isinstance(last, Failed) and isinstance(last.error, DeviceLost)
             reply_send, reply_recv = channel()  # so does work for the device itself (a LoRA swap's)
-            await graph.scheduler._executor.send(GpuCall(lambda: "ran", reply_send))
+            await graph.lanes[0].scheduler._executor.send(GpuCall(lambda: "ran", reply_send))
             with trio.fail_after(5):
                 answer = await reply_recv.receive()
             assert isinstance(answer, Failed) and isinstance(answer.error, DeviceLost)
@@ -118,7 +118,7 @@ def test_an_ordinary_step_fault_is_not_a_device_loss():
             await graph.jobs.send(text_job("a", send, max_tokens=3))
             text, last = await collect(recv)
             assert (text, type(last)) == ("bcd", Done)
-            assert heard == [] and graph.executor.lost is None
+            assert heard == [] and graph.lanes[0].executor.lost is None
             nursery.cancel_scope.cancel()
 
     trio.run(main)

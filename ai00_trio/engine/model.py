@@ -143,3 +143,14 @@ def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | N
     info = detect_model(tensors)
     return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress,
                  quant, quant_type, tuning)
+
+
+def load_copies(path: str | Path, adapters: Sequence[int | str | None],
+                progress: Callable[[], Callable[[float], None] | None] = lambda: None,
+                loras: Sequence[tuple[str | Path, float]] = (), **options) -> list[Model]:
+    """`load_model` once for each of `adapters`, each copy on a device of its own, the checkpoint
+    read and its LoRAs merged once for all; `progress()` gives each copy its progress callback,
+    `options` are load_model's precision, chunk_size, quant, quant_type and tuning."""
+    tensors = merge_loras(read_checkpoint(path), loras)
+    info = detect_model(tensors)
+    return [Model(tensors, info, create_context(adapter), progress=progress(), **options) for adapter in adapters]

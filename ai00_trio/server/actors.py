@@ -546,8 +546,8 @@ def pick_lane(lanes: list[Lane], tokens: list[int] | None = None, scope: int | N
         return lanes[0]
 
     def score(lane: Lane) -> tuple[int, int]:
-        room = lane.load < lane.scheduler.max_batch
-        return (lane.cached_length(tokens, scope) if room and tokens else 0), -lane.load
+        load = lane.load
+        return (lane.cached_length(tokens, scope) if tokens and load < lane.scheduler.max_batch else 0), -load
     return max(lanes, key=score)
 
 
@@ -557,15 +557,6 @@ class ActorGraph:
     jobs: trio.MemorySendChannel
     lanes: list[Lane]
     leases: int = 0  # HTTP requests that took this graph and may still send it jobs (see lifecycle.py)
-
-    @property
-    def scheduler(self) -> Scheduler:
-        """The first lane's (the only one without `[adapter] gpus` or `count`)."""
-        return self.lanes[0].scheduler
-
-    @property
-    def executor(self) -> GpuExecutor:
-        return self.lanes[0].executor
 
     @property
     def active(self) -> int:
@@ -648,11 +639,11 @@ async def run_lanes(parts: list[LaneParts], options: ModelConfig, cache_options:
     jobs_send, jobs_recv = trio.open_memory_channel(max_queue)
     lanes: list[Lane] = []
     actors: list[tuple] = []
+    available = memory_available()  # the lanes share the host's memory
     for part in parts:
         to_scheduler_send, to_scheduler_recv = trio.open_memory_channel(math.inf)
         to_executor_send, to_executor_recv = trio.open_memory_channel(math.inf)
         release_send, release_recv = trio.open_memory_channel(math.inf)
-        available = memory_available()  # the lanes share the host's memory
         budget = cache_budget(cache_options.gpu_bytes, cache_options.host_bytes,
                               part.loaded.model.ctx.info.adapter_type == "CPU",
                               None if available is None else available // len(parts))

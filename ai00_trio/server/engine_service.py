@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import trio
 
-from ..config import Config
-from ..engine import Model, State, load_model
+from ..config import AdapterConfig, Config
+from ..engine import Model, State
+from ..engine.model import load_copies
 from ..engine.formats import read_checkpoint
 from ..gpu.context import list_adapters
 from ..tokenizer import load_tokenizer
@@ -165,6 +166,11 @@ def _inside(root: str, path: str, key: str) -> Path:
         raise PathRefused(f"{key}: {error}", key) from None
 
 
+def executor_adapters(adapter: AdapterConfig) -> list[int | str | None]:
+    """The adapter of each executor `[adapter]` asks for (`gpus = "all"`: every one listed)."""
+    return adapter.executors(len(list_adapters()) if adapter.gpus == "all" else 0)
+
+
 def load_service(config: Config) -> list[LoadedModel]:
     """The `[model]` chat model, once for each of its executors (`[adapter] gpus` and `count`):
     one copy of the weights on each executor's own device."""
@@ -172,20 +178,17 @@ def load_service(config: Config) -> list[LoadedModel]:
     path = _inside(root, config.model.name, "[model] name")
     loras = [(_inside(root, lora.path, "[[lora]] path"), lora.alpha) for lora in config.lora]
     state_paths = [_inside(root, entry.path, "[[state]] path") for entry in config.state]
-    adapters = config.adapter.executors(len(list_adapters()) if config.adapter.gpus == "all" else 0)
+    adapters = executor_adapters(config.adapter)
     quant = f", {config.model.quant_kind} in {config.model.quant_layers} layers" if config.model.quant_layers else ""
     shown_executors = f" for {len(adapters)} executors" if len(adapters) > 1 else ""
     _progress(f"loading {path} ({config.model.precision}{quant}){shown_executors} ...")
     started = time.perf_counter()
     for lora_path, alpha in loras:
         _progress(f"merging LoRA {lora_path} (alpha {alpha:g})")
-
-    def load(adapter: int | str | None) -> Model:
-        return load_model(path, precision=config.model.precision, adapter=adapter,
-                          chunk_size=config.model.token_chunk_size, progress=ProgressBar(), loras=loras,
-                          quant=config.model.quant_layers, quant_type=config.model.quant_kind)
-
-    model = load(adapters[0])
+    models = load_copies(path, adapters, progress=ProgressBar, loras=loras, precision=config.model.precision,
+                         chunk_size=config.model.token_chunk_size, quant=config.model.quant_layers,
+                         quant_type=config.model.quant_kind)
+    model = models[0]
     kind = config.tokenizer.kind
     if kind == "auto":
         kind = "bytes" if model.info.n_vocab <= 256 else "world"
@@ -198,7 +201,7 @@ def load_service(config: Config) -> list[LoadedModel]:
         state = read_state_file(model, state_path) if len(adapters) > 1 else load_state_file(model, state_path)
         loaded.add_state(entry.id or str(uuid.uuid4()), entry.name or Path(entry.path).stem, state, entry.default,
                          relative_to_root(root, state_path))
-    executors = [loaded] + [loaded.on(load(adapter)) for adapter in adapters[1:]]
+    executors = [loaded] + [loaded.on(copy) for copy in models[1:]]
     info = model.info
     where = f"{model.ctx.info.name} ({model.ctx.info.backend})"
     if len(executors) > 1:

@@ -12,8 +12,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..gpu.context import buffer_bytes_in_use
+from .lane_figures import lane_figures, total_figures
 
 if TYPE_CHECKING:
+    from .actors import Lane
     from .app import ServerState
     from .recovery import DeviceRecovery
 
@@ -93,59 +95,56 @@ class _ActorFigures(Collector):
         if loaded is None or graph is None:
             return
         name, lanes = loaded.name, graph.lanes
-        schedulers = [lane.scheduler for lane in lanes]
-        caches = [scheduler.cache.stats() for scheduler in schedulers]
-        active = sum(scheduler.active for scheduler in schedulers)
-        slots = sum(scheduler.max_batch for scheduler in schedulers)
+        total = total_figures(lanes)  # what /api/status shows: the executors added up
+        queue, tokens, cache = total["queue"], total["tokens"], total["prefix_cache"]
         yield _gauge("ai00_model_weight_bytes", "Bytes of the model's weights on the GPU (every executor's copy)",
                      name, sum(lane.loaded.model.weight_bytes for lane in lanes))
         yield _counter("ai00_prompt_tokens", "Prompt tokens of generations (cached ones included)", name,
-                       sum(scheduler.prompt_tokens for scheduler in schedulers))
-        yield _counter("ai00_generated_tokens", "Tokens generated", name,
-                       sum(scheduler.generated_tokens for scheduler in schedulers))
+                       tokens["prompt"])
+        yield _counter("ai00_generated_tokens", "Tokens generated", name, tokens["generated"])
         yield _gauge("ai00_tokens_per_second", "Tokens per second of the last batch step (0 when idle); "
                      "rate(ai00_generated_tokens_total) gives the average", name,
                      sum(lane.executor.tokens_per_second for lane in lanes if lane.scheduler.active))
-        yield _gauge("ai00_active_slots", "Batch slots serving a request", name, active)
-        yield _gauge("ai00_batch_slots", "Batch slots ([model] max_batch, on every executor)", name, slots)
-        yield _gauge("ai00_batch_occupancy", "Active slots over batch slots", name, active / slots)
-        yield _gauge("ai00_queue_waiting", "Requests in the waiting room for a slot", name,
-                     sum(scheduler.queue_depth for scheduler in schedulers))
+        yield _gauge("ai00_active_slots", "Batch slots serving a request", name, queue["active"])
+        yield _gauge("ai00_batch_slots", "Batch slots ([model] max_batch, on every executor)", name,
+                     queue["max_batch"])
+        yield _gauge("ai00_batch_occupancy", "Active slots over batch slots", name,
+                     queue["active"] / queue["max_batch"])
+        yield _gauge("ai00_queue_waiting", "Requests in the waiting room for a slot", name, queue["waiting"])
         yield _gauge("ai00_queue_capacity", "The waiting room's size ([model] max_queue): beyond it, 429", name,
-                     schedulers[0].max_queue)
-        yield _counter("ai00_prefix_cache_hits", "Prompts that started from a cached prefix state", name,
-                       sum(cache.hits for cache in caches))
-        yield _counter("ai00_prefix_cache_misses", "Prompts that found no cached prefix", name,
-                       sum(cache.misses for cache in caches))
+                     lanes[0].scheduler.max_queue)
+        yield _counter("ai00_prefix_cache_hits", "Prompts that started from a cached prefix state", name, cache["hits"])
+        yield _counter("ai00_prefix_cache_misses", "Prompts that found no cached prefix", name, cache["misses"])
         yield _counter("ai00_prefix_cache_hit_tokens", "Prompt tokens served from cached states, not prefilled",
-                       name, sum(cache.hit_tokens for cache in caches))
-        yield _gauge("ai00_prefix_cache_entries", "Cached prefix states", name, sum(cache.entries for cache in caches))
+                       name, cache["hit_tokens"])
+        yield _gauge("ai00_prefix_cache_entries", "Cached prefix states", name, cache["entries"])
         placed = GaugeMetricFamily("ai00_prefix_cache_bytes", "Bytes of cached prefix states, by where they are",
                                    labels=["model", "tier"])
-        placed.add_metric([name, "gpu"], float(sum(cache.gpu_bytes for cache in caches)))
-        placed.add_metric([name, "host"], float(sum(cache.host_bytes for cache in caches)))
+        placed.add_metric([name, "gpu"], float(cache["gpu_bytes"]))
+        placed.add_metric([name, "host"], float(cache["host_bytes"]))
         yield placed
-        yield from _executor_figures(name, lanes, caches)
+        yield from _executor_figures(name, lanes)
 
 
-def _executor_figures(name: str, lanes: list, caches: list) -> Iterator[Metric]:
+def _executor_figures(name: str, lanes: list[Lane]) -> Iterator[Metric]:
     """Each executor's own share ([adapter] gpus / count): slots, queue and prefix cache."""
     labels = ["model", "executor", "adapter"]
     families = [
         (GaugeMetricFamily("ai00_executor_active_slots", "Batch slots serving a request, by executor", labels=labels),
-         lambda lane, cache: lane.scheduler.active),
+         ("queue", "active")),
         (GaugeMetricFamily("ai00_executor_queue_waiting", "Requests waiting for a slot, by executor", labels=labels),
-         lambda lane, cache: lane.scheduler.queue_depth),
+         ("queue", "waiting")),
         (CounterMetricFamily("ai00_executor_generated_tokens", "Tokens generated, by executor", labels=labels),
-         lambda lane, cache: lane.scheduler.generated_tokens),
+         ("tokens", "generated")),
         (CounterMetricFamily("ai00_executor_prefix_cache_hits", "Prompts that started from a cached prefix state, "
-                             "by executor", labels=labels), lambda lane, cache: cache.hits),
+                             "by executor", labels=labels), ("prefix_cache", "hits")),
         (CounterMetricFamily("ai00_executor_prefix_cache_hit_tokens", "Prompt tokens served from cached states, "
-                             "by executor", labels=labels), lambda lane, cache: cache.hit_tokens),
+                             "by executor", labels=labels), ("prefix_cache", "hit_tokens")),
     ]
-    for family, value in families:
-        for index, (lane, cache) in enumerate(zip(lanes, caches)):
-            family.add_metric([name, str(index), lane.loaded.model.ctx.info.name], float(value(lane, cache)))
+    figures = [lane_figures(lane) for lane in lanes]
+    for family, (part, key) in families:
+        for index, (lane, own) in enumerate(zip(lanes, figures)):
+            family.add_metric([name, str(index), lane.loaded.model.ctx.info.name], float(own[part][key]))
         yield family
 
 

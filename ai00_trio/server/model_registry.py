@@ -17,11 +17,11 @@ import msgspec
 import trio
 
 from ..config import ChatModelEntry, Config, ConfigError, RetrievalModelConfig, normalize_precision
-from ..gpu.context import buffer_bytes_in_use, list_adapters
+from ..gpu.context import buffer_bytes_in_use
 from . import admin_schemas as a
 from . import schemas as s
 from .actors import ActorGraph
-from .engine_service import LoadedModel
+from .engine_service import LoadedModel, executor_adapters
 from .errors import ApiError, bad_request, not_found, unavailable
 from .gpu_budget import MemoryNeed, check_fits, estimate_need
 from .lifecycle import Lifecycle, config_for, lease, no_model_error
@@ -101,8 +101,7 @@ class ModelRegistry:
         model = config.model
         path = resolve_inside(model.path, model.name, param="model_path")
         need = estimate_need(path, model.precision, model.max_batch, config.cache.gpu_bytes)
-        adapter = config.adapter
-        executors = len(adapter.executors(len(list_adapters()) if adapter.gpus == "all" else 0))
+        executors = len(executor_adapters(config.adapter))
         return MemoryNeed(need.weights * executors, need.slots * executors, need.cache * executors)
 
     # --- finding a model by name -------------------------------------------------------------
