@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client as http_client
 import json
+import socket
 import time
 
 import pytest
@@ -100,3 +101,20 @@ def test_a_body_refused_unread_does_not_stall_the_connection(server):
                        {"Content-Type": "application/json"})
     assert connection.getresponse().status == 200 and time.perf_counter() - started < 5
     connection.close()
+
+
+def test_a_body_sent_after_its_answer_does_not_stall_the_connection(server):
+    """An OPTIONS (or GET) that carries a body is answered by routing alone, before its body is
+    read; the answer waits for the body, so the next request on the kept-alive connection is
+    served (hypercorn never reads it when the body comes after the answer)."""
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(b"OPTIONS /detokenize HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: 14\r\n\r\n")
+        time.sleep(0.3)  # the body comes after the answer could have been written
+        connection.sendall(b'{"tokens": []}')
+        first = connection.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first
+        connection.sendall(b"GET /v1/models HTTP/1.1\r\nHost: test\r\n\r\n")
+        second = connection.recv(65536)
+        assert second.startswith(b"HTTP/1.1 200"), second

@@ -172,12 +172,20 @@ def create_app(state: ServerState) -> QuartTrio:
             state.unknown_fields.check(request.path, await request.get_data(), kind)
 
     @app.after_request
-    async def close_after_refused_body(response: Response) -> Response:
-        """An error may be answered before the request's body was read (415, 405, 413, 401):
-        the connection closes after it, else the body's unread rest would stall the next request
-        on this keep-alive connection until a timeout."""
-        if response.status_code >= 400 and (request.content_length or request.headers.get("Transfer-Encoding")):
-            response.headers["Connection"] = "close"
+    async def settle_the_body(response: Response) -> Response:
+        """A kept-alive connection whose request body arrives after its answer stalls in hypercorn:
+        the next request on it is never read. So a success waits for its body (every handler that
+        uses the body has it already; an OPTIONS or GET that carries one does not), and an error,
+        which may be answered before a huge or never-ending body, closes the connection."""
+        if not (request.content_length or request.headers.get("Transfer-Encoding")):
+            return response
+        if response.status_code < 400:
+            try:
+                await request.get_data()
+                return response
+            except HTTPException:  # too large or too slow: Quart's own limits
+                pass
+        response.headers["Connection"] = "close"
         return response
 
     @app.after_request
