@@ -99,18 +99,21 @@ def read_checkpoint_f32(path: Path) -> dict[str, np.ndarray]:
 
 def ours(path: Path, fmt: str, tokens: list[int], decode: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Our logits: every token through prefill chunks, and the first `decode` one per step. A
-    format written `fp16/runN` sums f16 products in runs of 4N columns in prefill's tiled matmul."""
+    format written `fp16/runN` sums f16 products in runs of 4N columns in prefill's tiled matmul;
+    `nf4@N` keeps NF4's first N layers in int8 (`load_model`'s nf4_int8_layers)."""
     import dataclasses
     from ai00_trio.engine import load_model
     from ai00_trio.gpu.tuning import DEFAULT_TUNING
     fmt, _, run = fmt.partition("/run")
+    fmt, _, int8_layers = fmt.partition("@")
     precision, quant_type = FORMATS[fmt]
+    mix = {"nf4_int8_layers": int(int8_layers)} if int8_layers else {}
     tuning = DEFAULT_TUNING
     if run:
         tuning = dataclasses.replace(tuning, tile_half_long=dataclasses.replace(tuning.tile_half_long, run_k4=int(run)))
     t0 = time.perf_counter()
     model = load_model(path, precision=precision, quant=1000 if quant_type else 0, quant_type=quant_type or "int8",
-                       tuning=tuning)
+                       tuning=tuning, **mix)
     load_s = time.perf_counter() - t0
     prefill = model.forward(tokens, model.new_state(), full=True)
     state = model.new_state()

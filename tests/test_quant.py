@@ -144,6 +144,20 @@ def test_nf4_keeps_the_first_layers_in_int8():
     assert [stored_as("nf4", layer) for layer in range(NF4_INT8_LAYERS + 2)] == \
         ["int8"] * NF4_INT8_LAYERS + ["nf4", "nf4"]
     assert {stored_as("int8", layer) for layer in range(6)} == {"int8"}
+    assert [stored_as("nf4", layer, 1) for layer in range(3)] == ["int8", "nf4", "nf4"]
+
+
+@pytest.mark.gpu
+def test_nf4_int8_layers_choose_the_mix(gpu):
+    """load_model's nf4_int8_layers: each layer kept in int8 stores its projections in about
+    twice NF4's bytes."""
+    from ai00_trio.engine import load_model
+    path = TINY_MODELS["v7"][0]
+    sizes = [load_model(path, context=gpu, quant=99, quant_type="nf4", nf4_int8_layers=n).weight_bytes
+             for n in (0, 1, 99)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    int8 = load_model(path, context=gpu, quant=99, quant_type="int8").weight_bytes
+    assert sizes[2] == int8
 
 
 # A generated v6 model (random weights of real scale, tests/reference64.py) wide and deep enough

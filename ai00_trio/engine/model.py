@@ -14,6 +14,7 @@ from .formats import read_checkpoint
 from .info import ModelInfo, detect_model
 from .hotswap import LoraHandle, LoraSwapper
 from .lora import merge_loras
+from .quant import NF4_INT8_LAYERS
 from .runtime import Run, Runtime
 from .slots import BufferLimits
 from .state import State
@@ -29,7 +30,8 @@ class Model:
     def __init__(self, tensors: dict[str, np.ndarray], info: ModelInfo, ctx: GpuContext,
                  precision: str = "fp16", chunk_size: int = DEFAULT_CHUNK,
                  progress: Callable[[float], None] | None = None, quant: int = 0,
-                 quant_type: str = "int8", tuning: KernelTuning = DEFAULT_TUNING) -> None:
+                 quant_type: str = "int8", tuning: KernelTuning = DEFAULT_TUNING,
+                 nf4_int8_layers: int = NF4_INT8_LAYERS) -> None:
         self.info = info
         self.tuning = tuning
         self.ctx = ctx
@@ -42,7 +44,7 @@ class Model:
         total = sum(t.size for t in tensors.values() if t.ndim >= 2)  # roughly the weights to upload
         reads = TensorReads(tensors)
         up = Uploader(ctx, precision, (lambda done: progress(min(1.0, done / total))) if progress else None,
-                      quant, quant_type, reads)
+                      quant, quant_type, reads, nf4_int8_layers)
         self.arch = ARCHITECTURES[info.version](reads, info, up)
         self.vecs = ctx.upload(up.vectors.pack())
         self._loras = LoraSwapper(ctx, self.kernels, self.vecs, reads.unchanged(),
@@ -134,15 +136,16 @@ def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | N
                chunk_size: int = DEFAULT_CHUNK, context: GpuContext | None = None,
                progress: Callable[[float], None] | None = None,
                loras: Sequence[tuple[str | Path, float]] = (), quant: int = 0,
-               quant_type: str = "int8", tuning: KernelTuning = DEFAULT_TUNING) -> Model:
+               quant_type: str = "int8", tuning: KernelTuning = DEFAULT_TUNING,
+               nf4_int8_layers: int = NF4_INT8_LAYERS) -> Model:
     """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), merge the
     (path, alpha) LoRA adapters into it, detect its version and put it on the GPU. The
     projections of the first `quant` layers are stored as `quant_type`, int8 or nf4
-    (`engine/quant.py`). `tuning` picks the kernels and their shapes (`gpu/tuning.py`)."""
+    (`engine/quant.py`; nf4 keeps its first `nf4_int8_layers` layers in int8). `tuning` picks the kernels and their shapes (`gpu/tuning.py`)."""
     tensors = merge_loras(read_checkpoint(path), loras)
     info = detect_model(tensors)
     return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress,
-                 quant, quant_type, tuning)
+                 quant, quant_type, tuning, nf4_int8_layers)
 
 
 def load_copies(path: str | Path, adapters: Sequence[int | str | None],
@@ -150,7 +153,7 @@ def load_copies(path: str | Path, adapters: Sequence[int | str | None],
                 loras: Sequence[tuple[str | Path, float]] = (), **options) -> list[Model]:
     """`load_model` once for each of `adapters`, each copy on a device of its own, the checkpoint
     read and its LoRAs merged once for all; `progress()` gives each copy its progress callback,
-    `options` are load_model's precision, chunk_size, quant, quant_type and tuning."""
+    `options` are load_model's precision, chunk_size, quant, quant_type, tuning and nf4_int8_layers."""
     tensors = merge_loras(read_checkpoint(path), loras)
     info = detect_model(tensors)
     return [Model(tensors, info, create_context(adapter), progress=progress(), **options) for adapter in adapters]

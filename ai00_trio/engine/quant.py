@@ -9,7 +9,7 @@
   as level[q] · absmax. A quarter of the bytes of f16. Weight e of each group of 8 sits in bits
   4e..4e+3 of its u32.
 
-quant_type "nf4" stores the first NF4_INT8_LAYERS layers' projections as int8 and the rest as NF4
+quant_type "nf4" stores the first NF4_INT8_LAYERS layers' (or `nf4_int8_layers`) projections as int8 and the rest as NF4
 (`stored_as`), as llama.cpp's 4-bit mixes keep some tensors at more bits: an error made early
 is carried and grown by every later layer, so on random weights of real scale layer 0 alone
 causes about half of an all-NF4 model's KL divergence (bench/RESULTS.md, "NF4 mixes").
@@ -87,9 +87,10 @@ def dequantize_nf4(words: np.ndarray, scales: np.ndarray, count: int) -> np.ndar
     return NF4_LEVELS[q.reshape(-1)[:count]] * absmax[np.arange(count) // QUANT_BLOCK]
 
 
-def stored_as(quant_type: str, layer: int) -> str:
-    """The code of a quantized layer's projections under `quant_type`: "int8" or "nf4"."""
-    return "int8" if quant_type == "int8" or layer < NF4_INT8_LAYERS else "nf4"
+def stored_as(quant_type: str, layer: int, nf4_int8_layers: int = NF4_INT8_LAYERS) -> str:
+    """The code of a quantized layer's projections under `quant_type`: "int8" or "nf4" (whose
+    first `nf4_int8_layers` layers are int8)."""
+    return "int8" if quant_type == "int8" or layer < nf4_int8_layers else "nf4"
 
 
 def quantize(kind: str, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

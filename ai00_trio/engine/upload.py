@@ -9,7 +9,7 @@ import numpy as np
 
 from ..gpu.context import GpuContext
 from ..gpu.graph import Matrix
-from .quant import QUANT_TYPES, quantize, stored_as
+from .quant import NF4_INT8_LAYERS, QUANT_TYPES, quantize, stored_as
 
 PRECISIONS = ("fp16", "fp32")
 
@@ -85,7 +85,8 @@ class Uploader:
 
     def __init__(self, ctx: GpuContext, precision: str,
                  progress: Callable[[int], None] | None = None, quant_layers: int = 0,
-                 quant_type: str = "int8", sources: TensorReads | None = None) -> None:
+                 quant_type: str = "int8", sources: TensorReads | None = None,
+                 nf4_int8_layers: int = NF4_INT8_LAYERS) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.ctx = ctx
@@ -99,6 +100,7 @@ class Uploader:
             raise ValueError(f"quant_type must be one of {QUANT_TYPES}, not {quant_type!r}")
         self.quant_layers = quant_layers
         self.quant_type = quant_type
+        self.nf4_int8_layers = nf4_int8_layers
 
     def matrix(self, *mats: np.ndarray, layer: int | None = None, f32: bool = False) -> Matrix:
         """One matrix [m, k], or a stack of equally shaped ones as [z, m, k]. `layer` marks a
@@ -118,7 +120,7 @@ class Uploader:
             raise ValueError(f"matrix input width {k} is not a multiple of 4")
         scales = None
         if layer is not None and layer < self.quant_layers:
-            fmt = stored_as(self.quant_type, layer)
+            fmt = stored_as(self.quant_type, layer, self.nf4_int8_layers)
             words, packed_scales = quantize(fmt, np.concatenate([a.reshape(-1) for a in arrays]))
             buffer, scales = self.ctx.upload(words), self.ctx.upload(packed_scales)
             self.bytes_uploaded += words.nbytes + packed_scales.nbytes
