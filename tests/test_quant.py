@@ -147,17 +147,28 @@ def test_nf4_keeps_the_first_layers_in_int8():
     assert [stored_as("nf4", layer, 1) for layer in range(3)] == ["int8", "nf4", "nf4"]
 
 
+def test_each_version_chooses_its_nf4_mix():
+    from ai00_trio.engine.versions import ARCHITECTURES
+    assert [ARCHITECTURES["v4"].nf4_int8_layers(n) for n in (2, 6, 12, 24, 32)] == [2, 3, 4, 8, 11]
+    assert {ARCHITECTURES[v].nf4_int8_layers(24) for v in ("v5", "v6", "v7")} == {NF4_INT8_LAYERS}
+    assert ARCHITECTURES["v7"].nf4_int8_layers(2) == 2
+
+
 @pytest.mark.gpu
 def test_nf4_int8_layers_choose_the_mix(gpu):
     """load_model's nf4_int8_layers: each layer kept in int8 stores its projections in about
     twice NF4's bytes."""
     from ai00_trio.engine import load_model
+    from ai00_trio.engine.versions import ARCHITECTURES
     path = TINY_MODELS["v7"][0]
     sizes = [load_model(path, context=gpu, quant=99, quant_type="nf4", nf4_int8_layers=n).weight_bytes
              for n in (0, 1, 99)]
     assert sizes[0] < sizes[1] < sizes[2]
     int8 = load_model(path, context=gpu, quant=99, quant_type="int8").weight_bytes
     assert sizes[2] == int8
+    v4 = load_model(TINY_MODELS["v4"][0], context=gpu, quant=99, quant_type="nf4")  # its version's mix
+    third = ARCHITECTURES["v4"].nf4_int8_layers(v4.info.n_layer)
+    assert [m.fmt for m in v4.arch.output] == ["int8"] * third + ["nf4"] * (v4.info.n_layer - third)
 
 
 # A generated v6 model (random weights of real scale, tests/reference64.py) wide and deep enough

@@ -14,7 +14,6 @@ from .formats import read_checkpoint
 from .info import ModelInfo, detect_model
 from .hotswap import LoraHandle, LoraSwapper
 from .lora import merge_loras
-from .quant import NF4_INT8_LAYERS
 from .runtime import Run, Runtime
 from .slots import BufferLimits
 from .state import State
@@ -31,7 +30,7 @@ class Model:
                  precision: str = "fp16", chunk_size: int = DEFAULT_CHUNK,
                  progress: Callable[[float], None] | None = None, quant: int = 0,
                  quant_type: str = "int8", tuning: KernelTuning = DEFAULT_TUNING,
-                 nf4_int8_layers: int = NF4_INT8_LAYERS) -> None:
+                 nf4_int8_layers: int | None = None) -> None:
         self.info = info
         self.tuning = tuning
         self.ctx = ctx
@@ -43,6 +42,8 @@ class Model:
         self.kernels = KernelCache(ctx.device)
         total = sum(t.size for t in tensors.values() if t.ndim >= 2)  # roughly the weights to upload
         reads = TensorReads(tensors)
+        if nf4_int8_layers is None:
+            nf4_int8_layers = ARCHITECTURES[info.version].nf4_int8_layers(info.n_layer)
         up = Uploader(ctx, precision, (lambda done: progress(min(1.0, done / total))) if progress else None,
                       quant, quant_type, reads, nf4_int8_layers)
         self.arch = ARCHITECTURES[info.version](reads, info, up)
@@ -137,11 +138,12 @@ def load_model(path: str | Path, precision: str = "fp16", adapter: int | str | N
                progress: Callable[[float], None] | None = None,
                loras: Sequence[tuple[str | Path, float]] = (), quant: int = 0,
                quant_type: str = "int8", tuning: KernelTuning = DEFAULT_TUNING,
-               nf4_int8_layers: int = NF4_INT8_LAYERS) -> Model:
+               nf4_int8_layers: int | None = None) -> Model:
     """Read a checkpoint (.pth, safetensors with PyTorch names, or AI00 .st), merge the
     (path, alpha) LoRA adapters into it, detect its version and put it on the GPU. The
     projections of the first `quant` layers are stored as `quant_type`, int8 or nf4
-    (`engine/quant.py`; nf4 keeps its first `nf4_int8_layers` layers in int8). `tuning` picks the kernels and their shapes (`gpu/tuning.py`)."""
+    (`engine/quant.py`; nf4 keeps its first `nf4_int8_layers` layers in int8, by default as many
+    as the version module says). `tuning` picks the kernels and their shapes (`gpu/tuning.py`)."""
     tensors = merge_loras(read_checkpoint(path), loras)
     info = detect_model(tensors)
     return Model(tensors, info, context or create_context(adapter), precision, chunk_size, progress,

@@ -10,6 +10,7 @@ import numpy as np
 from ...gpu.context import GpuContext
 from ...gpu.graph import Act, StepGraph
 from ..info import ModelInfo
+from ..quant import NF4_INT8_LAYERS
 from ..upload import Uploader
 
 
@@ -63,6 +64,12 @@ class Architecture:
     """
 
     att_row = 0
+
+    @staticmethod
+    def nf4_int8_layers(n_layer: int) -> int:
+        """How many first layers NF4 keeps in int8 (`engine/quant.py`): errors made early grow
+        through every later layer."""
+        return min(NF4_INT8_LAYERS, n_layer)
 
     def __init__(self, tensors: dict[str, np.ndarray], info: ModelInfo, up: Uploader) -> None:
         self.info = info
