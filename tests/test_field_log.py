@@ -12,7 +12,7 @@ from server_helpers import http, running_server
 
 def test_unknown_fields_are_named_once_and_metadata_never(capsys):
     log = UnknownFields()
-    body = json.dumps({"messages": [], "repetition_penalty": 1.1, "user": "u", "store": True,
+    body = json.dumps({"messages": [{"role": "user", "content": "x"}], "repetition_penalty": 1.1, "user": "u", "store": True,
                        "metadata": {"a": "b"}, "service_tier": "auto", "top_a": 0}).encode()
     assert log.check("/v1/chat/completions", body, s.ChatCompletionRequest) == ["repetition_penalty", "top_a"]
     assert log.check("/api/oai/chat/completions", body, s.ChatCompletionRequest) == []  # once per process

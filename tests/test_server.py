@@ -195,6 +195,9 @@ def test_errors_are_openai_shaped_and_server_survives(client, server):
         status, answer = http("POST", server + path, body, {"Content-Type": "application/json"})
         assert status == 400, (body, answer)
         assert set(answer["error"]) == {"message", "type", "param", "code"}
+    status, answer = http("POST", server + "/v1/chat/completions", {"messages": [], "max_tokens": 1})
+    assert status == 400 and answer["error"]["param"] == "messages", answer
+    assert answer["error"]["message"] == "invalid request: messages must have at least 1 item"
     for method, path in (("GET", "/v1/nothing"), ("POST", "/v1/nothing"), ("POST", "/api/oai/nothing"),
                          ("DELETE", "/v1/nothing")):
         status, answer = http(method, server + path, b"{}" if method == "POST" else None)

@@ -129,7 +129,7 @@ class SamplingFields(Struct, kw_only=True):
 
 
 class ChatCompletionRequest(SamplingFields, kw_only=True):
-    messages: list[ChatMessage]
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
     logprobs: bool = False
     names: dict[str, str] | None = None
     template: ChatTemplate | None = None
@@ -361,5 +361,6 @@ def _limit_message(param: str, kind: str, length: str | None, op: str, bound: st
     """msgspec's "Expected `int` <= 16 - at `$.n`" as "n must be at most 16"."""
     words = {"<=": "at most", ">=": "at least", "<": "below", ">": "above"}[op]
     if length:
-        return f"{param} must have {words} {bound}{_UNITS.get(kind, '')}"
+        unit = _UNITS.get(kind, "")
+        return f"{param} must have {words} {bound}{unit[:-1] if bound == '1' else unit}"
     return f"{param} must be {words} {bound}"
