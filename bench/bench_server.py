@@ -143,6 +143,7 @@ def main() -> None:
     parser.add_argument("--fake-step-ms", type=float, default=None,
                         help="no GPU work: every step sleeps this long (bench/fake_engine.py), to measure the "
                              "HTTP path alone")
+    parser.add_argument("--fake-options", default="", help="more of fake_engine.py's options, e.g. '--launch-ms 0.6'")
     parser.add_argument("--flush-ms", type=float, default=None,
                         help="[listen] stream_flush_ms: a stream writes at most this often (default: the server's)")
     parser.add_argument("--gpus", default=None, help="several executors: [adapter] gpus, e.g. 0,1 or all")
@@ -154,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         bench = ROOT / "bench"
         if args.fake_step_ms is not None:
-            wrapper = [str(bench / "fake_engine.py"), "--step-ms", str(args.fake_step_ms)]
+            wrapper = [str(bench / "fake_engine.py"), "--step-ms", str(args.fake_step_ms), *args.fake_options.split()]
             wrapper += ["--profile", str(args.profile.resolve())] if args.profile else []
         elif args.profile:
             wrapper = [str(bench / ("trace_steps.py" if args.trace else "sample_stacks.py"))]

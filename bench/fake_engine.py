@@ -9,11 +9,14 @@ engine's own rate on an H200 would be 64 / 7.9 ms = 8,100 tok/s.
     python bench/fake_engine.py [--step-ms 7.9] [--profile REPORT] -- -m ai00_trio --config C.toml
 
 `bench_server.py --fake-step-ms MS` runs the server this way. `--profile` also samples the
-threads' stacks (bench/sample_stacks.py).
+threads' stacks (bench/sample_stacks.py). `--launch-ms MS --releases N` (through `bench_server.py
+--fake-options`) makes each step first hold the GIL that long, letting it go N times, as
+recording a step and its C calls do, and prints the launches' mean wall time at exit.
 """
 from __future__ import annotations
 
 import argparse
+import atexit
 import sys
 import threading
 import time
@@ -35,7 +38,14 @@ class FakeState:
         return np.zeros(self.nbytes // 4, np.float32)
 
 
-def fake_batch_class(step_s: float):
+def hold_the_gil(seconds: float) -> None:
+    """Python that keeps the GIL this long, as recording a step's dispatches does."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def fake_batch_class(step_s: float, launch_s: float = 0.0, releases: int = 1, launches: list | None = None):
     from ai00_trio.engine.runtime import GREEDY, Pick
 
     class FakeBatch:
@@ -85,6 +95,12 @@ def fake_batch_class(step_s: float):
                 return {}
             # like a GPU with the next step queued (chains run one ahead): steps end at a steady
             # cadence while the host keeps up, and a late host delays only the steps after it
+            if launch_s > 0:  # recording the step: Python under the GIL, let go `releases` times (C calls)
+                started = time.perf_counter()
+                for _ in range(releases):
+                    hold_the_gil(launch_s / releases)
+                    time.sleep(0)
+                launches.append(time.perf_counter() - started)
             now = time.perf_counter()
             self._done_at = max(now, self._done_at) + step_s
             time.sleep(max(0.0, self._done_at - now))
@@ -114,12 +130,22 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--step-ms", type=float, default=7.9)
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--launch-ms", type=float, default=0.0,
+                        help="each step first holds the GIL this long (recording it), printing the mean wall time at exit")
+    parser.add_argument("--releases", type=int, default=1, help="times a launch lets the GIL go (its C calls)")
+    parser.add_argument("--switch-ms", type=float, default=None, help="sys.setswitchinterval for the server")
     parser.add_argument("rest", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     rest = module_to_run(parser, args.rest)
     from ai00_trio.server import actors
 
-    actors.BatchRuntime = fake_batch_class(args.step_ms / 1000)
+    launches: list[float] = []
+    actors.BatchRuntime = fake_batch_class(args.step_ms / 1000, args.launch_ms / 1000, args.releases, launches)
+    if args.switch_ms:
+        sys.setswitchinterval(args.switch_ms / 1000)
+    if args.launch_ms:
+        atexit.register(lambda: print(f"FAKE launches {len(launches)}, mean wall {1000 * np.mean(launches or [0]):.2f} ms "
+                                      f"(holding the GIL {args.launch_ms} ms)", file=sys.stderr, flush=True))
     if args.profile:
         sys.path.insert(1, str(Path(__file__).resolve().parent))
         from sample_stacks import sampler

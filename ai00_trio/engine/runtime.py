@@ -199,7 +199,7 @@ class Runtime:
 
     def _record(self, key: tuple, graph: StepGraph) -> wgpu.GPUCommandBuffer:
         _, _, n_out, picked, feed, back = key
-        encoder = self.ctx.device.create_command_encoder()
+        encoder = fast_encode.command_encoder(self.ctx.device)
         graph.encode(encoder)
         n_full = n_out - picked
         if picked:
@@ -212,7 +212,7 @@ class Runtime:
     def _write_if_changed(self, buffer: wgpu.GPUBuffer, data: np.ndarray) -> None:
         raw = data.tobytes()
         if self._written.get(id(buffer)) != raw:
-            self.ctx.device.queue.write_buffer(buffer, 0, raw)
+            fast_encode.write_buffer(self.ctx.device.queue, buffer, raw)
             self._written[id(buffer)] = raw
 
     def launch(self, runs: list[Run], out_rows: list[int], picks: Sequence[tuple[int, Sampling, int]] = (),
@@ -236,7 +236,7 @@ class Runtime:
             raise ValueError("only a step of one GPU choice per run can take its tokens from the GPU")
         ids, tokens, spans = step_inputs(runs)
         if not gpu_fed:
-            self.ctx.device.queue.write_buffer(self.io.ids, 0, ids)
+            fast_encode.write_buffer(self.ctx.device.queue, self.io.ids, ids.tobytes())
         # Decoding repeats the same slots step after step: only the token ids change.
         self._write_if_changed(self.io.tokens, tokens)
         self._write_if_changed(self.io.runs, spans)

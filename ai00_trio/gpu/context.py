@@ -9,6 +9,8 @@ import msgspec
 import numpy as np
 import wgpu
 
+from . import fast_encode
+
 
 class NoAdapterError(RuntimeError):
     """No WebGPU adapter: no GPU driver and no software Vulkan (install mesa-vulkan-drivers)."""
@@ -120,6 +122,9 @@ class Readback:
     def fetch(self, nbytes: int) -> np.ndarray:
         """Wait for the submitted copy; its first `nbytes` as a writable uint8 array."""
         size = _aligned(nbytes)
+        native = fast_encode.read_back(self._device, self.buffer, size, nbytes)
+        if native is not None:
+            return native
         self.buffer.map_sync(wgpu.MapMode.READ, 0, size)
         try:
             return np.frombuffer(self.buffer.read_mapped(0, size, copy=False), np.uint8)[:nbytes].copy()

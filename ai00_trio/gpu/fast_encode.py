@@ -9,6 +9,14 @@ these calls, each taking a microsecond: letting the GIL go 900 times while the e
 runs Python (streaming tokens to 64 clients) hands it back and forth 900 times, and each handoff
 wakes a thread. On an H200 that turned a 0.6 ms recording into ~8 ms at 64 clients.
 
+The rest of a decoding step goes the same way: the command encoder, its passes and copies, the
+buffer writes, the submission and the readback's map (`NativeEncoder`, `write_buffer`,
+`read_back`), so a steady step lets the GIL go only while it waits for the GPU. Each time it
+lets go, the step thread waits to get it back while the event loop runs: with the server's
+fake engine on this project's 2-core CI machine, a step holding the GIL for 0.6 ms took
+2.7 ms of wall time letting go once, 7.3 ms letting go 20 times and 16.8 ms letting go 100 times
+(`bench/fake_engine.py --launch-ms 0.6 --releases N`, bench/RESULTS.md, session 22).
+
 This leans on wgpu-py internals (`_internal` handles, the library's path), so it lives here alone
 and `tests/test_fast_encode.py` fails loudly when wgpu-py changes them.
 """
@@ -17,6 +25,7 @@ from __future__ import annotations
 import ctypes
 from typing import Sequence
 
+import numpy as np
 import wgpu
 
 
@@ -37,12 +46,74 @@ def _load():
     set_bind_group.argtypes, set_bind_group.restype = (pointer, u32, pointer, ctypes.c_size_t, pointer), None
     dispatch = native.wgpuComputePassEncoderDispatchWorkgroups
     dispatch.argtypes, dispatch.restype = (pointer, u32, u32, u32), None
-    waiting = ctypes.CDLL(lib_path)  # these two may take a while: they let the GIL go
-    submit = waiting.wgpuQueueSubmitForIndex
+    submit = native.wgpuQueueSubmitForIndex  # tens of microseconds: less than a GIL handoff
     submit.argtypes, submit.restype = (pointer, ctypes.c_size_t, ctypes.POINTER(pointer)), ctypes.c_uint64
+    waiting = ctypes.CDLL(lib_path)  # waiting for the GPU lets the GIL go
     poll = waiting.wgpuDevicePoll
     poll.argtypes, poll.restype = (pointer, u32, ctypes.POINTER(ctypes.c_uint64)), u32
-    return ffi, set_pipeline, set_bind_group, dispatch, submit, poll
+    return (ffi, set_pipeline, set_bind_group, dispatch, submit, poll, _load_mapping(native, lib_path, ffi),
+            _load_recording(native))
+
+
+def _load_recording(native: ctypes.PyDLL) -> dict[str, ctypes._CFuncPtr] | None:
+    """What recording and writing a step needs beyond its dispatches (see NativeEncoder)."""
+    pointer, u64 = ctypes.c_void_p, ctypes.c_uint64
+    signatures = {
+        "wgpuDeviceCreateCommandEncoder": ((pointer, pointer), pointer),
+        "wgpuCommandEncoderBeginComputePass": ((pointer, pointer), pointer),
+        "wgpuComputePassEncoderEnd": ((pointer,), None),
+        "wgpuComputePassEncoderRelease": ((pointer,), None),
+        "wgpuCommandEncoderCopyBufferToBuffer": ((pointer, pointer, u64, pointer, u64, u64), None),
+        "wgpuCommandEncoderFinish": ((pointer, pointer), pointer),
+        "wgpuCommandEncoderRelease": ((pointer,), None),
+        "wgpuCommandBufferRelease": ((pointer,), None),
+        "wgpuQueueWriteBuffer": ((pointer, pointer, u64, pointer, ctypes.c_size_t), None),
+    }
+    functions = {}
+    for name, (argtypes, restype) in signatures.items():
+        try:
+            function = getattr(native, name)
+        except AttributeError:
+            return None
+        function.argtypes, function.restype = argtypes, restype
+        functions[name.removeprefix("wgpu")] = function
+    return functions
+
+
+class _MapCallbackInfo(ctypes.Structure):  # WGPUBufferMapCallbackInfo
+    _fields_ = [("next_in_chain", ctypes.c_void_p), ("mode", ctypes.c_uint32), ("callback", ctypes.c_void_p),
+                ("userdata1", ctypes.c_void_p), ("userdata2", ctypes.c_void_p)]
+
+
+class _Future(ctypes.Structure):  # WGPUFuture
+    _fields_ = [("id", ctypes.c_uint64)]
+
+
+def _load_mapping(native: ctypes.PyDLL, lib_path: str, ffi):
+    """Mapping a readback buffer without wgpu-py's poller thread: map, a poll that does not
+    wait (the step was waited for already), copy, unmap, all keeping the GIL."""
+    from wgpu.backends.wgpu_native import lib
+
+    pointer, size = ctypes.c_void_p, ctypes.c_size_t
+    try:
+        map_async = native.wgpuBufferMapAsync
+    except AttributeError:
+        return None
+    map_async.argtypes, map_async.restype = (pointer, ctypes.c_uint64, size, size, _MapCallbackInfo), _Future
+    mapped = native.wgpuBufferGetConstMappedRange
+    mapped.argtypes, mapped.restype = (pointer, size, size), pointer
+    unmap = native.wgpuBufferUnmap
+    unmap.argtypes, unmap.restype = (pointer,), None
+    poll_now = native.wgpuDevicePoll
+    poll_now.argtypes, poll_now.restype = (pointer, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint64)), ctypes.c_uint32
+
+    @ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")
+    def on_mapped(status, _message, outcome, _unused):  # outcome: a uint32, 0 until the map is done
+        ffi.cast("uint32_t *", outcome)[0] = status
+
+    constants = (int(lib.WGPUMapMode_Read), int(lib.WGPUCallbackMode_AllowProcessEvents),
+                 int(lib.WGPUMapAsyncStatus_Success))
+    return map_async, mapped, unmap, poll_now, on_mapped, int(ffi.cast("uintptr_t", on_mapped)), constants
 
 
 _NATIVE = _load()
@@ -73,7 +144,7 @@ def encode_dispatches(compute: wgpu.GPUComputePassEncoder,
             compute.set_bind_group(0, group)
             compute.dispatch_workgroups(x, y, z)
         return
-    _, set_pipeline, set_bind_group, dispatch, _, _ = _NATIVE
+    _, set_pipeline, set_bind_group, dispatch, *_ = _NATIVE
     address = _address(handle)
     for _, _, (x, y, z), (pipeline, group) in dispatches:
         set_pipeline(address, pipeline)
@@ -86,11 +157,152 @@ def submit(queue: wgpu.GPUQueue, command: wgpu.GPUCommandBuffer) -> int | None:
     if AVAILABLE:
         try:
             commands = (ctypes.c_void_p * 1)(_address(command._internal))
-            return int(_NATIVE[4](_address(queue._internal), 1, commands))
+            return int(_checked("wgpuQueueSubmitForIndex", _NATIVE[4], _address(queue._internal), 1, commands))
         except AttributeError:
             pass
     queue.submit([command])
     return None
+
+
+def _errors():
+    """wgpu-py's error handler and error classes: wgpu-native reports a failed call through the
+    device's error callback, which wgpu-py's handler catches for the call that captures it."""
+    try:
+        from wgpu.backends.wgpu_native._api import error_handler
+        from wgpu.backends.wgpu_native._helpers import ERROR_TYPES
+    except ImportError:
+        return None
+    return error_handler, ERROR_TYPES
+
+
+_ERRORS = _errors() if AVAILABLE else None
+
+
+def _checked(name: str, function, *args):
+    """`function(*args)`, raising what wgpu-native reported during it as wgpu-py would (a
+    command buffer recorded with an error must never be submitted: wgpu-native aborts the
+    process on a failed submission, and a lost device fails every call)."""
+    if _ERRORS is None:
+        return function(*args)
+    handler, types = _ERRORS
+    handler.capture(name)
+    try:
+        result = function(*args)
+    finally:
+        error = handler.release(name)
+    if error is not None:
+        raise types.get(error[0], wgpu.GPUError)(error[1])
+    return result
+
+
+class NativeCommands:
+    """A recorded command buffer (`NativeEncoder.finish`), released when dropped."""
+
+    def __init__(self, handle: int, release) -> None:
+        self._internal = handle
+        self._release = release
+
+    def __del__(self) -> None:
+        if self._internal:
+            self._release(self._internal)
+
+
+class NativePass:
+    def __init__(self, handle: int, functions: dict) -> None:
+        self._internal = handle
+        self._functions = functions
+
+    def end(self) -> None:
+        try:
+            _checked("wgpuComputePassEncoderEnd", self._functions["ComputePassEncoderEnd"], self._internal)
+        finally:
+            self._functions["ComputePassEncoderRelease"](self._internal)
+
+
+class NativeEncoder:
+    """The part of `GPUCommandEncoder` a step's recording uses (compute passes, buffer copies,
+    finish), through C calls that keep the GIL: wgpu-py's let it go around each, and a step
+    thread that lets the GIL go waits to get it back while the event loop runs (bench/RESULTS.md,
+    session 22)."""
+
+    def __init__(self, device: wgpu.GPUDevice, functions: dict) -> None:
+        self._functions = functions
+        self._internal = _checked("wgpuDeviceCreateCommandEncoder", functions["DeviceCreateCommandEncoder"],
+                                  _address(device._internal), None)
+
+    def __del__(self) -> None:
+        if self._internal is not None:  # never finished (an error while recording)
+            self._functions["CommandEncoderRelease"](self._internal)
+
+    def begin_compute_pass(self) -> NativePass:
+        return NativePass(_checked("wgpuCommandEncoderBeginComputePass",
+                                   self._functions["CommandEncoderBeginComputePass"], self._internal, None),
+                          self._functions)
+
+    def copy_buffer_to_buffer(self, source: wgpu.GPUBuffer, source_offset: int, destination: wgpu.GPUBuffer,
+                              destination_offset: int, size: int) -> None:
+        _checked("wgpuCommandEncoderCopyBufferToBuffer", self._functions["CommandEncoderCopyBufferToBuffer"],
+                 self._internal, _address(source._internal), source_offset, _address(destination._internal),
+                 destination_offset, size)
+
+    def finish(self) -> NativeCommands:
+        """The command buffer; what went wrong while recording (wgpu-native keeps an encoder's
+        errors for its finish, its dispatches' too) is raised here."""
+        encoder, self._internal = self._internal, None
+        try:
+            handle = _checked("wgpuCommandEncoderFinish", self._functions["CommandEncoderFinish"], encoder, None)
+        finally:
+            self._functions["CommandEncoderRelease"](encoder)
+        return NativeCommands(handle, self._functions["CommandBufferRelease"])
+
+
+def command_encoder(device: wgpu.GPUDevice) -> NativeEncoder | wgpu.GPUCommandEncoder:
+    """An encoder for a step: native where it can be, else wgpu-py's."""
+    if AVAILABLE and _NATIVE[7] is not None and getattr(device, "_internal", None) is not None:
+        return NativeEncoder(device, _NATIVE[7])
+    return device.create_command_encoder()
+
+
+def write_buffer(queue: wgpu.GPUQueue, buffer: wgpu.GPUBuffer, data: bytes) -> None:
+    """`queue.write_buffer(buffer, 0, data)`, keeping the GIL."""
+    if AVAILABLE and _NATIVE[7] is not None:
+        try:
+            handles = _address(queue._internal), _address(buffer._internal)
+        except AttributeError:
+            handles = None
+        if handles is not None:
+            _checked("wgpuQueueWriteBuffer", _NATIVE[7]["QueueWriteBuffer"], *handles, 0, data, len(data))
+            return
+    queue.write_buffer(buffer, 0, data)
+
+
+def read_back(device: wgpu.GPUDevice, buffer: wgpu.GPUBuffer, size: int, nbytes: int) -> np.ndarray | None:
+    """The first `nbytes` of a MAP_READ buffer whose copies have finished (`wait_for`), mapped
+    for `size` bytes, as a new uint8 array; None where the native path is missing (then map
+    through wgpu-py). wgpu-py's map waits on its poller thread, which hands the GIL between three
+    threads for every readback; here the step thread maps and copies on its own."""
+    if not AVAILABLE or _NATIVE[6] is None:
+        return None
+    try:
+        handle, device_handle = _address(buffer._internal), _address(device._internal)
+    except AttributeError:
+        return None
+    map_async, mapped, unmap, poll_now, _, callback, (read, process_events, success) = _NATIVE[6]
+    outcome = ctypes.c_uint32(0)
+    _checked("wgpuBufferMapAsync", map_async, handle, read, 0, size,
+             _MapCallbackInfo(None, process_events, callback, ctypes.addressof(outcome), None))
+    if outcome.value == 0:
+        poll_now(device_handle, 0, None)
+    if outcome.value == 0:  # the copy had not finished after all: wait for it, letting the GIL go
+        _NATIVE[5](device_handle, 1, None)
+    if outcome.value != success:
+        raise RuntimeError(f"could not map a readback buffer (status {outcome.value})")
+    try:
+        out = np.empty(nbytes, np.uint8)
+        ctypes.memmove(out.ctypes.data, mapped(handle, 0, size), nbytes)
+        return out
+    finally:
+        unmap(handle)
 
 
 def wait_for(device: wgpu.GPUDevice, submission: int | None) -> None:
