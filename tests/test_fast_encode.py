@@ -26,6 +26,8 @@ def test_submissions_are_indexed_and_waited_for(load_tiny):
 def test_readbacks_map_on_the_calling_thread(load_tiny):
     """Readback.fetch maps through fast_encode.read_back (no wgpu-py poller thread), twice over
     one buffer, and returns exactly what the GPU copied."""
+    import ctypes
+
     import numpy as np
     import wgpu
 
@@ -40,7 +42,7 @@ def test_readbacks_map_on_the_calling_thread(load_tiny):
         encoder = device.create_command_encoder()
         back.record(encoder, source, data.nbytes - shift, offset=shift)
         fast_encode.wait_for(device, fast_encode.submit(device.queue, encoder.finish()))
-        assert fast_encode.read_back(device, back.buffer, back.buffer.size, 16) is not None
+        assert fast_encode.read_back(device, back.buffer, back.buffer.size, 16, ctypes.c_uint32()) is not None
         got = back.fetch(data.nbytes - shift).view(np.uint32)
         assert np.array_equal(got, data[shift // 4:]), shift
     assert back.buffer.map_state == "unmapped"

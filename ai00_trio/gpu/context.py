@@ -1,6 +1,7 @@
 """The wgpu device the engine runs on: adapter choice, limits and features."""
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ class Readback:
     def __init__(self, device: wgpu.GPUDevice) -> None:
         self._device = device
         self.buffer: wgpu.GPUBuffer | None = None
+        self._mapped = ctypes.c_uint32(0)  # where a native map reports (fast_encode.read_back)
 
     def reserve(self, nbytes: int) -> bool:
         """Make room for `nbytes`; True when that replaced the buffer (commands recorded
@@ -122,7 +124,7 @@ class Readback:
     def fetch(self, nbytes: int) -> np.ndarray:
         """Wait for the submitted copy; its first `nbytes` as a writable uint8 array."""
         size = _aligned(nbytes)
-        native = fast_encode.read_back(self._device, self.buffer, size, nbytes)
+        native = fast_encode.read_back(self._device, self.buffer, size, nbytes, self._mapped)
         if native is not None:
             return native
         self.buffer.map_sync(wgpu.MapMode.READ, 0, size)

@@ -276,10 +276,12 @@ def write_buffer(queue: wgpu.GPUQueue, buffer: wgpu.GPUBuffer, data: bytes) -> N
     queue.write_buffer(buffer, 0, data)
 
 
-def read_back(device: wgpu.GPUDevice, buffer: wgpu.GPUBuffer, size: int, nbytes: int) -> np.ndarray | None:
+def read_back(device: wgpu.GPUDevice, buffer: wgpu.GPUBuffer, size: int, nbytes: int,
+              outcome: ctypes.c_uint32) -> np.ndarray | None:
     """The first `nbytes` of a MAP_READ buffer whose copies have finished (`wait_for`), mapped
     for `size` bytes, as a new uint8 array; None where the native path is missing (then map
-    through wgpu-py). wgpu-py's map waits on its poller thread, which hands the GIL between three
+    through wgpu-py). `outcome` is where the map's callback writes: its owner keeps it as long
+    as the buffer, since a map given up on may still report. wgpu-py's map waits on its poller thread, which hands the GIL between three
     threads for every readback; here the step thread maps and copies on its own."""
     if not AVAILABLE or _NATIVE[6] is None:
         return None
@@ -288,14 +290,17 @@ def read_back(device: wgpu.GPUDevice, buffer: wgpu.GPUBuffer, size: int, nbytes:
     except AttributeError:
         return None
     map_async, mapped, unmap, poll_now, _, callback, (read, process_events, success) = _NATIVE[6]
-    outcome = ctypes.c_uint32(0)
+    outcome.value = 0
     _checked("wgpuBufferMapAsync", map_async, handle, read, 0, size,
              _MapCallbackInfo(None, process_events, callback, ctypes.addressof(outcome), None))
     if outcome.value == 0:
         poll_now(device_handle, 0, None)
-    if outcome.value == 0:  # the copy had not finished after all: wait for it, letting the GIL go
+    for _ in range(3):  # the copy had not finished after all: wait for it, letting the GIL go
+        if outcome.value != 0:
+            break
         _NATIVE[5](device_handle, 1, None)
     if outcome.value != success:
+        unmap(handle)  # gives up a map still pending, so the buffer can be mapped again
         raise RuntimeError(f"could not map a readback buffer (status {outcome.value})")
     try:
         out = np.empty(nbytes, np.uint8)
