@@ -10,8 +10,9 @@
   4e..4e+3 of its u32.
 
 quant_type "nf4" stores the first layers' projections as int8 and the rest as NF4 (`stored_as`;
-how many is the version module's `nf4_int8_layers`: NF4_INT8_LAYERS, a third of v4's), as llama.cpp's 4-bit mixes keep some tensors at more bits: an error made early
-is carried and grown by every later layer, so on random weights of real scale layer 0 alone
+how many is the version module's `nf4_int8_layers`: NF4_INT8_LAYERS, a third of v4's), as
+llama.cpp's 4-bit mixes keep some tensors at more bits: an error made early is carried and
+grown by every later layer, so on random weights of real scale layer 0 alone
 causes about half of an all-NF4 model's KL divergence (bench/RESULTS.md, "NF4 mixes").
 """
 from __future__ import annotations

@@ -23,61 +23,11 @@ and `tests/test_fast_encode.py` fails loudly when wgpu-py changes them.
 from __future__ import annotations
 
 import ctypes
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import numpy as np
 import wgpu
-
-
-def _load():
-    try:
-        from wgpu.backends.wgpu_native import ffi
-        from wgpu.backends.wgpu_native._ffi import lib_path
-    except ImportError:  # another backend, or wgpu-py moved these
-        return None
-    try:
-        native = ctypes.PyDLL(lib_path)
-    except OSError:
-        return None
-    pointer, u32 = ctypes.c_void_p, ctypes.c_uint32
-    set_pipeline = native.wgpuComputePassEncoderSetPipeline
-    set_pipeline.argtypes, set_pipeline.restype = (pointer, pointer), None
-    set_bind_group = native.wgpuComputePassEncoderSetBindGroup
-    set_bind_group.argtypes, set_bind_group.restype = (pointer, u32, pointer, ctypes.c_size_t, pointer), None
-    dispatch = native.wgpuComputePassEncoderDispatchWorkgroups
-    dispatch.argtypes, dispatch.restype = (pointer, u32, u32, u32), None
-    submit = native.wgpuQueueSubmitForIndex  # tens of microseconds: less than a GIL handoff
-    submit.argtypes, submit.restype = (pointer, ctypes.c_size_t, ctypes.POINTER(pointer)), ctypes.c_uint64
-    waiting = ctypes.CDLL(lib_path)  # waiting for the GPU lets the GIL go
-    poll = waiting.wgpuDevicePoll
-    poll.argtypes, poll.restype = (pointer, u32, ctypes.POINTER(ctypes.c_uint64)), u32
-    return (ffi, set_pipeline, set_bind_group, dispatch, submit, poll, _load_mapping(native, lib_path, ffi),
-            _load_recording(native))
-
-
-def _load_recording(native: ctypes.PyDLL) -> dict[str, ctypes._CFuncPtr] | None:
-    """What recording and writing a step needs beyond its dispatches (see NativeEncoder)."""
-    pointer, u64 = ctypes.c_void_p, ctypes.c_uint64
-    signatures = {
-        "wgpuDeviceCreateCommandEncoder": ((pointer, pointer), pointer),
-        "wgpuCommandEncoderBeginComputePass": ((pointer, pointer), pointer),
-        "wgpuComputePassEncoderEnd": ((pointer,), None),
-        "wgpuComputePassEncoderRelease": ((pointer,), None),
-        "wgpuCommandEncoderCopyBufferToBuffer": ((pointer, pointer, u64, pointer, u64, u64), None),
-        "wgpuCommandEncoderFinish": ((pointer, pointer), pointer),
-        "wgpuCommandEncoderRelease": ((pointer,), None),
-        "wgpuCommandBufferRelease": ((pointer,), None),
-        "wgpuQueueWriteBuffer": ((pointer, pointer, u64, pointer, ctypes.c_size_t), None),
-    }
-    functions = {}
-    for name, (argtypes, restype) in signatures.items():
-        try:
-            function = getattr(native, name)
-        except AttributeError:
-            return None
-        function.argtypes, function.restype = argtypes, restype
-        functions[name.removeprefix("wgpu")] = function
-    return functions
 
 
 class _MapCallbackInfo(ctypes.Structure):  # WGPUBufferMapCallbackInfo
@@ -89,31 +39,70 @@ class _Future(ctypes.Structure):  # WGPUFuture
     _fields_ = [("id", ctypes.c_uint64)]
 
 
-def _load_mapping(native: ctypes.PyDLL, lib_path: str, ffi):
-    """Mapping a readback buffer without wgpu-py's poller thread: map, a poll that does not
-    wait (the step was waited for already), copy, unmap, all keeping the GIL."""
-    from wgpu.backends.wgpu_native import lib
+_POINTER, _U32, _U64, _SIZE = ctypes.c_void_p, ctypes.c_uint32, ctypes.c_uint64, ctypes.c_size_t
+# (argument types, result type) of each wgpu-native function called here, keeping the GIL
+_SIGNATURES = {
+    "ComputePassEncoderSetPipeline": ((_POINTER, _POINTER), None),
+    "ComputePassEncoderSetBindGroup": ((_POINTER, _U32, _POINTER, _SIZE, _POINTER), None),
+    "ComputePassEncoderDispatchWorkgroups": ((_POINTER, _U32, _U32, _U32), None),
+    "DeviceCreateCommandEncoder": ((_POINTER, _POINTER), _POINTER),
+    "CommandEncoderBeginComputePass": ((_POINTER, _POINTER), _POINTER),
+    "ComputePassEncoderEnd": ((_POINTER,), None),
+    "ComputePassEncoderRelease": ((_POINTER,), None),
+    "CommandEncoderCopyBufferToBuffer": ((_POINTER, _POINTER, _U64, _POINTER, _U64, _U64), None),
+    "CommandEncoderFinish": ((_POINTER, _POINTER), _POINTER),
+    "CommandEncoderRelease": ((_POINTER,), None),
+    "CommandBufferRelease": ((_POINTER,), None),
+    "QueueWriteBuffer": ((_POINTER, _POINTER, _U64, _POINTER, _SIZE), None),
+    "QueueSubmitForIndex": ((_POINTER, _SIZE, ctypes.POINTER(_POINTER)), _U64),  # tens of µs: less than a handoff
+    "BufferMapAsync": ((_POINTER, _U64, _SIZE, _SIZE, _MapCallbackInfo), _Future),
+    "BufferGetConstMappedRange": ((_POINTER, _SIZE, _SIZE), _POINTER),
+    "BufferUnmap": ((_POINTER,), None),
+    "DevicePoll": ((_POINTER, _U32, ctypes.POINTER(_U64)), _U32),  # only without waiting
+}
 
-    pointer, size = ctypes.c_void_p, ctypes.c_size_t
+
+@dataclass(frozen=True)
+class _Native:
+    ffi: Any
+    call: dict[str, Any]   # _SIGNATURES' functions, through PyDLL
+    wait: Any              # wgpuDevicePoll through CDLL: waiting for the GPU lets the GIL go
+    on_mapped: Any         # the cffi callback a map reports to (kept alive here)
+    on_mapped_address: int
+    map_read: int
+    process_events: int
+    map_success: int
+    # wgpu-native reports a failed call through the device's error callback; wgpu-py's handler
+    # catches it for the call that captures it (`_checked`), and its classes name the error
+    error_handler: Any
+    error_types: dict[str, type]
+
+
+def _load() -> _Native | None:
     try:
-        map_async = native.wgpuBufferMapAsync
-    except AttributeError:
+        from wgpu.backends.wgpu_native import ffi, lib
+        from wgpu.backends.wgpu_native._api import error_handler
+        from wgpu.backends.wgpu_native._ffi import lib_path
+        from wgpu.backends.wgpu_native._helpers import ERROR_TYPES
+    except ImportError:  # another backend, or wgpu-py moved these
         return None
-    map_async.argtypes, map_async.restype = (pointer, ctypes.c_uint64, size, size, _MapCallbackInfo), _Future
-    mapped = native.wgpuBufferGetConstMappedRange
-    mapped.argtypes, mapped.restype = (pointer, size, size), pointer
-    unmap = native.wgpuBufferUnmap
-    unmap.argtypes, unmap.restype = (pointer,), None
-    poll_now = native.wgpuDevicePoll
-    poll_now.argtypes, poll_now.restype = (pointer, ctypes.c_uint32, ctypes.POINTER(ctypes.c_uint64)), ctypes.c_uint32
+    try:
+        native, waiting = ctypes.PyDLL(lib_path), ctypes.CDLL(lib_path)
+        call = {name: getattr(native, "wgpu" + name) for name in _SIGNATURES}
+        wait = waiting.wgpuDevicePoll
+    except (OSError, AttributeError):
+        return None
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        call[name].argtypes, call[name].restype = argtypes, restype
+    wait.argtypes, wait.restype = _SIGNATURES["DevicePoll"]
 
     @ffi.callback("void(WGPUMapAsyncStatus, WGPUStringView, void *, void *)")
     def on_mapped(status, _message, outcome, _unused):  # outcome: a uint32, 0 until the map is done
         ffi.cast("uint32_t *", outcome)[0] = status
 
-    constants = (int(lib.WGPUMapMode_Read), int(lib.WGPUCallbackMode_AllowProcessEvents),
-                 int(lib.WGPUMapAsyncStatus_Success))
-    return map_async, mapped, unmap, poll_now, on_mapped, int(ffi.cast("uintptr_t", on_mapped)), constants
+    return _Native(ffi, call, wait, on_mapped, int(ffi.cast("uintptr_t", on_mapped)), int(lib.WGPUMapMode_Read),
+                   int(lib.WGPUCallbackMode_AllowProcessEvents), int(lib.WGPUMapAsyncStatus_Success),
+                   error_handler, ERROR_TYPES)
 
 
 _NATIVE = _load()
@@ -121,7 +110,7 @@ AVAILABLE = _NATIVE is not None
 
 
 def _address(handle) -> int:
-    return int(_NATIVE[0].cast("uintptr_t", handle))
+    return int(_NATIVE.ffi.cast("uintptr_t", handle))
 
 
 def native_handles(pipeline: wgpu.GPUComputePipeline, group: wgpu.GPUBindGroup) -> tuple[int, int] | None:
@@ -144,7 +133,8 @@ def encode_dispatches(compute: wgpu.GPUComputePassEncoder,
             compute.set_bind_group(0, group)
             compute.dispatch_workgroups(x, y, z)
         return
-    _, set_pipeline, set_bind_group, dispatch, *_ = _NATIVE
+    set_pipeline, set_bind_group, dispatch = (_NATIVE.call[name] for name in (
+        "ComputePassEncoderSetPipeline", "ComputePassEncoderSetBindGroup", "ComputePassEncoderDispatchWorkgroups"))
     address = _address(handle)
     for _, _, (x, y, z), (pipeline, group) in dispatches:
         set_pipeline(address, pipeline)
@@ -157,41 +147,26 @@ def submit(queue: wgpu.GPUQueue, command: wgpu.GPUCommandBuffer) -> int | None:
     if AVAILABLE:
         try:
             commands = (ctypes.c_void_p * 1)(_address(command._internal))
-            return int(_checked("wgpuQueueSubmitForIndex", _NATIVE[4], _address(queue._internal), 1, commands))
+            return int(_checked("wgpuQueueSubmitForIndex", _NATIVE.call["QueueSubmitForIndex"],
+                                _address(queue._internal), 1, commands))
         except AttributeError:
             pass
     queue.submit([command])
     return None
 
 
-def _errors():
-    """wgpu-py's error handler and error classes: wgpu-native reports a failed call through the
-    device's error callback, which wgpu-py's handler catches for the call that captures it."""
-    try:
-        from wgpu.backends.wgpu_native._api import error_handler
-        from wgpu.backends.wgpu_native._helpers import ERROR_TYPES
-    except ImportError:
-        return None
-    return error_handler, ERROR_TYPES
-
-
-_ERRORS = _errors() if AVAILABLE else None
-
-
 def _checked(name: str, function, *args):
     """`function(*args)`, raising what wgpu-native reported during it as wgpu-py would (a
     command buffer recorded with an error must never be submitted: wgpu-native aborts the
     process on a failed submission, and a lost device fails every call)."""
-    if _ERRORS is None:
-        return function(*args)
-    handler, types = _ERRORS
+    handler = _NATIVE.error_handler
     handler.capture(name)
     try:
         result = function(*args)
     finally:
         error = handler.release(name)
     if error is not None:
-        raise types.get(error[0], wgpu.GPUError)(error[1])
+        raise _NATIVE.error_types.get(error[0], wgpu.GPUError)(error[1])
     return result
 
 
@@ -258,22 +233,21 @@ class NativeEncoder:
 
 def command_encoder(device: wgpu.GPUDevice) -> NativeEncoder | wgpu.GPUCommandEncoder:
     """An encoder for a step: native where it can be, else wgpu-py's."""
-    if AVAILABLE and _NATIVE[7] is not None and getattr(device, "_internal", None) is not None:
-        return NativeEncoder(device, _NATIVE[7])
+    if AVAILABLE and getattr(device, "_internal", None) is not None:
+        return NativeEncoder(device, _NATIVE.call)
     return device.create_command_encoder()
 
 
 def write_buffer(queue: wgpu.GPUQueue, buffer: wgpu.GPUBuffer, data: bytes) -> None:
     """`queue.write_buffer(buffer, 0, data)`, keeping the GIL."""
-    if AVAILABLE and _NATIVE[7] is not None:
-        try:
-            handles = _address(queue._internal), _address(buffer._internal)
-        except AttributeError:
-            handles = None
-        if handles is not None:
-            _checked("wgpuQueueWriteBuffer", _NATIVE[7]["QueueWriteBuffer"], *handles, 0, data, len(data))
-            return
-    queue.write_buffer(buffer, 0, data)
+    try:
+        handles = (_address(queue._internal), _address(buffer._internal)) if AVAILABLE else None
+    except AttributeError:
+        handles = None
+    if handles is None:
+        queue.write_buffer(buffer, 0, data)
+    else:
+        _checked("wgpuQueueWriteBuffer", _NATIVE.call["QueueWriteBuffer"], *handles, 0, data, len(data))
 
 
 def read_back(device: wgpu.GPUDevice, buffer: wgpu.GPUBuffer, size: int, nbytes: int,
@@ -281,30 +255,32 @@ def read_back(device: wgpu.GPUDevice, buffer: wgpu.GPUBuffer, size: int, nbytes:
     """The first `nbytes` of a MAP_READ buffer whose copies have finished (`wait_for`), mapped
     for `size` bytes, as a new uint8 array; None where the native path is missing (then map
     through wgpu-py). `outcome` is where the map's callback writes: its owner keeps it as long
-    as the buffer, since a map given up on may still report. wgpu-py's map waits on its poller thread, which hands the GIL between three
-    threads for every readback; here the step thread maps and copies on its own."""
-    if not AVAILABLE or _NATIVE[6] is None:
+    as the buffer, since a map given up on may still report. wgpu-py's map waits on its poller
+    thread, which hands the GIL between three threads for every readback; here the step thread
+    maps and copies on its own."""
+    if not AVAILABLE:
         return None
     try:
         handle, device_handle = _address(buffer._internal), _address(device._internal)
     except AttributeError:
         return None
-    map_async, mapped, unmap, poll_now, _, callback, (read, process_events, success) = _NATIVE[6]
+    native = _NATIVE
+    unmap = native.call["BufferUnmap"]
     outcome.value = 0
-    _checked("wgpuBufferMapAsync", map_async, handle, read, 0, size,
-             _MapCallbackInfo(None, process_events, callback, ctypes.addressof(outcome), None))
+    _checked("wgpuBufferMapAsync", native.call["BufferMapAsync"], handle, native.map_read, 0, size,
+             _MapCallbackInfo(None, native.process_events, native.on_mapped_address, ctypes.addressof(outcome), None))
     if outcome.value == 0:
-        poll_now(device_handle, 0, None)
+        native.call["DevicePoll"](device_handle, 0, None)
     for _ in range(3):  # the copy had not finished after all: wait for it, letting the GIL go
         if outcome.value != 0:
             break
-        _NATIVE[5](device_handle, 1, None)
-    if outcome.value != success:
+        native.wait(device_handle, 1, None)
+    if outcome.value != native.map_success:
         unmap(handle)  # gives up a map still pending, so the buffer can be mapped again
         raise RuntimeError(f"could not map a readback buffer (status {outcome.value})")
     try:
         out = np.empty(nbytes, np.uint8)
-        ctypes.memmove(out.ctypes.data, mapped(handle, 0, size), nbytes)
+        ctypes.memmove(out.ctypes.data, native.call["BufferGetConstMappedRange"](handle, 0, size), nbytes)
         return out
     finally:
         unmap(handle)
@@ -318,4 +294,4 @@ def wait_for(device: wgpu.GPUDevice, submission: int | None) -> None:
     for this submission first lets the map resolve at once."""
     if AVAILABLE and submission is not None:
         index = ctypes.c_uint64(submission)
-        _NATIVE[5](_address(device._internal), 1, ctypes.byref(index))
+        _NATIVE.wait(_address(device._internal), 1, ctypes.byref(index))
